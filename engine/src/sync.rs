@@ -1,0 +1,31 @@
+//! The one place that chooses between `std` and `loom` synchronisation types.
+//!
+//! Every other module imports atomics, `Arc` and `Mutex` from here and never
+//! from `std` directly, so that `RUSTFLAGS="--cfg loom"` swaps the whole
+//! engine onto loom's instrumented types at once (the pattern of tokio's
+//! `src/loom/mod.rs` and concurrent-queue's `src/sync.rs`). Nothing in this
+//! module may contain protocol logic: it only re-exports.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    Mutex, MutexGuard,
+};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    Mutex, MutexGuard,
+};
+
+/// Locks `mutex`, ignoring poisoning.
+///
+/// Every critical section in the engine leaves its data consistent at each
+/// step (no user code runs while a lock is held), so a panic in another
+/// thread cannot leave the protected state half-updated.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

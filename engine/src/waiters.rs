@@ -1,0 +1,279 @@
+//! [`WaitList`]: parked fetches and the wake-up protocol that gives long-poll
+//! fetch its "no lost wake-up" guarantee without a lock on the publish path.
+//!
+//! # Protocol
+//!
+//! A fetch that finds the ready queue empty *registers* (adds a slot with its
+//! `Waker`), then *re-checks* the queue before it sleeps. A producer (publish,
+//! requeue, expiry) pushes to the queue, then calls [`WaitList::notify_one`].
+//!
+//! The classic lost wake-up is a store/load race: the producer checks "is
+//! anyone waiting?" before the consumer's registration is visible, while the
+//! consumer's re-check does not yet see the push. Both sides here touch the
+//! same atomic, `waiting`, with a read-modify-write (the consumer increments
+//! it when registering; the producer does `fetch_add(0)`, an RMW that reads
+//! the latest value). RMWs on one atomic are totally ordered, so either:
+//!
+//! * the registration comes first: the producer reads `waiting > 0`, takes
+//!   the lock and wakes a slot; or
+//! * the producer's RMW comes first: the consumer's acquiring RMW reads from
+//!   its release sequence, so the push happened-before the consumer's
+//!   re-check, which therefore sees the message.
+//!
+//! A plain `load` on the producer side would need `SeqCst` fences on both
+//! sides (Dekker), which loom does not model faithfully; one uncontended RMW
+//! per publish is cheaper than a lock and is checked by loom as written.
+//!
+//! # Hand-off
+//!
+//! `notify_one` marks the oldest un-notified slot as notified and wakes it. A
+//! notified waiter that goes away without re-checking the queue (timeout,
+//! close, or its future dropped) must call `notify_one` again: that is the
+//! "a woken waiter that is then cancelled passes the wake-up on" rule, and
+//! [`WaitList::deregister`] tells the caller when it applies.
+//!
+//! # Cost
+//!
+//! Registration, notification and deregistration are O(1) amortised: slots
+//! live in a `HashMap` by key, the wake order is a `VecDeque` of keys, and
+//! keys of deregistered slots are skipped lazily and compacted when they
+//! outnumber the live ones. The lock is taken only when someone waits.
+
+use std::collections::{HashMap, VecDeque};
+use std::task::Waker;
+
+use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+
+/// Identifies one registration.
+pub(crate) type WaitKey = u64;
+
+pub(crate) struct WaitList {
+    /// Slots that are registered and not yet notified. Every change is an RMW
+    /// made while holding `inner`; producers read it with an RMW (see the
+    /// module docs for why).
+    waiting: AtomicUsize,
+    inner: Mutex<Inner>,
+}
+
+struct Slot {
+    waker: Waker,
+    notified: bool,
+}
+
+struct Inner {
+    next_key: WaitKey,
+    /// Keys in registration order; may hold keys already deregistered.
+    order: VecDeque<WaitKey>,
+    slots: HashMap<WaitKey, Slot>,
+}
+
+impl WaitList {
+    pub(crate) fn new() -> Self {
+        WaitList {
+            waiting: AtomicUsize::new(0),
+            inner: Mutex::new(Inner {
+                next_key: 0,
+                order: VecDeque::new(),
+                slots: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Adds a waiter. The caller must re-check its condition afterwards.
+    pub(crate) fn register(&self, waker: &Waker) -> WaitKey {
+        let mut inner = lock(&self.inner);
+        let key = inner.next_key;
+        inner.next_key += 1;
+        inner.order.push_back(key);
+        inner.slots.insert(
+            key,
+            Slot {
+                waker: waker.clone(),
+                notified: false,
+            },
+        );
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        key
+    }
+
+    /// If `key` was notified, removes it and returns `true`; otherwise
+    /// refreshes its waker and returns `false`.
+    pub(crate) fn poll_notified(&self, key: WaitKey, waker: &Waker) -> bool {
+        let mut inner = lock(&self.inner);
+        match inner.slots.get_mut(&key) {
+            Some(slot) if slot.notified => {
+                inner.slots.remove(&key);
+                true
+            }
+            Some(slot) => {
+                if !slot.waker.will_wake(waker) {
+                    slot.waker = waker.clone();
+                }
+                false
+            }
+            // Slots are removed only by their owner; treat a missing one as
+            // notified so the owner re-checks rather than sleeping forever.
+            None => true,
+        }
+    }
+
+    /// Removes `key`. Returns `true` if it had been notified, in which case
+    /// the caller owns a wake-up it did not use and must pass it on (unless
+    /// it is leaving with a message, which is what the wake-up was for).
+    pub(crate) fn deregister(&self, key: WaitKey) -> bool {
+        let mut inner = lock(&self.inner);
+        let notified = match inner.slots.remove(&key) {
+            Some(slot) if slot.notified => true,
+            Some(_) => {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                false
+            }
+            None => false,
+        };
+        // Keep stale keys in `order` bounded by the live ones (amortised O(1)).
+        if inner.order.len() > 2 * inner.slots.len() + 32 {
+            let Inner { order, slots, .. } = &mut *inner;
+            order.retain(|k| slots.contains_key(k));
+        }
+        notified
+    }
+
+    /// Wakes the oldest waiter that has not been notified yet, if any.
+    ///
+    /// Call after making a message visible in the ready queue.
+    pub(crate) fn notify_one(&self) {
+        // An RMW, not a load: it orders this call after the push that
+        // preceded it for any waiter registering concurrently.
+        if self.waiting.fetch_add(0, Ordering::AcqRel) == 0 {
+            return;
+        }
+        let waker = {
+            let mut inner = lock(&self.inner);
+            let Inner { order, slots, .. } = &mut *inner;
+            let mut chosen = None;
+            while let Some(key) = order.pop_front() {
+                if let Some(slot) = slots.get_mut(&key) {
+                    if !slot.notified {
+                        slot.notified = true;
+                        self.waiting.fetch_sub(1, Ordering::AcqRel);
+                        chosen = Some(slot.waker.clone());
+                        break;
+                    }
+                }
+            }
+            chosen
+        };
+        // Wake outside the lock: the woken task may run at once and lock it.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Notifies and wakes every registered waiter (used by close).
+    pub(crate) fn notify_all(&self) {
+        let wakers: Vec<Waker> = {
+            let mut inner = lock(&self.inner);
+            let Inner { order, slots, .. } = &mut *inner;
+            order.clear();
+            slots
+                .values_mut()
+                .filter(|slot| !slot.notified)
+                .map(|slot| {
+                    slot.notified = true;
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    slot.waker.clone()
+                })
+                .collect()
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Registered waiters not yet notified (for stats and tests).
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct CountingWaker(StdAtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, StdOrdering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+        let counter = Arc::new(CountingWaker(StdAtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
+    #[test]
+    fn notify_one_wakes_the_oldest_waiter_once() {
+        let list = WaitList::new();
+        let (c1, w1) = counting_waker();
+        let (c2, w2) = counting_waker();
+        let k1 = list.register(&w1);
+        let k2 = list.register(&w2);
+        assert_eq!(list.waiting(), 2);
+        list.notify_one();
+        assert_eq!(c1.0.load(StdOrdering::SeqCst), 1);
+        assert_eq!(c2.0.load(StdOrdering::SeqCst), 0);
+        assert_eq!(list.waiting(), 1);
+        assert!(list.poll_notified(k1, &w1));
+        assert!(!list.poll_notified(k2, &w2));
+        list.notify_one();
+        assert_eq!(c2.0.load(StdOrdering::SeqCst), 1);
+        assert!(list.deregister(k2), "k2 was notified and must pass it on");
+        assert_eq!(list.waiting(), 0);
+    }
+
+    #[test]
+    fn notify_without_waiters_is_a_no_op() {
+        let list = WaitList::new();
+        list.notify_one();
+        let (c, w) = counting_waker();
+        let k = list.register(&w);
+        assert_eq!(c.0.load(StdOrdering::SeqCst), 0);
+        assert!(!list.deregister(k));
+        assert_eq!(list.waiting(), 0);
+    }
+
+    #[test]
+    fn deregistered_waiters_are_skipped_and_compacted() {
+        let list = WaitList::new();
+        let (_, w) = counting_waker();
+        for _ in 0..10_000 {
+            let k = list.register(&w);
+            assert!(!list.deregister(k));
+        }
+        assert!(lock(&list.inner).order.len() <= 32 + 1);
+        let (c, w2) = counting_waker();
+        let k = list.register(&w2);
+        list.notify_one();
+        assert_eq!(c.0.load(StdOrdering::SeqCst), 1);
+        assert!(list.poll_notified(k, &w2));
+    }
+
+    #[test]
+    fn notify_all_wakes_everyone() {
+        let list = WaitList::new();
+        let counters: Vec<_> = (0..5).map(|_| counting_waker()).collect();
+        let keys: Vec<_> = counters.iter().map(|(_, w)| list.register(w)).collect();
+        list.notify_all();
+        assert_eq!(list.waiting(), 0);
+        for ((c, w), k) in counters.iter().zip(keys) {
+            assert_eq!(c.0.load(StdOrdering::SeqCst), 1);
+            assert!(list.poll_notified(k, w));
+        }
+    }
+}
