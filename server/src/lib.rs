@@ -1,1 +1,30 @@
+//! The ubroker HTTP server: the four routes of the original ubroker API over
+//! hyper 1.x, mapped onto the engine, with no web framework.
+//!
+//! # Layout
+//!
+//! * `config`: [`Config`], the command-line flags (each with an environment
+//!   variable) and the settings derived from them.
+//! * `server`: [`serve`], the accept loop, per-connection HTTP/1.1 and
+//!   graceful shutdown; shutdown is a future passed in, so tests start and
+//!   stop real servers on `127.0.0.1:0`.
+//! * `routes`: the one `match` on (method, path) and a function per route.
+//! * `response`: one small function per kind of response.
+//! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
+//! * `sweeper`: the background task that drives lease expiry.
+//! * `shutdown`: SIGINT / SIGTERM for the binary.
+//!
+//! The binary (`src/main.rs`) only parses flags, sets up logging, binds,
+//! prints `listening on http://HOST:PORT` and calls [`serve`].
 
+pub mod config;
+pub mod error;
+pub mod response;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod sweeper;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use server::serve;

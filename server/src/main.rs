@@ -1,1 +1,71 @@
-fn main() {}
+//! The `ubroker` binary: parse flags, set up logging, bind, serve until
+//! SIGINT or SIGTERM.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use ubroker_engine::Broker;
+use ubroker_server::{serve, shutdown, Config};
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind((config.host, config.port)).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, host = %config.host, port = config.port, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let address = match listener.local_addr() {
+            Ok(address) => address,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the listening address");
+                return ExitCode::FAILURE;
+            }
+        };
+        // The one line on stdout; scripts wait for it.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on http://{address}");
+        let _ = stdout.flush();
+        drop(stdout);
+        tracing::info!(
+            ttl_ms = config.ttl,
+            fetch_timeout_ms = config.fetch_timeout,
+            max_fetch_wait_ms = config.max_fetch_wait,
+            max_body_bytes = config.max_body_bytes,
+            "ubroker started"
+        );
+
+        let broker = Arc::new(Broker::new(config.engine()));
+        match serve(listener, broker, config, shutdown::signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,128 @@
+//! [`Config`]: every command-line flag (each also read from an environment
+//! variable), and how it turns into engine and server settings.
+//!
+//! Times are milliseconds, as in the original ubroker. This module validates
+//! ranges at parse time, so a bad flag is a usage error, never a panic later.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// ubroker: an at-least-once HTTP work queue.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ubroker", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "UBROKER_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "UBROKER_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Lease time-to-live in ms: a fetched message not acknowledged or
+    /// requeued within it returns to the queue.
+    #[arg(long, env = "UBROKER_TTL", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ttl: u64,
+
+    /// How long GET /fetch waits for a message by default, in ms.
+    #[arg(long, env = "UBROKER_FETCH_TIMEOUT", default_value_t = 1_000)]
+    pub fetch_timeout: u64,
+
+    /// Upper bound in ms for GET /fetch?wait=.
+    #[arg(long, env = "UBROKER_MAX_FETCH_WAIT", default_value_t = 30_000)]
+    pub max_fetch_wait: u64,
+
+    /// Largest accepted POST /publish request body, in bytes (413 beyond).
+    #[arg(long, env = "UBROKER_MAX_BODY_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_bytes: u64,
+
+    /// Most body bytes held at once, ready plus in flight (429 beyond).
+    #[arg(long, env = "UBROKER_MAX_QUEUE_BYTES", default_value_t = 1 << 30)]
+    pub max_queue_bytes: u64,
+
+    /// How long shutdown waits for requests in flight, in ms.
+    #[arg(long, env = "UBROKER_SHUTDOWN_TIMEOUT", default_value_t = 5_000)]
+    pub shutdown_timeout: u64,
+}
+
+impl Config {
+    /// The defaults, as if no flag or variable were given, on `port`.
+    ///
+    /// Ignores the environment, so tests are not affected by `UBROKER_*`.
+    pub fn for_port(port: u16) -> Self {
+        Config {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port,
+            ttl: 20_000,
+            fetch_timeout: 1_000,
+            max_fetch_wait: 30_000,
+            max_body_bytes: 1_048_576,
+            max_queue_bytes: 1 << 30,
+            shutdown_timeout: 5_000,
+        }
+    }
+
+    /// The engine's settings.
+    pub fn engine(&self) -> ubroker_engine::Config {
+        ubroker_engine::Config {
+            ttl: Duration::from_millis(self.ttl),
+            max_queue_bytes: self.max_queue_bytes,
+        }
+    }
+
+    /// The default fetch wait, already capped by the maximum.
+    pub fn default_fetch_wait(&self) -> Duration {
+        Duration::from_millis(self.fetch_timeout.min(self.max_fetch_wait))
+    }
+
+    /// The cap on `?wait=`.
+    pub fn max_fetch_wait(&self) -> Duration {
+        Duration::from_millis(self.max_fetch_wait)
+    }
+
+    /// The shutdown bound.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let parsed = Config::try_parse_from(["ubroker"]).unwrap();
+        let defaults = Config::for_port(8080);
+        assert_eq!(format!("{parsed:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_are_usage_errors() {
+        let c = Config::try_parse_from(["ubroker", "--port", "0", "--ttl", "5", "--host", "::1"])
+            .unwrap();
+        assert_eq!((c.port, c.ttl), (0, 5));
+        assert!(c.host.is_ipv6());
+        for bad in [
+            &["ubroker", "--ttl", "0"][..],
+            &["ubroker", "--port", "70000"],
+            &["ubroker", "--port", "-1"],
+            &["ubroker", "--host", "not-an-ip"],
+            &["ubroker", "--max-body-bytes", "0"],
+            &["ubroker", "--unknown"],
+        ] {
+            assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fetch_timeout_is_capped_by_the_maximum_wait() {
+        let mut c = Config::for_port(0);
+        c.fetch_timeout = 50_000;
+        assert_eq!(c.default_fetch_wait(), Duration::from_millis(30_000));
+    }
+}

@@ -1,0 +1,424 @@
+//! The four routes: one `match` on (method, path), one function per route.
+//!
+//! | route | handler |
+//! |---|---|
+//! | `POST /publish` | [`publish`]: parse `{"body": "<string>"}`, publish |
+//! | `GET /fetch[?wait=ms]` | [`fetch`]: lease the head, long-polling |
+//! | `POST /acknowledge/{id}` | [`settle`] with [`Settlement::Acknowledge`] |
+//! | `POST /requeue/{id}` | [`settle`] with [`Settlement::Requeue`] |
+//! | anything else | 404, or 405 with `Allow` for a known path |
+//!
+//! Handlers are generic over the request body type, so unit tests drive them
+//! with in-memory bodies and no socket. A handler validates everything before
+//! it calls the engine: a request that fails validation changes nothing.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Body as HttpBody;
+use hyper::{Method, Request, Response};
+use serde::Deserialize;
+use tokio::sync::watch;
+use ubroker_engine::{Broker, Clock, Error as EngineError};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::response::{self, Body};
+
+/// What every request handler shares.
+pub struct State<C: Clock> {
+    pub(crate) broker: Arc<Broker<C>>,
+    pub(crate) config: Config,
+    /// Becomes `true` when shutdown begins: waiting fetches answer 503.
+    pub(crate) shutting_down: watch::Receiver<bool>,
+}
+
+impl<C: Clock> State<C> {
+    /// Handler state over `broker`; shutdown is signalled through `shutting_down`.
+    pub fn new(
+        broker: Arc<Broker<C>>,
+        config: Config,
+        shutting_down: watch::Receiver<bool>,
+    ) -> Self {
+        State {
+            broker,
+            config,
+            shutting_down,
+        }
+    }
+}
+
+/// How a delivery is settled by its consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    Acknowledge,
+    Requeue,
+}
+
+/// Answers one request. Never fails and never panics on client input: every
+/// failure becomes an `{"error": ...}` response.
+pub async fn handle<C, B>(state: &State<C>, req: Request<B>) -> Response<Body>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let result = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/publish") => publish(state, req.into_body()).await,
+        (_, "/publish") => Err(ApiError::MethodNotAllowed { allow: "POST" }),
+        (&Method::GET, "/fetch") => fetch(state, req.uri().query()).await,
+        (_, "/fetch") => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        (method, path) => match settlement_route(path) {
+            Some((settlement, id)) if method == Method::POST => settle(state, settlement, id),
+            Some(_) => Err(ApiError::MethodNotAllowed { allow: "POST" }),
+            None => Err(ApiError::NotFound),
+        },
+    };
+    result.unwrap_or_else(|error| response::error(&error))
+}
+
+/// Recognises `/acknowledge/{id}` and `/requeue/{id}` (one segment, any
+/// text; it is validated as an id later, so a bad id is a 400, not a 404).
+fn settlement_route(path: &str) -> Option<(Settlement, &str)> {
+    let (settlement, id) = if let Some(id) = path.strip_prefix("/acknowledge/") {
+        (Settlement::Acknowledge, id)
+    } else if let Some(id) = path.strip_prefix("/requeue/") {
+        (Settlement::Requeue, id)
+    } else {
+        return None;
+    };
+    (!id.contains('/')).then_some((settlement, id))
+}
+
+#[derive(Deserialize)]
+struct PublishRequest<'a> {
+    #[serde(borrow)]
+    body: Cow<'a, str>,
+}
+
+/// `POST /publish`.
+async fn publish<C, B>(state: &State<C>, body: B) -> Result<Response<Body>, ApiError>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let raw = read_body(body, state.config.max_body_bytes).await?;
+    let message = parse_publish(&raw)?;
+    state.broker.publish(message)?;
+    Ok(response::ok_empty())
+}
+
+/// Reads the whole request body, refusing to read past `limit` bytes.
+async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, ApiError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    // A declared length over the limit is refused before reading a byte.
+    if body.size_hint().lower() > limit {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
+        Err(_) => Err(ApiError::BodyRead),
+    }
+}
+
+/// Parses `{"body": "<string>"}` into the message body.
+///
+/// Extra fields are ignored (as the original did). The body is copied into
+/// an allocation of its own: slicing the request buffer would pin hyper's
+/// whole read buffer for as long as the message is queued.
+fn parse_publish(raw: &[u8]) -> Result<Bytes, ApiError> {
+    // serde's derived struct visitor also accepts a JSON array; the contract
+    // asks for an object.
+    match raw.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        _ => {
+            return Err(ApiError::BadBody(
+                "expected a JSON object with a string field \"body\"".into(),
+            ))
+        }
+    }
+    let request: PublishRequest<'_> =
+        serde_json::from_slice(raw).map_err(|error| ApiError::BadBody(error.to_string()))?;
+    Ok(Bytes::copy_from_slice(request.body.as_bytes()))
+}
+
+/// `GET /fetch[?wait=ms]`.
+async fn fetch<C: Clock>(
+    state: &State<C>,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let wait = fetch_wait(query, &state.config)?;
+    // Fast path: a ready message needs no timer and no shutdown watch.
+    if let Some(delivery) = state.broker.try_fetch()? {
+        return Ok(response::delivery(&delivery));
+    }
+    if wait.is_zero() {
+        return Err(EngineError::Timeout.into());
+    }
+    let mut shutting_down = state.shutting_down.clone();
+    if *shutting_down.borrow_and_update() {
+        return Err(ApiError::ShuttingDown);
+    }
+    // The engine's fetch ends when this future does: at the wait, or when
+    // shutdown begins. Either way it leases nothing once it gives up.
+    let give_up = async move {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutting_down.wait_for(|down| *down) => {}
+        }
+    };
+    match state.broker.fetch(give_up).await {
+        Ok(delivery) => Ok(response::delivery(&delivery)),
+        Err(EngineError::Timeout) if *state.shutting_down.borrow() => Err(ApiError::ShuttingDown),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The wait for this fetch: `?wait=` if given (capped), else the default.
+fn fetch_wait(query: Option<&str>, config: &Config) -> Result<Duration, ApiError> {
+    let requested = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("wait="));
+    match requested {
+        None => Ok(config.default_fetch_wait()),
+        Some(ms) => {
+            let ms = parse_unsigned(ms).ok_or(ApiError::BadWait)?;
+            Ok(Duration::from_millis(ms).min(config.max_fetch_wait()))
+        }
+    }
+}
+
+/// `POST /acknowledge/{id}` and `POST /requeue/{id}`.
+fn settle<C: Clock>(
+    state: &State<C>,
+    settlement: Settlement,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let id = parse_id(id)?;
+    match settlement {
+        Settlement::Acknowledge => state.broker.acknowledge(id)?,
+        Settlement::Requeue => state.broker.requeue(id)?,
+    }
+    Ok(response::ok_empty())
+}
+
+/// A delivery id: ASCII digits only, fitting in a `u64`. No sign, no
+/// spaces, no percent-encoding; anything else is a 400.
+fn parse_id(text: &str) -> Result<u64, ApiError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadId);
+    }
+    text.parse().map_err(|_| ApiError::BadId)
+}
+
+/// Digits only; values past `u64::MAX` saturate (they are capped anyway).
+fn parse_unsigned(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Full;
+    use ubroker_engine::{Config as EngineConfig, ManualClock};
+
+    use super::*;
+
+    fn state() -> (State<ManualClock>, watch::Sender<bool>) {
+        let config = Config::for_port(0);
+        let broker = Arc::new(Broker::with_clock(
+            EngineConfig {
+                ttl: Duration::from_secs(1),
+                max_queue_bytes: u64::MAX,
+            },
+            ManualClock::new(),
+        ));
+        let (tx, rx) = watch::channel(false);
+        (State::new(broker, config, rx), tx)
+    }
+
+    async fn call(
+        state: &State<ManualClock>,
+        method: Method,
+        uri: &str,
+        body: &str,
+    ) -> (u16, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let res = handle(state, req).await;
+        let status = res.status().as_u16();
+        assert_eq!(
+            res.headers()[hyper::header::CONTENT_TYPE],
+            "application/json"
+        );
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn publish_fetch_acknowledge() {
+        let (s, _tx) = state();
+        assert_eq!(
+            call(&s, Method::POST, "/publish", r#"{"body":"hi \"you\""}"#).await,
+            (200, "{}".into())
+        );
+        let (status, body) = call(&s, Method::GET, "/fetch", "").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, r#"{"message":{"body":"hi \"you\""},"id":1}"#);
+        assert_eq!(
+            call(&s, Method::POST, "/acknowledge/1", "").await,
+            (200, "{}".into())
+        );
+        assert_eq!(
+            call(&s, Method::POST, "/acknowledge/1", "").await,
+            (400, r#"{"error":"id is invalid"}"#.into())
+        );
+    }
+
+    #[test]
+    fn ids_are_strict_unsigned_integers() {
+        assert_eq!(parse_id("0"), Ok(0));
+        assert_eq!(parse_id("18446744073709551615"), Ok(u64::MAX));
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "18446744073709551616",
+            "1e3",
+            "0x10",
+            "%31",
+        ] {
+            assert_eq!(parse_id(bad), Err(ApiError::BadId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn settlement_paths_take_exactly_one_segment() {
+        assert_eq!(
+            settlement_route("/acknowledge/5"),
+            Some((Settlement::Acknowledge, "5"))
+        );
+        assert_eq!(
+            settlement_route("/requeue/x"),
+            Some((Settlement::Requeue, "x"))
+        );
+        assert_eq!(
+            settlement_route("/requeue/"),
+            Some((Settlement::Requeue, ""))
+        );
+        assert_eq!(settlement_route("/requeue/1/2"), None);
+        assert_eq!(settlement_route("/acknowledge"), None);
+        assert_eq!(settlement_route("/ack/1"), None);
+    }
+
+    #[test]
+    fn wait_is_parsed_capped_and_defaulted() {
+        let config = Config::for_port(0);
+        assert_eq!(fetch_wait(None, &config), Ok(Duration::from_millis(1_000)));
+        assert_eq!(
+            fetch_wait(Some("x=1"), &config),
+            Ok(Duration::from_millis(1_000))
+        );
+        assert_eq!(fetch_wait(Some("wait=0"), &config), Ok(Duration::ZERO));
+        assert_eq!(
+            fetch_wait(Some("a=b&wait=250"), &config),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            fetch_wait(Some("wait=99999999"), &config),
+            Ok(Duration::from_millis(30_000))
+        );
+        assert_eq!(
+            fetch_wait(Some("wait=999999999999999999999999"), &config),
+            Ok(Duration::from_millis(30_000))
+        );
+        for bad in ["wait=", "wait=-1", "wait=1.5", "wait=abc", "wait= 1"] {
+            assert_eq!(
+                fetch_wait(Some(bad), &config),
+                Err(ApiError::BadWait),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn publish_bodies_must_be_objects_with_a_string_body() {
+        assert_eq!(
+            parse_publish(br#" {"body":"x","other":1} "#),
+            Ok(Bytes::from_static(b"x"))
+        );
+        assert_eq!(parse_publish(br#"{"body":"\u00e9"}"#), Ok(Bytes::from("é")));
+        for bad in [
+            &b""[..],
+            b"[\"x\"]",
+            b"\"x\"",
+            b"null",
+            b"{}",
+            b"{\"body\":1}",
+            b"{\"body\":null}",
+            b"{\"body\":[\"x\"]}",
+            b"{\"body\":\"x\"",
+            b"{\"body\":\"x\",\"body\":\"y\"}",
+            b"{\"body\":\"\\ud800\"}",
+            b"{\"body\":\"\xff\"}",
+        ] {
+            assert!(
+                matches!(parse_publish(bad), Err(ApiError::BadBody(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_wrong_methods() {
+        let (s, _tx) = state();
+        assert_eq!(call(&s, Method::GET, "/", "").await.0, 404);
+        assert_eq!(call(&s, Method::GET, "/publishx", "").await.0, 404);
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri("/publish")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = handle(&s, req).await;
+        assert_eq!(res.status(), 405);
+        assert_eq!(res.headers()[hyper::header::ALLOW], "POST");
+        assert_eq!(call(&s, Method::POST, "/fetch", "").await.0, 405);
+        assert_eq!(call(&s, Method::GET, "/requeue/abc", "").await.0, 405);
+        assert_eq!(call(&s, Method::DELETE, "/acknowledge/1", "").await.0, 405);
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_waiting_fetches_with_503() {
+        let (s, tx) = state();
+        let s = Arc::new(s);
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { call(&s, Method::GET, "/fetch?wait=30000", "").await }
+        });
+        while s.broker.stats().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        tx.send(true).unwrap();
+        let (status, body) = waiting.await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(s.broker.stats().in_flight, 0);
+    }
+}
