@@ -1,0 +1,202 @@
+//! Shared harness for the whole-server tests: start a real server on
+//! `127.0.0.1:0`, talk to it with a real HTTP/1.1 client (hyper's) or raw
+//! TCP, and stop it.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use ubroker_engine::{Broker, Clock, SystemClock};
+use ubroker_server::{serve, Config};
+
+/// A server running in this test's runtime.
+pub struct TestServer<C: Clock = SystemClock> {
+    pub addr: SocketAddr,
+    pub broker: Arc<Broker<C>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer<SystemClock> {
+    /// Starts a server with `config` on the system clock.
+    pub async fn start(config: Config) -> Self {
+        let broker = Arc::new(Broker::new(config.engine()));
+        Self::start_with(config, broker).await
+    }
+}
+
+impl<C: Clock> TestServer<C> {
+    /// Starts a server over `broker` (which may use any clock).
+    pub async fn start_with(config: Config, broker: Arc<Broker<C>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, broker.clone(), config, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            broker,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A new keep-alive client connection.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// Begins graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits until `serve` returns.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Polls `condition` on the broker until it holds (not a timing
+    /// assertion: it fails only after 10 s of never holding).
+    pub async fn until(&self, what: &str, condition: impl Fn(&Broker<C>) -> bool) {
+        for _ in 0..10_000 {
+            if condition(&self.broker) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("never happened: {what}");
+    }
+}
+
+/// A response: status, headers, and the body parsed as JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+}
+
+impl Reply {
+    /// The `error` field of an error body (panics if there is none).
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or_else(|| panic!("no error field: {self:?}"))
+    }
+
+    /// The delivery of a successful fetch: (id, body).
+    pub fn delivery(&self) -> (u64, String) {
+        assert_eq!(self.status, 200, "{self:?}");
+        let id = self.json["id"].as_u64().unwrap();
+        let body = self.json["message"]["body"].as_str().unwrap().to_owned();
+        (id, body)
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection driven by hyper's client.
+pub struct Client {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Client { sender }
+    }
+
+    pub async fn send(&mut self, method: Method, path: &str, body: impl Into<Bytes>) -> Reply {
+        self.try_send(method, path, body).await.unwrap()
+    }
+
+    pub async fn try_send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, hyper::Error> {
+        self.sender.ready().await?;
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        assert_eq!(
+            headers.get("content-type").map(|v| v.to_str().unwrap()),
+            Some("application/json"),
+            "every response is JSON: {status} {bytes:?}"
+        );
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {bytes:?}"));
+        Ok(Reply {
+            status,
+            headers,
+            json,
+        })
+    }
+
+    pub async fn publish(&mut self, body: &str) -> Reply {
+        let payload = serde_json::json!({ "body": body }).to_string();
+        self.send(Method::POST, "/publish", payload).await
+    }
+
+    pub async fn fetch(&mut self, wait_ms: u64) -> Reply {
+        self.send(Method::GET, &format!("/fetch?wait={wait_ms}"), Bytes::new())
+            .await
+    }
+
+    pub async fn acknowledge(&mut self, id: u64) -> Reply {
+        self.send(Method::POST, &format!("/acknowledge/{id}"), Bytes::new())
+            .await
+    }
+
+    pub async fn requeue(&mut self, id: u64) -> Reply {
+        self.send(Method::POST, &format!("/requeue/{id}"), Bytes::new())
+            .await
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns everything the server
+/// writes back until it closes the connection (or 5 s pass).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP exchange.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
