@@ -8,6 +8,7 @@
 //! * `server`: [`serve`], the accept loop, per-connection HTTP/1.1 and
 //!   graceful shutdown; shutdown is a future passed in, so tests start and
 //!   stop real servers on `127.0.0.1:0`.
+//! * `decode`: pure functions from client bytes to typed requests (fuzzed).
 //! * `routes`: the one `match` on (method, path) and a function per route.
 //! * `response`: one small function per kind of response.
 //! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
@@ -18,6 +19,7 @@
 //! prints `listening on http://HOST:PORT` and calls [`serve`].
 
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod response;
 pub mod routes;

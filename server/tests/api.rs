@@ -26,9 +26,18 @@ fn config() -> Config {
 async fn publish_accepts_a_string_body() {
     let server = TestServer::start(config()).await;
     let mut c = server.client().await;
-    for body in ["hello", "", "ünïcødé ✓", "quotes \" and \\ and \n newlines", "\u{0}"] {
+    for body in [
+        "hello",
+        "",
+        "ünïcødé ✓",
+        "quotes \" and \\ and \n newlines",
+        "\u{0}",
+    ] {
         let r = c.publish(body).await;
-        assert_eq!((r.status.as_u16(), r.json.clone()), (200, serde_json::json!({})));
+        assert_eq!(
+            (r.status.as_u16(), r.json.clone()),
+            (200, serde_json::json!({}))
+        );
         assert_eq!(c.fetch(0).await.delivery().1, body, "round trip");
     }
     server.stop().await;
@@ -65,7 +74,11 @@ async fn publish_rejects_malformed_bodies_and_queues_nothing() {
     }
     // Invalid UTF-8 inside the string.
     let r = c
-        .send(Method::POST, "/publish", Bytes::from_static(b"{\"body\": \"\xff\xfe\"}"))
+        .send(
+            Method::POST,
+            "/publish",
+            Bytes::from_static(b"{\"body\": \"\xff\xfe\"}"),
+        )
         .await;
     assert_eq!(r.status, 400, "{r:?}");
     let stats = server.broker.stats();
@@ -93,7 +106,10 @@ async fn publish_over_max_body_bytes_is_413() {
         "POST /publish HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{{\"body\": \"{big}\"}}\r\n0\r\n\r\n",
         big.len() + 12
     );
-    assert_eq!(raw_status(&raw_exchange(server.addr, raw.as_bytes()).await), 413);
+    assert_eq!(
+        raw_status(&raw_exchange(server.addr, raw.as_bytes()).await),
+        413
+    );
     assert_eq!(server.broker.stats().published, 1);
     server.stop().await;
 }
@@ -155,10 +171,16 @@ async fn fetch_rejects_a_bad_wait() {
     let mut c = server.client().await;
     c.publish("m").await;
     for q in ["wait=", "wait=-1", "wait=abc", "wait=1.5", "wait=0x10"] {
-        let r = c.send(Method::GET, &format!("/fetch?{q}"), Bytes::new()).await;
+        let r = c
+            .send(Method::GET, &format!("/fetch?{q}"), Bytes::new())
+            .await;
         assert_eq!(r.status, 400, "{q}: {r:?}");
     }
-    assert_eq!(server.broker.stats().ready, 1, "a rejected fetch leases nothing");
+    assert_eq!(
+        server.broker.stats().ready,
+        1,
+        "a rejected fetch leases nothing"
+    );
     server.stop().await;
 }
 
@@ -167,7 +189,9 @@ async fn a_long_poll_is_woken_by_a_publish() {
     let server = TestServer::start(config()).await;
     let addr = server.addr;
     let waiter = tokio::spawn(async move { Client::connect(addr).await.fetch(10_000).await });
-    server.until("the fetch waits", |b| b.stats().waiting == 1).await;
+    server
+        .until("the fetch waits", |b| b.stats().waiting == 1)
+        .await;
     server.client().await.publish("wake").await;
     let r = waiter.await.unwrap();
     assert_eq!(r.delivery().1, "wake");
@@ -181,7 +205,9 @@ async fn parallel_waiters_each_get_their_own_message() {
     let waiters: Vec<_> = (0..16)
         .map(|_| tokio::spawn(async move { Client::connect(addr).await.fetch(10_000).await }))
         .collect();
-    server.until("16 fetches wait", |b| b.stats().waiting == 16).await;
+    server
+        .until("16 fetches wait", |b| b.stats().waiting == 16)
+        .await;
     let mut c = server.client().await;
     for i in 0..16 {
         c.publish(&format!("m{i}")).await;
@@ -205,13 +231,21 @@ async fn a_waiting_client_that_disconnects_leaves_nothing_behind() {
         .write_all(b"GET /fetch?wait=20000 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    server.until("the fetch waits", |b| b.stats().waiting == 1).await;
+    server
+        .until("the fetch waits", |b| b.stats().waiting == 1)
+        .await;
     drop(stream);
-    server.until("the waiter is gone", |b| b.stats().waiting == 0).await;
+    server
+        .until("the waiter is gone", |b| b.stats().waiting == 0)
+        .await;
     let mut c = server.client().await;
     c.publish("kept").await;
     let stats = server.broker.stats();
-    assert_eq!((stats.ready, stats.in_flight), (1, 0), "nothing was leased for the gone client");
+    assert_eq!(
+        (stats.ready, stats.in_flight),
+        (1, 0),
+        "nothing was leased for the gone client"
+    );
     assert_eq!(c.fetch(0).await.delivery().1, "kept");
     server.stop().await;
 }
@@ -263,11 +297,29 @@ async fn unknown_and_malformed_ids() {
     let mut c = server.client().await;
     for route in ["acknowledge", "requeue"] {
         for id in ["0", "1", "18446744073709551615"] {
-            let r = c.send(Method::POST, &format!("/{route}/{id}"), Bytes::new()).await;
-            assert_eq!((r.status.as_u16(), r.error()), (400, "id is invalid"), "{route}/{id}");
+            let r = c
+                .send(Method::POST, &format!("/{route}/{id}"), Bytes::new())
+                .await;
+            assert_eq!(
+                (r.status.as_u16(), r.error()),
+                (400, "id is invalid"),
+                "{route}/{id}"
+            );
         }
-        for id in ["abc", "-1", "+1", "1.5", "18446744073709551616", "99999999999999999999999", "1e3", "%20", ""] {
-            let r = c.send(Method::POST, &format!("/{route}/{id}"), Bytes::new()).await;
+        for id in [
+            "abc",
+            "-1",
+            "+1",
+            "1.5",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "1e3",
+            "%20",
+            "",
+        ] {
+            let r = c
+                .send(Method::POST, &format!("/{route}/{id}"), Bytes::new())
+                .await;
             assert_eq!(r.status, 400, "{route}/{id}: {r:?}");
             assert_eq!(r.error(), "id is not an unsigned 64-bit integer");
         }
@@ -281,7 +333,16 @@ async fn unknown_and_malformed_ids() {
 async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let server = TestServer::start(config()).await;
     let mut c = server.client().await;
-    for path in ["/", "/publish/", "/fetch/", "/acknowledge", "/requeue", "/acknowledge/1/2", "/ack/1", "/PUBLISH"] {
+    for path in [
+        "/",
+        "/publish/",
+        "/fetch/",
+        "/acknowledge",
+        "/requeue",
+        "/acknowledge/1/2",
+        "/ack/1",
+        "/PUBLISH",
+    ] {
         let r = c.send(Method::POST, path, Bytes::new()).await;
         assert_eq!((r.status.as_u16(), r.error()), (404, "not found"), "{path}");
     }
@@ -348,7 +409,15 @@ async fn an_unacknowledged_message_expires_and_is_redelivered() {
     assert_eq!(c.acknowledge(first).await.error(), "id is invalid");
     assert_eq!(c.acknowledge(second).await.status, 200);
     let stats = server.broker.stats();
-    assert_eq!((stats.expired, stats.acknowledged, stats.ready, stats.in_flight), (1, 1, 0, 0));
+    assert_eq!(
+        (
+            stats.expired,
+            stats.acknowledged,
+            stats.ready,
+            stats.in_flight
+        ),
+        (1, 1, 0, 0)
+    );
     server.stop().await;
 }
 
@@ -364,8 +433,15 @@ async fn settlement_fails_at_the_deadline_before_any_sweep() {
     c.publish("y").await;
     let (x, _) = c.fetch(0).await.delivery();
     let (y, _) = c.fetch(0).await.delivery();
-    server.broker.clock().advance(Duration::from_millis(20_000) - Duration::from_nanos(1));
-    assert_eq!(c.acknowledge(x).await.status, 200, "valid until the deadline");
+    server
+        .broker
+        .clock()
+        .advance(Duration::from_millis(20_000) - Duration::from_nanos(1));
+    assert_eq!(
+        c.acknowledge(x).await.status,
+        200,
+        "valid until the deadline"
+    );
     server.broker.clock().advance(Duration::from_nanos(1));
     assert_eq!(c.acknowledge(y).await.error(), "id is invalid");
     assert_eq!(c.requeue(y).await.error(), "id is invalid");
@@ -421,7 +497,10 @@ async fn many_publishers_and_consumers_lose_nothing() {
     }
     assert_eq!(all.len(), PUBLISHERS * EACH);
     let stats = server.broker.stats();
-    assert_eq!((stats.ready, stats.in_flight, stats.queued_bytes), (0, 0, 0));
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.queued_bytes),
+        (0, 0, 0)
+    );
     assert_eq!(stats.acknowledged, (PUBLISHERS * EACH) as u64);
     server.stop().await;
 }
@@ -433,7 +512,9 @@ async fn shutdown_answers_waiting_fetches_and_completes_publishes() {
     let server = TestServer::start(config()).await;
     let addr = server.addr;
     let waiter = tokio::spawn(async move { Client::connect(addr).await.fetch(20_000).await });
-    server.until("the fetch waits", |b| b.stats().waiting == 1).await;
+    server
+        .until("the fetch waits", |b| b.stats().waiting == 1)
+        .await;
     let mut server = server;
     server.begin_shutdown();
     let r = waiter.await.unwrap();

@@ -54,7 +54,10 @@ async fn serves_and_exits_zero_on_sigterm_and_sigint() {
     for sig in ["TERM", "INT"] {
         let mut running = start(&["--port", "0", "--ttl", "1000"]);
         assert!(running.stdout_line.ends_with('\n'));
-        assert!(running.addr.ip().is_loopback(), "listens on 127.0.0.1 by default");
+        assert!(
+            running.addr.ip().is_loopback(),
+            "listens on 127.0.0.1 by default"
+        );
         let mut c = Client::connect(running.addr).await;
         assert_eq!(c.publish("hello").await.status, 200);
         let (id, body) = c.fetch(0).await.delivery();

@@ -98,7 +98,9 @@ pub struct Reply {
 impl Reply {
     /// The `error` field of an error body (panics if there is none).
     pub fn error(&self) -> &str {
-        self.json["error"].as_str().unwrap_or_else(|| panic!("no error field: {self:?}"))
+        self.json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {self:?}"))
     }
 
     /// The delivery of a successful fetch: (id, body).
