@@ -47,6 +47,31 @@ pub struct Config {
     /// How long shutdown waits for requests in flight, in ms.
     #[arg(long, env = "UBROKER_SHUTDOWN_TIMEOUT", default_value_t = 5_000)]
     pub shutdown_timeout: u64,
+
+    /// Largest request head (request line plus headers), in bytes (431 beyond).
+    #[arg(long, env = "UBROKER_MAX_HEADER_BYTES", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub max_header_bytes: u64,
+
+    /// A request head, and a publish body, must arrive within this many ms
+    /// of its first byte; slower connections are closed (slowloris).
+    #[arg(long, env = "UBROKER_HEADER_READ_TIMEOUT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+
+    /// Keep-alive connections with no request for this many ms are closed.
+    #[arg(long, env = "UBROKER_IDLE_TIMEOUT", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+
+    /// Most concurrent connections; further ones get 503 and are closed.
+    #[arg(long, env = "UBROKER_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// When set, every request needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "UBROKER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 impl Config {
@@ -63,6 +88,11 @@ impl Config {
             max_body_bytes: 1_048_576,
             max_queue_bytes: 1 << 30,
             shutdown_timeout: 5_000,
+            max_header_bytes: 16_384,
+            header_read_timeout: 10_000,
+            idle_timeout: 60_000,
+            max_connections: 10_000,
+            auth_token: None,
         }
     }
 
@@ -82,6 +112,14 @@ impl Config {
     /// The cap on `?wait=`.
     pub fn max_fetch_wait(&self) -> Duration {
         Duration::from_millis(self.max_fetch_wait)
+    }
+
+    /// The connection timeouts.
+    pub fn timeouts(&self) -> crate::connection::Timeouts {
+        crate::connection::Timeouts {
+            header_read: Duration::from_millis(self.header_read_timeout),
+            idle: Duration::from_millis(self.idle_timeout),
+        }
     }
 
     /// The shutdown bound.

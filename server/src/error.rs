@@ -17,6 +17,12 @@ pub enum ApiError {
     BodyTooLarge { limit: u64 },
     /// The request body could not be read (connection cut, bad framing).
     BodyRead,
+    /// The publish body did not arrive within `--header-read-timeout`.
+    BodyTimeout,
+    /// The request head is larger than `--max-header-bytes`.
+    HeadersTooLarge { limit: u64 },
+    /// `--auth-token` is set and the request does not carry it.
+    Unauthorized,
     /// The `{id}` path segment is not an unsigned 64-bit integer.
     BadId,
     /// The `wait` query parameter is not an unsigned integer.
@@ -43,6 +49,9 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -67,6 +76,11 @@ impl fmt::Display for ApiError {
                 write!(f, "request body is larger than {limit} bytes")
             }
             ApiError::BodyRead => f.write_str("could not read the request body"),
+            ApiError::BodyTimeout => f.write_str("the request body did not arrive in time"),
+            ApiError::HeadersTooLarge { limit } => {
+                write!(f, "request headers are larger than {limit} bytes")
+            }
+            ApiError::Unauthorized => f.write_str("missing or wrong bearer token"),
             ApiError::BadId => f.write_str("id is not an unsigned 64-bit integer"),
             ApiError::BadWait => f.write_str("wait must be an unsigned integer of milliseconds"),
             ApiError::NotFound => f.write_str("not found"),

@@ -12,13 +12,18 @@
 //! * `routes`: the one `match` on (method, path) and a function per route.
 //! * `response`: one small function per kind of response.
 //! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
+//! * `connection`: per-connection guards: header-read and idle timeouts,
+//!   the socket wrapper that tells them apart.
+//! * `auth`: the constant-time bearer-token check.
 //! * `sweeper`: the background task that drives lease expiry.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
 //!
 //! The binary (`src/main.rs`) only parses flags, sets up logging, binds,
 //! prints `listening on http://HOST:PORT` and calls [`serve`].
 
+pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod decode;
 pub mod error;
 pub mod response;

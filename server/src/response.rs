@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use ubroker_engine::Delivery;
@@ -69,7 +69,8 @@ struct ErrorBody {
 }
 
 /// `{"error": "..."}` with the status that [`ApiError::status`] gives, plus
-/// `Allow` on 405 and `Retry-After` on 429.
+/// `Allow` on 405, `Retry-After` on 429, `WWW-Authenticate` on 401, and
+/// `Connection: close` when the request body was not read to its end.
 pub fn error(error: &ApiError) -> Response<Body> {
     let payload = ErrorBody {
         error: error.to_string(),
@@ -89,7 +90,30 @@ pub fn error(error: &ApiError) -> Response<Body> {
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        ApiError::Unauthorized => {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ubroker\""),
+            );
+        }
+        // The rest of the request may still be on the wire: do not try to
+        // read the next request from the middle of this one.
+        ApiError::BodyTooLarge { .. } | ApiError::BodyTimeout | ApiError::BodyRead => {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         _ => {}
     }
     response
 }
+
+/// The whole HTTP/1.1 response sent to a connection over `--max-connections`
+/// before closing it: it is written to the raw socket, without hyper.
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 32\r\n\
+\r\n\
+{\"error\":\"too many connections\"}";

@@ -64,6 +64,9 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    if let Err(error) = admit(state, &req) {
+        return response::error(&error);
+    }
     let result = match (req.method(), req.uri().path()) {
         (&Method::POST, "/publish") => publish(state, req.into_body()).await,
         (_, "/publish") => Err(ApiError::MethodNotAllowed { allow: "POST" }),
@@ -76,6 +79,35 @@ where
         },
     };
     result.unwrap_or_else(|error| response::error(&error))
+}
+
+/// Checks what applies to every route, before routing: the size of the
+/// request head and, if configured, the bearer token.
+fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError> {
+    // hyper enforces a hard ceiling with a bare 431; this is the configured
+    // limit, answered with a JSON body like every other error.
+    let limit = state.config.max_header_bytes;
+    let head_bytes = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head_bytes as u64 > limit {
+        return Err(ApiError::HeadersTooLarge { limit });
+    }
+    if let Some(token) = &state.config.auth_token {
+        let presented = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !crate::auth::token_matches(presented, token.as_bytes()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(())
 }
 
 /// Recognises `/acknowledge/{id}` and `/requeue/{id}` (one segment, any
@@ -98,7 +130,10 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let raw = read_body(body, state.config.max_body_bytes).await?;
+    let read = read_body(body, state.config.max_body_bytes);
+    let raw = tokio::time::timeout(state.config.timeouts().header_read, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
     let message = parse_publish(&raw)?;
     state.broker.publish(message)?;
     Ok(response::ok_empty())

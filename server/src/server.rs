@@ -22,11 +22,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use ubroker_engine::{Broker, Clock};
 
 use crate::config::Config;
+use crate::connection::{self, Activity, Ended, Tracked};
+use crate::response::TOO_MANY_CONNECTIONS;
 use crate::routes::{self, State};
 use crate::sweeper;
 
@@ -41,10 +44,26 @@ pub async fn serve<C: Clock>(
     let (shutting_down_tx, shutting_down) = watch::channel(false);
     let sweeper = tokio::spawn(sweeper::run(broker.clone(), shutting_down.clone()));
     let shutdown_timeout = config.shutdown_timeout();
+    let timeouts = config.timeouts();
+    let connections = Arc::new(Semaphore::new(
+        usize::try_from(config.max_connections)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS),
+    ));
+    // hyper's hard ceiling on a request head (answered with a bare 431):
+    // above the configured limit, which routes answer with a JSON 431.
+    let hard_header_limit = usize::try_from(config.max_header_bytes.saturating_mul(2))
+        .unwrap_or(usize::MAX)
+        .max(16_384);
     let state = Arc::new(State::new(broker.clone(), config, shutting_down));
 
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        // Replaced by the phase-aware timeouts in `connection`.
+        .header_read_timeout(None)
+        .max_header_size(hard_header_limit)
+        .max_buf_size(hard_header_limit.max(64 * 1024));
 
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -66,16 +85,39 @@ pub async fn serve<C: Clock>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "set_nodelay failed");
         }
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let activity = Activity::new();
         let state = state.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(routes::handle(&state, req).await) }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+        let service = service_fn({
+            let activity = activity.clone();
+            move |req| {
+                let state = state.clone();
+                let activity = activity.clone();
+                activity.request_started();
+                async move {
+                    let response = routes::handle(&state, req).await;
+                    activity.request_finished();
+                    Ok::<_, Infallible>(response)
+                }
             }
+        });
+        let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            match connection::guard(connection, &activity, timeouts).await {
+                Ended::Completed(Ok(())) => {}
+                Ended::Completed(Err(error)) => {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                Ended::IdleTimeout => tracing::debug!(%peer, "closed an idle connection"),
+                Ended::HeaderTimeout => {
+                    tracing::info!(%peer, "closed a connection that sent its headers too slowly");
+                }
+            }
+            drop(permit);
         });
     }
 
@@ -95,4 +137,16 @@ pub async fn serve<C: Clock>(
     let _ = sweeper.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Answers a connection over `--max-connections` with a 503 and closes it,
+/// without reading its request (a bounded write, so a client that never
+/// reads cannot hold the task).
+async fn refuse(mut stream: TcpStream) {
+    tracing::warn!("connection refused: --max-connections reached");
+    let write = async {
+        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
