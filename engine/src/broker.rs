@@ -277,6 +277,10 @@ impl<C: Clock> Broker<C> {
     /// Returns every lease whose deadline has passed to the tail of the
     /// queue, oldest first, waking a waiter for each.
     ///
+    /// It also gives the lease table's memory back after a burst (hash
+    /// tables do not shrink by themselves), so the sweeper is the broker's
+    /// one maintenance task.
+    ///
     /// Call it from one background task, at the returned `next_deadline`
     /// (or after one TTL if there is none: no lease handed out later can
     /// expire sooner). Concurrent calls are safe but serialise.
@@ -293,6 +297,7 @@ impl<C: Clock> Broker<C> {
                 expired += 1;
             }
         });
+        self.leases.shrink_if_sparse();
         Sweep {
             expired,
             next_deadline,

@@ -59,11 +59,15 @@ impl Hasher for IdHasher {
 
 type BuildIdHasher = BuildHasherDefault<IdHasher>;
 
+/// Below this many slots a table is not worth shrinking.
+#[cfg(not(loom))]
+const SHRINK_ABOVE: usize = 4096;
+
 #[cfg(not(loom))]
 mod imp {
     use dashmap::DashMap;
 
-    use super::{BuildIdHasher, Lease};
+    use super::{BuildIdHasher, Lease, SHRINK_ABOVE};
 
     pub(crate) struct LeaseTable {
         map: DashMap<u64, Lease, BuildIdHasher>,
@@ -92,6 +96,17 @@ mod imp {
 
         pub(crate) fn len(&self) -> usize {
             self.map.len()
+        }
+
+        /// Gives memory back after a burst: hashbrown tables never shrink
+        /// on their own, so a table that once held a million leases would
+        /// keep their slots forever. Shrinks only when at most a quarter is
+        /// used, so the O(capacity) rehash is paid once per burst.
+        pub(crate) fn shrink_if_sparse(&self) {
+            let capacity = self.map.capacity();
+            if capacity > SHRINK_ABOVE && capacity / 4 > self.map.len() {
+                self.map.shrink_to_fit();
+            }
         }
     }
 }
@@ -133,6 +148,10 @@ mod imp {
         pub(crate) fn len(&self) -> usize {
             lock(&self.map).len()
         }
+
+        pub(crate) fn shrink_if_sparse(&self) {
+            // Memory is not what the loom models check.
+        }
     }
 }
 
@@ -160,6 +179,21 @@ mod tests {
         assert_eq!(removed.map(|l| l.body), Some(Bytes::from_static(b"m")));
         assert_eq!(table.len(), 0);
         assert!(table.remove_if(7, |_| true).is_none());
+    }
+
+    #[test]
+    fn a_drained_table_gives_its_memory_back() {
+        let table = LeaseTable::new();
+        for id in 0..100_000 {
+            table.insert(id, lease(1));
+        }
+        let full = table.map.capacity();
+        for id in 0..99_990 {
+            table.remove_if(id, |_| true);
+        }
+        table.shrink_if_sparse();
+        assert!(table.map.capacity() < full / 100, "{} of {full}", table.map.capacity());
+        assert_eq!(table.len(), 10);
     }
 
     #[test]
