@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Smoke run of the HTTP load generator: start a broker (`ubroker --port 0`)
+# and a bare hyper server, run `ubroker-load` for a few seconds in each mode
+# (and one --compare round), and check that every run completes without an
+# error and that the broker exits 0 on SIGTERM. Debug build: this checks that
+# the pieces work together, not how fast they are.
+#
+# Usage: scripts/load-smoke.sh    (from anywhere; builds what it needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet -p ubroker-server -p ubroker-benches --bin ubroker --bin ubroker-load --bin bare-hyper
+bin="${CARGO_TARGET_DIR:-target}/debug"
+
+work=$(mktemp -d)
+broker_pid=""
+bare_pid=""
+cleanup() {
+    for pid in $broker_pid $bare_pid; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "load-smoke: FAILED: $*" >&2
+    for log in "$work"/*.err; do
+        [[ -s $log ]] && { echo "--- $log" >&2; tail -n 20 "$log" >&2; }
+    done
+    exit 1
+}
+
+# Starts "$@" in the background with stdout and stderr in $work/NAME.*, sets
+# $started_pid, and waits (10 s at most) for its `listening on URL` line;
+# sets $started_url.
+start() {
+    local name=$1
+    shift
+    "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    started_pid=$!
+    local line=""
+    for _ in $(seq 100); do
+        line=$(head -n 1 "$work/$name.out")
+        [[ $line == "listening on "* ]] && break
+        kill -0 "$started_pid" 2>/dev/null || fail "$name exited before listening"
+        sleep 0.1
+    done
+    [[ $line == "listening on "* ]] || fail "$name printed no 'listening on' line within 10 s"
+    started_url=${line#listening on }
+}
+
+start broker "$bin/ubroker" --port 0
+broker_pid=$started_pid
+broker_url=$started_url
+start bare "$bin/bare-hyper" --port 0
+bare_pid=$started_pid
+bare_url=$started_url
+echo "load-smoke: broker at $broker_url, bare hyper at $bare_url"
+
+for mode in publish consume mixed; do
+    echo "load-smoke: $mode"
+    "$bin/ubroker-load" --url "$broker_url" --mode "$mode" --connections 4 \
+        --warmup 0.5 --duration 2s ||
+        fail "ubroker-load --mode $mode exited with status $?"
+done
+echo "load-smoke: --compare"
+"$bin/ubroker-load" --url "$broker_url" --compare "$bare_url" --mode consume \
+    --connections 4 --warmup 0.2 --duration 1s --rounds 1 ||
+    fail "ubroker-load --compare exited with status $?"
+
+# Both servers must stop cleanly on SIGTERM.
+for name in broker bare; do
+    pid_var=${name}_pid
+    pid=${!pid_var}
+    kill -TERM "$pid"
+    status=0
+    wait "$pid" || status=$?
+    printf -v "$pid_var" '%s' ""
+    [[ $status -eq 0 ]] || fail "$name exited with status $status after SIGTERM"
+done
+echo "load-smoke: ok"
