@@ -5,8 +5,9 @@
 //! allocating one block per 31 elements, so a push or pop is a couple of
 //! atomic operations and no lock. Loom cannot see inside `SegQueue`, so under
 //! `cfg(loom)` the same narrow API (push, pop, len) is backed by a loom
-//! `Mutex<VecDeque>`: each call becomes one atomic step that loom interleaves
-//! around, and what loom checks is *our* protocol on top of the queue.
+//! `Mutex<VecDeque>`, with an atomic count that lets a pop find the queue
+//! empty without synchronising, as `SegQueue`'s does: loom interleaves around
+//! each call, and what it checks is *our* protocol on top of the queue.
 //!
 //! This type must stay a plain queue: no counters, no notifications. Those
 //! belong to the broker, where the protocol is.
@@ -48,26 +49,52 @@ mod imp {
 mod imp {
     use std::collections::VecDeque;
 
-    use crate::sync::{lock, Mutex};
+    use crate::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
 
-    /// The loom model of the FIFO: a loom mutex around a `VecDeque`.
+    /// The loom model of the FIFO: a loom mutex around a `VecDeque`, plus an
+    /// element count that `pop` reads *without* the lock to decide that the
+    /// queue is empty.
+    ///
+    /// That is how `SegQueue::pop` decides it: a `SeqCst` fence, then a
+    /// relaxed load of the tail index. A pop that finds the queue empty
+    /// therefore synchronises with no push. Were the model's pop always to
+    /// take the lock, it would be ordered after every push that took the
+    /// lock first, and loom would accept wake-up protocols that the real
+    /// queue breaks (for instance a `Relaxed` load of the waiter count in
+    /// `WaitList::notify_one`).
     pub(crate) struct Fifo<T> {
         queue: Mutex<VecDeque<T>>,
+        /// `queue.len()`, changed only under the lock, read by `pop` without
+        /// it.
+        len: AtomicUsize,
     }
 
     impl<T> Fifo<T> {
         pub(crate) fn new() -> Self {
             Fifo {
                 queue: Mutex::new(VecDeque::new()),
+                len: AtomicUsize::new(0),
             }
         }
 
         pub(crate) fn push(&self, value: T) {
-            lock(&self.queue).push_back(value);
+            let mut queue = lock(&self.queue);
+            queue.push_back(value);
+            // `SegQueue::push` advances the tail with a `SeqCst` CAS.
+            self.len.fetch_add(1, Ordering::SeqCst);
         }
 
         pub(crate) fn pop(&self) -> Option<T> {
-            lock(&self.queue).pop_front()
+            fence(Ordering::SeqCst);
+            if self.len.load(Ordering::Relaxed) == 0 {
+                return None;
+            }
+            let mut queue = lock(&self.queue);
+            let value = queue.pop_front();
+            if value.is_some() {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+            value
         }
 
         pub(crate) fn len(&self) -> usize {
