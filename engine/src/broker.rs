@@ -346,10 +346,17 @@ struct Waiter<'a> {
 }
 
 impl Waiter<'_> {
-    /// The fetch got a message: leave, keeping any wake-up (it was for us).
+    /// The fetch got a message: leave, and pass on any wake-up still on our
+    /// slot. It need not have been for the message we took: a publish can
+    /// notify us between our re-check's pop and this deregistration, and
+    /// swallowing its wake-up would leave another waiter asleep beside a
+    /// ready message. When it was ours, the extra wake-up costs another
+    /// waiter one re-check.
     fn finish_with_message(&mut self) {
         if let Some(key) = self.key.take() {
-            self.list.deregister(key);
+            if self.list.deregister(key) {
+                self.list.notify_one();
+            }
         }
     }
 }

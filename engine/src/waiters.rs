@@ -27,10 +27,12 @@
 //! # Hand-off
 //!
 //! `notify_one` marks the oldest un-notified slot as notified and wakes it. A
-//! notified waiter that goes away without re-checking the queue (timeout,
-//! close, or its future dropped) must call `notify_one` again: that is the
-//! "a woken waiter that is then cancelled passes the wake-up on" rule, and
-//! [`WaitList::deregister`] tells the caller when it applies.
+//! waiter that deregisters a notified slot must call `notify_one` again,
+//! whether it leaves empty-handed (timeout, close, or its future dropped:
+//! "a woken waiter that is then cancelled passes the wake-up on") or with a
+//! message its own re-check found, since the notification may have come for
+//! another message after that re-check. [`WaitList::deregister`] tells the
+//! caller when it applies.
 //!
 //! # Cost
 //!
@@ -118,8 +120,8 @@ impl WaitList {
     }
 
     /// Removes `key`. Returns `true` if it had been notified, in which case
-    /// the caller owns a wake-up it did not use and must pass it on (unless
-    /// it is leaving with a message, which is what the wake-up was for).
+    /// the caller owns a wake-up it did not use and must pass it on (even
+    /// if it is leaving with a message: the wake-up may be for another).
     pub(crate) fn deregister(&self, key: WaitKey) -> bool {
         let mut inner = lock(&self.inner);
         let notified = match inner.slots.remove(&key) {
