@@ -37,6 +37,9 @@ fail() {
 start() {
     local name=$1
     shift
+    # Created here, not by the background job's redirection, which may not
+    # have run yet when the loop below first reads the file.
+    : >"$work/$name.out"
     "$@" >"$work/$name.out" 2>"$work/$name.err" &
     started_pid=$!
     local line=""
@@ -66,7 +69,7 @@ for mode in publish consume mixed; do
 done
 echo "load-smoke: --compare"
 "$bin/ubroker-load" --url "$broker_url" --compare "$bare_url" --mode consume \
-    --connections 4 --warmup 0.2 --duration 1s --rounds 1 ||
+    --pid "$broker_pid" --compare-pid "$bare_pid" --connections 4 --warmup 0.2 --duration 1s --rounds 1 ||
     fail "ubroker-load --compare exited with status $?"
 
 # Both servers must stop cleanly on SIGTERM.

@@ -18,6 +18,7 @@
 //! * `target.rs`: a target's URLs and one keep-alive connection.
 //! * `run.rs`: one run: the connection loops per mode, phases, progress.
 //! * `report.rs`: results, ratios, and how they are printed.
+//! * `cpu.rs`: the CPU time of the target (`--pid`) and of the generator.
 //!
 //! # Where it is biased
 //!
@@ -27,6 +28,7 @@
 //! than the broker's fetch responses, and its ids are all 0; the requests
 //! themselves are the same bytes, in the same order, to both.
 
+mod cpu;
 mod report;
 mod run;
 mod target;
@@ -89,6 +91,15 @@ struct Args {
     /// prints the ratio A / B.
     #[arg(long)]
     compare: Option<String>,
+
+    /// Process id of the target (A), to report its CPU time per request:
+    /// the figure that stays put when other work shares the machine.
+    #[arg(long)]
+    pid: Option<u32>,
+
+    /// Process id of the --compare target (B).
+    #[arg(long, requires = "compare")]
+    compare_pid: Option<u32>,
 
     /// Pairs of runs with --compare.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -257,6 +268,7 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
         messages: args.messages,
         payload,
         label: args.mode.name().to_owned(),
+        server_pid: args.pid,
     };
     let fill = prefill(&args, &plan);
 
@@ -292,9 +304,10 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
         let mut pair = Vec::new();
-        for (label, target) in [("A", &a), ("B", &b)] {
+        for (label, target, pid) in [("A", &a, args.pid), ("B", &b, args.compare_pid)] {
             let plan = Plan {
                 label: format!("round {round} {label}"),
+                server_pid: pid,
                 ..plan.clone()
             };
             let outcome = measure(target, &plan, fill).await;
@@ -361,7 +374,7 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
                 median_of(index, |m| m.latency_ms(0.999)),
             ));
         }
-        print(&median.line(&format!("median of {} rounds", args.rounds)));
+        print(&median.line(&format!("median over rounds ({})", args.rounds)));
     }
     let all: Vec<&Outcome> = rounds.iter().flat_map(|(pair, _)| pair.iter()).collect();
     Ok(failures(&all))

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::cpu::CpuSample;
 use crate::run::Mode;
 
 /// What one run measured.
@@ -34,6 +35,9 @@ pub struct Measurement {
     pub first_error: Option<String>,
     /// Latency of the counted requests, in microseconds.
     pub latency: Histogram<u64>,
+    /// CPU time of the target (with `--pid`) and of the load generator
+    /// during the measured phase.
+    pub cpu: CpuSample,
 }
 
 impl Measurement {
@@ -63,6 +67,20 @@ impl Measurement {
         self.latency.max() as f64 / 1000.0
     }
 
+    /// The target's CPU microseconds per counted request (`--pid`).
+    pub fn server_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.cpu.server)
+    }
+
+    /// The load generator's CPU microseconds per counted request.
+    pub fn client_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.cpu.client)
+    }
+
+    fn per_request(&self, cpu: Option<Duration>) -> Option<f64> {
+        (self.requests > 0).then_some(cpu?.as_secs_f64() * 1e6 / self.requests as f64)
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "target": self.target,
@@ -79,6 +97,10 @@ impl Measurement {
             "empty_fetches": self.empty_fetches,
             "errors": self.errors,
             "first_error": self.first_error,
+            "server_cpu_s": self.cpu.server.map(|d| d.as_secs_f64()),
+            "server_cpu_us_per_request": self.server_us_per_request(),
+            "client_cpu_s": self.cpu.client.map(|d| d.as_secs_f64()),
+            "client_cpu_us_per_request": self.client_us_per_request(),
             "latency_us": {
                 "p50": self.latency.value_at_quantile(0.5),
                 "p99": self.latency.value_at_quantile(0.99),
@@ -126,6 +148,20 @@ pub fn single(m: &Measurement) -> String {
         p999 = m.latency_ms(0.999),
         max = m.max_ms(),
     );
+    let cores =
+        |cpu: Option<Duration>| cpu.map_or(0.0, |cpu| cpu.as_secs_f64() / m.elapsed.as_secs_f64());
+    if let Some(us) = m.server_us_per_request() {
+        out.push_str(&format!(
+            "  server CPU     {us:.1} µs per request ({:.2} cores)\n",
+            cores(m.cpu.server)
+        ));
+    }
+    if let Some(us) = m.client_us_per_request() {
+        out.push_str(&format!(
+            "  client CPU     {us:.1} µs per request ({:.2} cores)\n",
+            cores(m.cpu.client)
+        ));
+    }
     if let Some(error) = &m.first_error {
         out.push_str(&format!("  first error    {error}\n"));
     }
@@ -135,7 +171,7 @@ pub fn single(m: &Measurement) -> String {
 /// The header of the `--compare` table.
 pub fn table_header() -> String {
     format!(
-        "{:<7} {:<6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "{:<7} {:<6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "round",
         "target",
         "requests",
@@ -146,14 +182,16 @@ pub fn table_header() -> String {
         "p50 ms",
         "p99 ms",
         "p99.9 ms",
-        "max ms"
+        "max ms",
+        "srv µs",
+        "cli µs"
     )
 }
 
 /// One run as a row of the `--compare` table.
 pub fn table_row(round: &str, label: &str, m: &Measurement) -> String {
     format!(
-        "{round:<7} {label:<6} {:>10} {:>10.0} {:>10.0} {:>7} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+        "{round:<7} {label:<6} {:>10} {:>10.0} {:>10.0} {:>7} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8}",
         m.requests,
         m.requests_per_sec(),
         m.messages_per_sec(),
@@ -163,7 +201,13 @@ pub fn table_row(round: &str, label: &str, m: &Measurement) -> String {
         m.latency_ms(0.99),
         m.latency_ms(0.999),
         m.max_ms(),
+        optional(m.server_us_per_request()),
+        optional(m.client_us_per_request()),
     )
+}
+
+fn optional(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
 
 /// A over B for the figures that matter.
@@ -174,6 +218,8 @@ pub struct Ratio {
     pub p50: f64,
     pub p99: f64,
     pub p99_9: f64,
+    /// Target CPU per request (NaN without both pids).
+    pub server_cpu: f64,
 }
 
 impl Ratio {
@@ -184,6 +230,10 @@ impl Ratio {
             p50: a.latency_ms(0.5) / b.latency_ms(0.5),
             p99: a.latency_ms(0.99) / b.latency_ms(0.99),
             p99_9: a.latency_ms(0.999) / b.latency_ms(0.999),
+            server_cpu: match (a.server_us_per_request(), b.server_us_per_request()) {
+                (Some(a), Some(b)) => a / b,
+                _ => f64::NAN,
+            },
         }
     }
 
@@ -196,15 +246,20 @@ impl Ratio {
             p50: of(|r| r.p50),
             p99: of(|r| r.p99),
             p99_9: of(|r| r.p99_9),
+            server_cpu: of(|r| r.server_cpu),
         }
     }
 
     /// `ratio (A / B) requests/s 0.930, ...`, after `what`.
     pub fn line(&self, what: &str) -> String {
-        format!(
+        let mut line = format!(
             "{what}: ratio (A / B) requests/s {:.3}, messages/s {:.3}, p50 {:.2}, p99 {:.2}, p99.9 {:.2}",
             self.requests_per_sec, self.messages_per_sec, self.p50, self.p99, self.p99_9
-        )
+        );
+        if !self.server_cpu.is_nan() {
+            line.push_str(&format!(", server CPU per request {:.2}", self.server_cpu));
+        }
+        line
     }
 
     pub fn to_json(self) -> Value {
@@ -214,6 +269,7 @@ impl Ratio {
             "p50": self.p50,
             "p99": self.p99,
             "p99_9": self.p99_9,
+            "server_cpu_per_request": (!self.server_cpu.is_nan()).then_some(self.server_cpu),
         })
     }
 }

@@ -25,6 +25,7 @@ use hyper::{Request, StatusCode};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::cpu::CpuSample;
 use crate::report::Measurement;
 use crate::target::{delivery_id, Connection, Target};
 
@@ -68,6 +69,8 @@ pub struct Plan {
     pub payload: Bytes,
     /// Prefixes the progress lines.
     pub label: String,
+    /// The target's process id, to report its CPU time per request.
+    pub server_pid: Option<u32>,
 }
 
 /// Latencies are recorded in microseconds, from 1 µs to an hour, to three
@@ -364,6 +367,8 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
     let start = Instant::now();
     let mut measuring_since = plan.warmup.is_zero().then_some(start);
     let mut stopped_at = None;
+    let mut cpu_at_start = CpuSample::take(plan.server_pid);
+    let mut cpu_at_stop = None;
 
     let mut tasks = JoinSet::new();
     for index in 0..plan.connections {
@@ -397,9 +402,11 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
                 if measuring_since.is_none() {
                     control.phase.store(MEASURE, Relaxed);
                     measuring_since = Some(Instant::now());
+                    cpu_at_start = CpuSample::take(plan.server_pid);
                 } else {
                     control.phase.store(STOP, Relaxed);
                     stopped_at = Some(Instant::now());
+                    cpu_at_stop = Some(CpuSample::take(plan.server_pid));
                 }
             }
         }
@@ -408,6 +415,9 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
     // Without a time limit, the run ends when its last connection does.
     let end = stopped_at.unwrap_or_else(Instant::now);
     let elapsed = measuring_since.map_or(Duration::ZERO, |since| end - since);
+    let cpu = cpu_at_stop
+        .unwrap_or_else(|| CpuSample::take(plan.server_pid))
+        .since(cpu_at_start);
 
     let mut m = Measurement {
         target: target.url.clone(),
@@ -422,6 +432,7 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
         errors: 0,
         first_error: None,
         latency: new_histogram(),
+        cpu,
     };
     for tally in tallies {
         m.latency
