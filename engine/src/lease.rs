@@ -197,7 +197,11 @@ mod tests {
             table.remove_if(id, |_| true);
         }
         table.shrink_if_sparse();
-        assert!(table.capacity() < full / 100, "{} of {full}", table.capacity());
+        assert!(
+            table.capacity() < full / 100,
+            "{} of {full}",
+            table.capacity()
+        );
         assert_eq!(table.len(), 10);
     }
 

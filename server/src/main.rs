@@ -32,6 +32,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signals = match shutdown::Signals::install() {
+            Ok(signals) => signals,
+            Err(error) => {
+                tracing::error!(%error, "cannot install the SIGINT/SIGTERM handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let listener = match TcpListener::bind((config.host, config.port)).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -60,7 +67,7 @@ fn main() -> ExitCode {
         );
 
         let broker = Arc::new(Broker::new(config.engine()));
-        match serve(listener, broker, config, shutdown::signal()).await {
+        match serve(listener, broker, config, signals.recv()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "server failed");
