@@ -2,12 +2,13 @@
 //! `200 {}`, the ceiling for any hyper server on this machine and the
 //! baseline `ubroker-load --compare` measures the broker against.
 //!
-//! It is set up as the broker's server is (tokio multi-thread runtime, one
-//! task per connection, `http1::Builder` with a timer and keep-alive,
-//! `TCP_NODELAY`, `Content-Type: application/json`) and it reads each request
-//! body to the end as the broker must, so the difference between the two is
-//! the broker's own work: routing, JSON, the engine. It must never do more
-//! than that, or the baseline would flatter the broker.
+//! It runs as the broker does (tokio multi-thread runtime, one task per
+//! connection, HTTP/1.1 keep-alive, `TCP_NODELAY`, `Content-Type:
+//! application/json`) and reads each request body to the end, as any server
+//! must, but nothing more: no routing, no JSON, and no timers (hyper's
+//! header-read timeout needs a timer, so it is off here, while the broker
+//! pays for its own connection timeouts). It must never do more than that,
+//! or the baseline would flatter the broker.
 //!
 //! ```text
 //! bare-hyper [--host 127.0.0.1] [--port 0]
@@ -29,7 +30,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// A hyper server that answers every request with `200 {}`.
@@ -60,7 +61,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 
 async fn serve(listener: TcpListener) {
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true);
+    http.keep_alive(true);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let stream = tokio::select! {
