@@ -47,18 +47,21 @@ pub async fn run<C: Clock>(broker: Arc<Broker<C>>, mut shutting_down: watch::Rec
 /// glibc's allocator keeps freed memory in its per-thread arenas; after a
 /// burst of a million messages the process would stay at its peak RSS
 /// forever. `malloc_trim` returns the free pages. It walks the heap, so it
-/// runs only when the broker holds nothing, something was delivered since
-/// the last trim, and at most once per [`TRIM_INTERVAL`]: never on a busy
-/// broker's hot path.
+/// runs only when nothing is ready or in flight, at most once per
+/// [`TRIM_INTERVAL`], and only if something was freed since the last trim:
+/// deliveries happened, or expiry entries (which outlive their leases by up
+/// to one TTL) were swept. A drained broker is thus trimmed again as its
+/// last expiry entries go, and then left alone.
 struct Trim {
-    delivered_at_last_trim: u64,
+    /// (deliveries, pending expiry entries) at the last trim.
+    last_state: (u64, usize),
     last_trim: tokio::time::Instant,
 }
 
 impl Trim {
     fn new() -> Self {
         Trim {
-            delivered_at_last_trim: 0,
+            last_state: (0, 0),
             last_trim: tokio::time::Instant::now(),
         }
     }
@@ -68,13 +71,14 @@ impl Trim {
             return;
         }
         let stats = broker.stats();
-        if stats.ready != 0
-            || stats.in_flight != 0
-            || stats.delivered == self.delivered_at_last_trim
-        {
+        if stats.ready != 0 || stats.in_flight != 0 {
             return;
         }
-        self.delivered_at_last_trim = stats.delivered;
+        let state = (stats.delivered, broker.pending_expiry_entries());
+        if state == self.last_state {
+            return;
+        }
+        self.last_state = state;
         self.last_trim = tokio::time::Instant::now();
         release_free_memory();
     }
