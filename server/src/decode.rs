@@ -78,6 +78,20 @@ fn parse_unsigned(text: &str) -> Option<u64> {
     Some(text.parse().unwrap_or(u64::MAX))
 }
 
+/// The size of a request head as `--max-header-bytes` counts it: method,
+/// path and query, and each header's name and value plus 4 bytes for `: `
+/// and CRLF. (hyper has already parsed the head; the exact wire size is
+/// gone, and this is within a few bytes of it.)
+pub fn head_bytes<B>(req: &hyper::Request<B>) -> usize {
+    req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use ubroker_engine::{Broker, Clock, Error as EngineError};
 
 use crate::config::Config;
-use crate::decode::{fetch_wait, parse_id, parse_publish};
+use crate::decode::{fetch_wait, head_bytes, parse_id, parse_publish};
 use crate::error::ApiError;
 use crate::response::{self, Body};
 
@@ -87,14 +87,7 @@ fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError
     // hyper enforces a hard ceiling with a bare 431; this is the configured
     // limit, answered with a JSON body like every other error.
     let limit = state.config.max_header_bytes;
-    let head_bytes = req.method().as_str().len()
-        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
-        + req
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>();
-    if head_bytes as u64 > limit {
+    if head_bytes(req) as u64 > limit {
         return Err(ApiError::HeadersTooLarge { limit });
     }
     if let Some(token) = &state.config.auth_token {

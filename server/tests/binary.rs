@@ -3,56 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::Client;
-
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    stdout_line: String,
-}
-
-fn start(args: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ubroker"))
-        .args(args)
-        .env_remove("UBROKER_PORT")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    Running {
-        child,
-        addr,
-        stdout_line: line,
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use common::{Binary, Client};
 
 #[tokio::test]
 async fn serves_and_exits_zero_on_sigterm_and_sigint() {
     for sig in ["TERM", "INT"] {
-        let mut running = start(&["--port", "0", "--ttl", "1000"]);
+        let running = Binary::start(&["--port", "0", "--ttl", "1000"], &[], Stdio::null());
         assert!(running.stdout_line.ends_with('\n'));
         assert!(
             running.addr.ip().is_loopback(),
@@ -64,9 +22,8 @@ async fn serves_and_exits_zero_on_sigterm_and_sigint() {
         assert_eq!(body, "hello");
         assert_eq!(c.acknowledge(id).await.status, 200);
         drop(c);
-        signal(&running.child, sig);
-        let status = running.child.wait().unwrap();
-        assert_eq!(status.code(), Some(0), "SIG{sig}");
+        running.signal(sig);
+        assert_eq!(running.wait(), Some(0), "SIG{sig}");
     }
 }
 
@@ -82,22 +39,14 @@ fn a_bad_flag_is_a_usage_error() {
 
 #[test]
 fn flags_are_read_from_the_environment() {
-    let mut running = {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ubroker"))
-            .env("UBROKER_PORT", "0")
-            .env("UBROKER_HOST", "127.0.0.1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
-        assert!(!line.ends_with(":8080\n"), "UBROKER_PORT=0 was honoured");
-        child
-    };
-    signal(&running, "TERM");
-    assert_eq!(running.wait().unwrap().code(), Some(0));
+    let running = Binary::start(
+        &[],
+        &[("UBROKER_PORT", "0"), ("UBROKER_HOST", "127.0.0.1")],
+        Stdio::null(),
+    );
+    let line = &running.stdout_line;
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    assert!(!line.ends_with(":8080\n"), "UBROKER_PORT=0 was honoured");
+    running.signal("TERM");
+    assert_eq!(running.wait(), Some(0));
 }

@@ -11,14 +11,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Client;
+use common::{Binary, Client};
 
 const TTL_MS: u64 = 250;
 const PRODUCERS: usize = 3;
@@ -27,42 +26,26 @@ const CONSUMERS: usize = 6;
 const CRASH_ONE_IN: u64 = 20;
 
 struct Broker {
-    child: Child,
+    binary: Binary,
     addr: SocketAddr,
 }
 
 impl Broker {
     fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ubroker"))
-            .args([
-                "--port",
-                "0",
-                "--ttl",
-                &TTL_MS.to_string(),
-                "--max-fetch-wait",
-                "5000",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap()
-            .parse()
-            .unwrap();
-        Broker { child, addr }
+        let ttl = TTL_MS.to_string();
+        let binary = Binary::start(
+            &["--port", "0", "--ttl", &ttl, "--max-fetch-wait", "5000"],
+            &[],
+            Stdio::inherit(),
+        );
+        let addr = binary.addr;
+        Broker { binary, addr }
     }
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.binary.child.id())).unwrap();
         let field = |name: &str| {
             status
                 .lines()
@@ -74,14 +57,9 @@ impl Broker {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    fn terminate(mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+    fn terminate(self) {
+        self.binary.signal("TERM");
+        assert_eq!(self.binary.wait(), Some(0));
     }
 }
 

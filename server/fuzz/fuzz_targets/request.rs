@@ -261,13 +261,9 @@ impl Model {
             effect: Effect::None,
         };
         // Admission: the head size, then the token.
-        let head = req.method().as_str().len()
-            + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
-            + req
-                .headers()
-                .iter()
-                .map(|(name, value)| name.as_str().len() + value.len() + 4)
-                .sum::<usize>();
+        // How the head is measured is a definition, shared with the server;
+        // what the model checks is the decision made with it.
+        let head = ubroker_server::decode::head_bytes(req);
         if head as u64 > config.max_header_bytes {
             return fail(431);
         }

@@ -202,3 +202,62 @@ pub fn raw_status(response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
+
+/// The real `ubroker` binary, started as a user would.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// The first line it printed on stdout, newline included.
+    pub stdout_line: String,
+}
+
+impl Binary {
+    /// Starts `ubroker` with `args` and environment `env` (on top of a
+    /// `UBROKER_*`-free environment) and waits for its `listening on` line.
+    pub fn start(args: &[&str], env: &[(&str, &str)], stderr: std::process::Stdio) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ubroker"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("UBROKER_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("the binary starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Binary {
+            child,
+            addr,
+            stdout_line: line,
+        }
+    }
+
+    /// Sends `SIG<name>` (e.g. "TERM") to the process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process and returns its exit code (None: a signal).
+    pub fn wait(mut self) -> Option<i32> {
+        self.child.wait().unwrap().code()
+    }
+}
