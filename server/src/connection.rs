@@ -1,38 +1,80 @@
 //! Per-connection guards: the header-read timeout (slowloris), the idle
-//! keep-alive timeout, and the cap on concurrent connections.
+//! keep-alive timeout, and the watch for a peer that goes away while its
+//! request waits.
 //!
 //! hyper's own `header_read_timeout` starts when hyper begins waiting for a
 //! request head, which on a keep-alive connection is right after the
 //! previous response: it cannot tell "idle between requests" from "sending
 //! headers too slowly". So hyper's timer is off, and each connection keeps an
-//! [`Activity`] with three phases:
+//! [`Activity`] with four phases:
 //!
 //! * `Idle`: no byte of a new request yet. Closed after `--idle-timeout`.
 //! * `Head`: the first byte of a request arrived (seen by [`Tracked`], the
 //!   socket wrapper) but hyper has not handed the request to the service
 //!   yet. Closed after `--header-read-timeout` from that first byte.
-//! * `Busy`: a request is being served (a long-poll fetch may wait for
-//!   half a minute): no timeout here; publish bounds its own body read.
+//! * `Busy`: a request is being served: no timeout here; publish bounds its
+//!   own body read.
+//! * `Waiting`: a request is waiting for something other than the client (a
+//!   long-poll fetch, for half a minute perhaps; the route says so through
+//!   [`WaitSignal`]). If the peer closes (FIN) or resets (RST) now, the
+//!   connection is dropped, and the request with it.
 //!
 //! [`guard`] drives the connection future and a timer reset to the current
 //! phase's deadline after every poll, so a deadline is exact and an idle
 //! connection costs no periodic wake-ups. Closing means dropping the
 //! connection: in `Idle` and `Head` no request is in flight, so nothing is
-//! lost.
+//! lost; in `Waiting` the request is a fetch that has leased nothing yet
+//! (the engine's fetch is cancellation safe).
+//!
+//! # Why the guard reads the socket itself
+//!
+//! While a request is in flight hyper reads no further: it looks for EOF
+//! only if its read buffer is empty, and not at all with `half_close`,
+//! which answers a client that sends a request and then FIN. A waiting
+//! fetch followed by any byte (a pipelined request, a stray CRLF) would
+//! never learn that its client is gone, and would lease the next message
+//! to a dead socket. So while a request waits the guard reads the socket:
+//! the bytes go into a read-ahead buffer that [`Tracked`] hands to hyper
+//! first, in order; a read of EOF or an error means the peer is gone. The
+//! buffer is bounded ([`READ_AHEAD_LIMIT`]); past it the guard asks the
+//! kernel whether the peer hung up (`POLLRDHUP`) every [`BLIND_RECHECK`].
+//! The socket is split so the guard's read side and hyper's write side need
+//! no lock between them; the read side is a `Mutex` only for the `Sync`
+//! bound, and is only ever taken on the connection's own task.
+//!
+//! `Tracked` also answers an HTTP/2 connection preface with a bare `400`:
+//! hyper recognises the preface and closes without a word.
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::response::HTTP2_PREFACE_REFUSED;
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
+const WAITING: u8 = 3;
+
+/// Most bytes the guard reads ahead of hyper while a request waits: as much
+/// as hyper itself would buffer.
+pub const READ_AHEAD_LIMIT: usize = 64 * 1024;
+
+/// How often the guard asks the kernel whether the peer hung up, while a
+/// request waits behind a full read-ahead buffer.
+pub const BLIND_RECHECK: Duration = Duration::from_millis(100);
+
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The timeouts that apply to one connection.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +130,10 @@ impl Activity {
         self.enter(IDLE);
     }
 
+    fn is_waiting(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == WAITING
+    }
+
     /// When the current phase times out, if it can.
     fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
         let limit = match self.phase.load(Ordering::Relaxed) {
@@ -100,40 +146,235 @@ impl Activity {
     }
 }
 
-/// A socket that reports reads to an [`Activity`].
-pub struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
+/// Handed to the service in each request's extensions, so that a route can
+/// say when its request starts waiting on something other than the client.
+#[derive(Debug, Clone)]
+pub struct WaitSignal(Arc<Activity>);
 
-impl<S> Tracked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
+impl WaitSignal {
+    pub fn new(activity: Arc<Activity>) -> Self {
+        WaitSignal(activity)
+    }
+
+    /// The request waits until the returned scope is dropped; meanwhile a
+    /// peer that closes or resets the connection ends it, and so drops the
+    /// future that holds the scope.
+    pub fn begin(&self) -> Waiting<'_> {
+        self.0.phase.store(WAITING, Ordering::Relaxed);
+        Waiting(&self.0)
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+/// The scope of a wait; see [`WaitSignal::begin`].
+#[derive(Debug)]
+pub struct Waiting<'a>(&'a Activity);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Back to an ordinary request in flight: a FIN from here on is a
+        // half-close, and the response is still owed.
+        let _ = self
+            .0
+            .phase
+            .compare_exchange(WAITING, BUSY, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// What the read side has learnt about the peer.
+struct ReadState {
+    half: OwnedReadHalf,
+    /// Bytes the guard read that hyper has not, oldest first.
+    ahead: BytesMut,
+    /// The peer's FIN was read (after the bytes in `ahead`).
+    eof: bool,
+    /// A read failed (a reset): the error, until hyper has seen it.
+    error: Option<io::Error>,
+    failed: bool,
+    /// hyper's last read was pending: a read by the guard must wake it, as
+    /// the socket's readiness would have.
+    hyper_parked: bool,
+    /// How many leading bytes of the connection match the HTTP/2 preface;
+    /// `None` once one does not.
+    preface_matched: Option<usize>,
+}
+
+/// The read side of a connection, shared by [`Tracked`] (hyper's reads)
+/// and [`guard`] (the watch while a request waits).
+pub struct ReadSide(Mutex<ReadState>);
+
+impl ReadSide {
+    fn lock(&self) -> MutexGuard<'_, ReadState> {
+        // Only the connection's task takes this lock, and nothing in it can
+        // panic half-way; a poisoned state is still consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// While a request waits: reads ahead of hyper until the socket has no
+    /// more, and says whether the peer is gone.
+    fn watch(&self, cx: &mut Context<'_>) -> Watch {
+        let mut state = self.lock();
+        let state = &mut *state;
+        loop {
+            if state.failed || state.eof {
+                return Watch::Gone;
+            }
+            if state.ahead.len() >= READ_AHEAD_LIMIT {
+                return if peer_hung_up(&state.half) {
+                    Watch::Gone
+                } else {
+                    Watch::Blind
+                };
+            }
+            let mut chunk = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut state.half).poll_read(cx, &mut buf) {
+                Poll::Pending => return Watch::Open,
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => state.eof = true,
+                Poll::Ready(Ok(())) => {
+                    state.ahead.extend_from_slice(buf.filled());
+                    if state.hyper_parked {
+                        state.hyper_parked = false;
+                        cx.waker().wake_by_ref();
+                    }
+                }
+                Poll::Ready(Err(error)) => {
+                    state.failed = true;
+                    state.error = Some(error);
+                }
+            }
+        }
+    }
+}
+
+/// What [`ReadSide::watch`] found.
+enum Watch {
+    /// The peer is there, as far as the socket says; the task is woken when
+    /// that may change.
+    Open,
+    /// The peer closed or reset the connection.
+    Gone,
+    /// The read-ahead buffer is full: check again after [`BLIND_RECHECK`].
+    Blind,
+}
+
+/// Whether the kernel has seen the peer's FIN or RST, behind unread data.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn peer_hung_up(half: &OwnedReadHalf) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: half.as_ref().as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; the descriptor is open for
+    // as long as `half` is borrowed.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// Without `POLLRDHUP`, a peer that hangs up behind a full read-ahead
+/// buffer is noticed when its request ends.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn peer_hung_up(_half: &OwnedReadHalf) -> bool {
+    false
+}
+
+/// A socket that reports reads to an [`Activity`] and shares its read side
+/// with [`guard`].
+pub struct Tracked {
+    read: Arc<ReadSide>,
+    write: OwnedWriteHalf,
+    activity: Arc<Activity>,
+}
+
+impl Tracked {
+    /// Wraps `stream`; the [`ReadSide`] is for [`guard`].
+    pub fn new(stream: TcpStream, activity: Arc<Activity>) -> (Self, Arc<ReadSide>) {
+        let (half, write) = stream.into_split();
+        let read = Arc::new(ReadSide(Mutex::new(ReadState {
+            half,
+            ahead: BytesMut::new(),
+            eof: false,
+            error: None,
+            failed: false,
+            hyper_parked: false,
+            preface_matched: Some(0),
+        })));
+        let tracked = Tracked {
+            read: read.clone(),
+            write,
+            activity,
+        };
+        (tracked, read)
+    }
+}
+
+impl AsyncRead for Tracked {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut state = this.read.lock();
+        let state = &mut *state;
+        if !state.ahead.is_empty() {
+            let n = state.ahead.len().min(buf.remaining());
+            buf.put_slice(&state.ahead[..n]);
+            state.ahead.advance(n);
+            this.activity.on_read();
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(error) = state.error.take() {
+            return Poll::Ready(Err(error));
+        }
+        if state.eof || state.failed {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.on_read();
+        let result = Pin::new(&mut state.half).poll_read(cx, buf);
+        state.hyper_parked = result.is_pending();
+        match &result {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => state.eof = true,
+            Poll::Ready(Ok(())) => {
+                if let Some(matched) = state.preface_matched {
+                    let read = &buf.filled()[before..];
+                    state.preface_matched = match_preface(matched, read);
+                    if state.preface_matched == Some(HTTP2_PREFACE.len()) {
+                        // hyper would close without a word. Answer, and show
+                        // hyper the end of the stream instead of the preface.
+                        let _ = this.write.try_write(HTTP2_PREFACE_REFUSED);
+                        buf.set_filled(before);
+                        state.eof = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                this.activity.on_read();
+            }
+            Poll::Ready(Err(_)) => state.failed = true,
+            Poll::Pending => {}
         }
         result
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+/// Extends a match of the HTTP/2 preface by `read`: the new length, or
+/// `None` if the connection does not start with the preface.
+fn match_preface(matched: usize, read: &[u8]) -> Option<usize> {
+    let rest = HTTP2_PREFACE.get(matched..).unwrap_or_default();
+    let n = rest.len().min(read.len());
+    (rest[..n] == read[..n]).then_some(matched + n)
+}
+
+impl AsyncWrite for Tracked {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut self.write).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -141,19 +382,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.write).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.write.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut self.write).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(&mut self.write).poll_shutdown(cx)
     }
 }
 
@@ -166,36 +407,60 @@ pub enum Ended<T> {
     IdleTimeout,
     /// A request head took longer than `--header-read-timeout`.
     HeaderTimeout,
+    /// The peer closed or reset the connection while its request waited.
+    PeerGone,
 }
 
-/// Drives `connection` until it completes or its current phase times out.
+/// Drives `connection` until it completes, its current phase times out, or
+/// its peer goes away while a request waits.
 pub async fn guard<F: Future>(
     connection: F,
     activity: &Activity,
+    read: &ReadSide,
     timeouts: Timeouts,
 ) -> Ended<F::Output> {
     let mut connection = pin!(connection);
     let mut timer = pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
     let mut armed: Option<Instant> = None;
-    poll_fn(|cx| {
+    // When the blind watch looks again, while it is blind.
+    let mut recheck: Option<Instant> = None;
+    poll_fn(|cx| loop {
         if let Poll::Ready(output) = connection.as_mut().poll(cx) {
             return Poll::Ready(Ended::Completed(output));
         }
         // Polling the connection may have moved the phase: re-aim the timer.
-        let deadline = activity.deadline(timeouts);
+        let mut deadline = activity.deadline(timeouts);
+        if activity.is_waiting() {
+            match read.watch(cx) {
+                Watch::Gone => return Poll::Ready(Ended::PeerGone),
+                Watch::Open => recheck = None,
+                Watch::Blind => {
+                    let now = Instant::now();
+                    deadline = recheck.filter(|at| *at > now);
+                    if deadline.is_none() {
+                        deadline = Some(now + BLIND_RECHECK);
+                    }
+                    recheck = deadline;
+                }
+            }
+        } else {
+            recheck = None;
+        }
         if deadline != armed {
             if let Some(at) = deadline {
                 timer.as_mut().reset(at.into());
             }
             armed = deadline;
         }
-        if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(match activity.phase.load(Ordering::Relaxed) {
-                HEAD => Ended::HeaderTimeout,
-                _ => Ended::IdleTimeout,
-            });
+        if armed.is_none() || timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
-        Poll::Pending
+        match activity.phase.load(Ordering::Relaxed) {
+            HEAD => return Poll::Ready(Ended::HeaderTimeout),
+            IDLE => return Poll::Ready(Ended::IdleTimeout),
+            // A blind recheck is due: look again.
+            _ => armed = None,
+        }
     })
     .await
 }
@@ -228,5 +493,32 @@ mod tests {
         assert_eq!(a.deadline(timeouts), None, "body bytes do not start a head");
         a.request_finished();
         assert!(a.deadline(timeouts).unwrap() >= idle);
+    }
+
+    #[test]
+    fn a_wait_has_no_deadline_and_ends_in_busy() {
+        let timeouts = Timeouts {
+            header_read: Duration::from_secs(1),
+            idle: Duration::from_secs(60),
+        };
+        let a = Activity::new();
+        a.request_started();
+        let signal = WaitSignal::new(a.clone());
+        let waiting = signal.begin();
+        assert!(a.is_waiting());
+        assert_eq!(a.deadline(timeouts), None);
+        drop(waiting);
+        assert!(!a.is_waiting());
+        assert_eq!(a.phase.load(Ordering::Relaxed), BUSY);
+    }
+
+    #[test]
+    fn the_http2_preface_is_matched_across_reads() {
+        assert_eq!(match_preface(0, b"PRI * HTTP/2.0\r\n"), Some(16));
+        assert_eq!(match_preface(16, b"\r\nSM\r\n\r\n\0\0\x12"), Some(24));
+        assert_eq!(match_preface(0, HTTP2_PREFACE), Some(24));
+        assert_eq!(match_preface(0, b"POST /publish"), None);
+        assert_eq!(match_preface(0, b"PRI * HTTP/1.1\r\n"), None);
+        assert_eq!(match_preface(3, b" *"), Some(5));
     }
 }

@@ -117,3 +117,10 @@ connection: close\r\n\
 content-length: 32\r\n\
 \r\n\
 {\"error\":\"too many connections\"}";
+
+/// The whole answer to an HTTP/2 connection preface, written to the raw
+/// socket: there is no HTTP/1.1 request to route, so no JSON body.
+pub const HTTP2_PREFACE_REFUSED: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+connection: close\r\n\
+content-length: 0\r\n\
+\r\n";

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use ubroker_engine::{Broker, Clock, Error as EngineError};
 
 use crate::config::Config;
+use crate::connection::WaitSignal;
 use crate::decode::{fetch_wait, head_bytes, parse_id, parse_publish};
 use crate::error::ApiError;
 use crate::response::{self, Body};
@@ -70,7 +71,7 @@ where
     let result = match (req.method(), req.uri().path()) {
         (&Method::POST, "/publish") => publish(state, req.into_body()).await,
         (_, "/publish") => Err(ApiError::MethodNotAllowed { allow: "POST" }),
-        (&Method::GET, "/fetch") => fetch(state, req.uri().query()).await,
+        (&Method::GET, "/fetch") => fetch(state, req.uri().query(), req.extensions().get()).await,
         (_, "/fetch") => Err(ApiError::MethodNotAllowed { allow: "GET" }),
         (method, path) => match settlement_route(path) {
             Some((settlement, id)) if method == Method::POST => settle(state, settlement, id),
@@ -150,10 +151,13 @@ where
     }
 }
 
-/// `GET /fetch[?wait=ms]`.
+/// `GET /fetch[?wait=ms]`. `signal` (absent when no connection serves the
+/// request, as in unit tests) tells the connection when the fetch waits, so
+/// that a client that goes away meanwhile ends it.
 async fn fetch<C: Clock>(
     state: &State<C>,
     query: Option<&str>,
+    signal: Option<&WaitSignal>,
 ) -> Result<Response<Body>, ApiError> {
     let wait = fetch_wait(query, &state.config)?;
     // Fast path: a ready message needs no timer and no shutdown watch.
@@ -167,15 +171,19 @@ async fn fetch<C: Clock>(
     if *shutting_down.borrow_and_update() {
         return Err(ApiError::ShuttingDown);
     }
-    // The engine's fetch ends when this future does: at the wait, or when
-    // shutdown begins. Either way it leases nothing once it gives up.
+    // The engine's fetch ends when this future does: at the wait, when
+    // shutdown begins, or when the connection drops it because its client
+    // went away. Either way it leases nothing once it gives up.
     let give_up = async move {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = shutting_down.wait_for(|down| *down) => {}
         }
     };
-    match state.broker.fetch(give_up).await {
+    let waiting = signal.map(WaitSignal::begin);
+    let fetched = state.broker.fetch(give_up).await;
+    drop(waiting);
+    match fetched {
         Ok(delivery) => Ok(response::delivery(&delivery)),
         Err(EngineError::Timeout) if *state.shutting_down.borrow() => Err(ApiError::ShuttingDown),
         Err(error) => Err(error.into()),

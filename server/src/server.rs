@@ -28,7 +28,7 @@ use tokio::sync::{watch, Semaphore};
 use ubroker_engine::{Broker, Clock};
 
 use crate::config::Config;
-use crate::connection::{self, Activity, Ended, Tracked};
+use crate::connection::{self, Activity, Ended, Tracked, WaitSignal};
 use crate::response::TOO_MANY_CONNECTIONS;
 use crate::routes::{self, State};
 use crate::sweeper;
@@ -60,6 +60,10 @@ pub async fn serve<C: Clock>(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .keep_alive(true)
+        // A client may send its request and then FIN (`nc -N`, `shutdown
+        // (SHUT_WR)`): it still gets its answer. A FIN during a wait is a
+        // close all the same: `connection::guard` watches for it.
+        .half_close(true)
         // Replaced by the phase-aware timeouts in `connection`.
         .header_read_timeout(None)
         .max_header_size(hard_header_limit)
@@ -93,10 +97,12 @@ pub async fn serve<C: Clock>(
         let state = state.clone();
         let service = service_fn({
             let activity = activity.clone();
-            move |req| {
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 let activity = activity.clone();
                 activity.request_started();
+                req.extensions_mut()
+                    .insert(WaitSignal::new(activity.clone()));
                 async move {
                     let response = routes::handle(&state, req).await;
                     activity.request_finished();
@@ -104,10 +110,10 @@ pub async fn serve<C: Clock>(
                 }
             }
         });
-        let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let (tracked, read_side) = Tracked::new(stream, activity.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(tracked), service));
         tokio::spawn(async move {
-            match connection::guard(connection, &activity, timeouts).await {
+            match connection::guard(connection, &activity, &read_side, timeouts).await {
                 Ended::Completed(Ok(())) => {}
                 Ended::Completed(Err(error)) => {
                     tracing::debug!(%error, %peer, "connection ended with an error");
@@ -115,6 +121,9 @@ pub async fn serve<C: Clock>(
                 Ended::IdleTimeout => tracing::debug!(%peer, "closed an idle connection"),
                 Ended::HeaderTimeout => {
                     tracing::info!(%peer, "closed a connection that sent its headers too slowly");
+                }
+                Ended::PeerGone => {
+                    tracing::debug!(%peer, "the client went away while its request waited");
                 }
             }
             drop(permit);

@@ -215,21 +215,32 @@ impl Binary {
     /// Starts `ubroker` with `args` and environment `env` (on top of a
     /// `UBROKER_*`-free environment) and waits for its `listening on` line.
     pub fn start(args: &[&str], env: &[(&str, &str)], stderr: std::process::Stdio) -> Self {
-        use std::io::{BufRead, BufReader};
+        let mut command = Self::command(args, env);
+        command.stderr(stderr);
+        Self::spawn(command)
+    }
+
+    /// The command [`Binary::start`] runs, for a test to adjust (stdout is
+    /// piped, stderr inherited unless changed).
+    pub fn command(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ubroker"));
         for (key, _) in std::env::vars() {
             if key.starts_with("UBROKER_") {
                 command.env_remove(key);
             }
         }
-        let mut child = command
+        command
             .args(args)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("the binary starts");
+            .stdout(std::process::Stdio::piped());
+        command
+    }
+
+    /// Spawns `command` and waits for its `listening on` line.
+    pub fn spawn(mut command: std::process::Command) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = command.spawn().expect("the binary starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
