@@ -23,6 +23,14 @@ pub enum ApiError {
     HeadersTooLarge { limit: u64 },
     /// `--auth-token` is set and the request does not carry it.
     Unauthorized,
+    /// An HTTP/1.1 request without `Host` (RFC 9112, section 3.2).
+    MissingHost,
+    /// A header that may appear once (`Host`, `Authorization`) appears twice.
+    RepeatedHeader { name: &'static str },
+    /// `Transfer-Encoding` names a coding other than `chunked`.
+    UnsupportedTransferEncoding,
+    /// `Content-Encoding` names a coding other than `identity`.
+    UnsupportedContentEncoding,
     /// The `{id}` path segment is not an unsigned 64-bit integer.
     BadId,
     /// The `wait` query parameter is not an unsigned integer.
@@ -45,9 +53,14 @@ impl ApiError {
             ApiError::Engine(EngineError::InvalidId) => StatusCode::BAD_REQUEST,
             ApiError::Engine(EngineError::QueueFull) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Engine(EngineError::Timeout) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::BadBody(_) | ApiError::BodyRead | ApiError::BadId | ApiError::BadWait => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadBody(_)
+            | ApiError::BodyRead
+            | ApiError::BadId
+            | ApiError::BadWait
+            | ApiError::MissingHost
+            | ApiError::RepeatedHeader { .. } => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            ApiError::UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -81,6 +94,14 @@ impl fmt::Display for ApiError {
                 write!(f, "request headers are larger than {limit} bytes")
             }
             ApiError::Unauthorized => f.write_str("missing or wrong bearer token"),
+            ApiError::MissingHost => f.write_str("an HTTP/1.1 request needs a Host header"),
+            ApiError::RepeatedHeader { name } => write!(f, "more than one {name} header"),
+            ApiError::UnsupportedTransferEncoding => {
+                f.write_str("only the chunked transfer coding is supported")
+            }
+            ApiError::UnsupportedContentEncoding => {
+                f.write_str("only the identity content coding is accepted")
+            }
             ApiError::BadId => f.write_str("id is not an unsigned 64-bit integer"),
             ApiError::BadWait => f.write_str("wait must be an unsigned integer of milliseconds"),
             ApiError::NotFound => f.write_str("not found"),
@@ -109,5 +130,17 @@ mod tests {
             ApiError::from(EngineError::QueueFull).to_string(),
             "queue full"
         );
+    }
+
+    #[test]
+    fn framing_errors_map_to_rfc_9112_and_9110() {
+        assert_eq!(ApiError::MissingHost.status(), 400);
+        assert_eq!(ApiError::RepeatedHeader { name: "Host" }.status(), 400);
+        assert_eq!(
+            ApiError::RepeatedHeader { name: "Host" }.to_string(),
+            "more than one Host header"
+        );
+        assert_eq!(ApiError::UnsupportedTransferEncoding.status(), 501);
+        assert_eq!(ApiError::UnsupportedContentEncoding.status(), 415);
     }
 }

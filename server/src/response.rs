@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use ubroker_engine::Delivery;
@@ -69,8 +71,9 @@ struct ErrorBody {
 }
 
 /// `{"error": "..."}` with the status that [`ApiError::status`] gives, plus
-/// `Allow` on 405, `Retry-After` on 429, `WWW-Authenticate` on 401, and
-/// `Connection: close` when the request body was not read to its end.
+/// `Allow` on 405, `Retry-After` on 429, `WWW-Authenticate` on 401,
+/// `Accept-Encoding` on 415, and `Connection: close` when the request body
+/// was not read to its end or its framing is in doubt.
 pub fn error(error: &ApiError) -> Response<Body> {
     let payload = ErrorBody {
         error: error.to_string(),
@@ -96,9 +99,24 @@ pub fn error(error: &ApiError) -> Response<Body> {
                 HeaderValue::from_static("Bearer realm=\"ubroker\""),
             );
         }
-        // The rest of the request may still be on the wire: do not try to
-        // read the next request from the middle of this one.
-        ApiError::BodyTooLarge { .. } | ApiError::BodyTimeout | ApiError::BodyRead => {
+        // RFC 9110, section 15.5.16: say which content codings would do.
+        ApiError::UnsupportedContentEncoding => {
+            response
+                .headers_mut()
+                .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        // The rest of the request may still be on the wire, or its framing
+        // is in doubt: do not try to read the next request from the middle
+        // of this one.
+        ApiError::BodyTooLarge { .. }
+        | ApiError::BodyTimeout
+        | ApiError::BodyRead
+        | ApiError::MissingHost
+        | ApiError::RepeatedHeader { .. }
+        | ApiError::UnsupportedTransferEncoding => {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));

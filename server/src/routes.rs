@@ -17,7 +17,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body as HttpBody;
-use hyper::{Method, Request, Response};
+use hyper::header::{
+    GetAll, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, HOST, TRANSFER_ENCODING,
+};
+use hyper::{Method, Request, Response, Version};
 use tokio::sync::watch;
 use ubroker_engine::{Broker, Clock, Error as EngineError};
 
@@ -83,7 +86,8 @@ where
 }
 
 /// Checks what applies to every route, before routing: the size of the
-/// request head and, if configured, the bearer token.
+/// request head, the framing rules hyper leaves to the application, the
+/// bearer token if one is configured, and the content coding.
 fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError> {
     // hyper enforces a hard ceiling with a bare 431; this is the configured
     // limit, answered with a JSON body like every other error.
@@ -91,17 +95,55 @@ fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError
     if head_bytes(req) as u64 > limit {
         return Err(ApiError::HeadersTooLarge { limit });
     }
+    let headers = req.headers();
+    // RFC 9112, section 3.2: exactly one Host in HTTP/1.1, at most one in
+    // HTTP/1.0.
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ApiError::RepeatedHeader { name: "Host" }),
+        (None, _) if req.version() >= Version::HTTP_11 => return Err(ApiError::MissingHost),
+        _ => {}
+    }
+    // hyper frames a body by its final `chunked` and ignores the codings
+    // before it (`gzip, chunked`): those would reach the JSON parser still
+    // encoded. RFC 9112, section 6.1: 501 for a coding not understood.
+    if !codings_are(headers.get_all(TRANSFER_ENCODING), "chunked") {
+        return Err(ApiError::UnsupportedTransferEncoding);
+    }
     if let Some(token) = &state.config.auth_token {
-        let presented = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let presented = values.next();
+        if values.next().is_some() {
+            // Two credentials: whichever one were checked, the other would
+            // be ignored silently.
+            return Err(ApiError::RepeatedHeader {
+                name: "Authorization",
+            });
+        }
+        let presented = presented
+            .and_then(|value| crate::auth::bearer_token(value.as_bytes()))
             .unwrap_or_default();
         if !crate::auth::token_matches(presented, token.as_bytes()) {
             return Err(ApiError::Unauthorized);
         }
     }
+    if !codings_are(headers.get_all(CONTENT_ENCODING), "identity") {
+        return Err(ApiError::UnsupportedContentEncoding);
+    }
     Ok(())
+}
+
+/// Whether every coding listed in `values` (comma-separated, in any number
+/// of header lines) is `only`, ignoring ASCII case. No header at all is fine.
+fn codings_are(values: GetAll<'_, HeaderValue>, only: &str) -> bool {
+    values.iter().all(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|coding| !coding.is_empty())
+            .all(|coding| coding.eq_ignore_ascii_case(only.as_bytes()))
+    })
 }
 
 /// Recognises `/acknowledge/{id}` and `/requeue/{id}` (one segment, any
@@ -235,6 +277,7 @@ mod tests {
         let req = Request::builder()
             .method(method)
             .uri(uri)
+            .header(hyper::header::HOST, "x")
             .body(Full::new(Bytes::from(body.to_owned())))
             .unwrap();
         let res = handle(state, req).await;
@@ -294,6 +337,7 @@ mod tests {
         let req = Request::builder()
             .method(Method::GET)
             .uri("/publish")
+            .header(hyper::header::HOST, "x")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let res = handle(&s, req).await;

@@ -1,12 +1,12 @@
 //! Hostile clients, round 2 (issue 13), over real sockets: waiting fetches
-//! on connections that carry more bytes and then close, and half-closed
-//! clients.
+//! on connections that carry more bytes and then close, half-closed
+//! clients, and HTTP/1.1 framing strictness.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{raw_exchange, raw_status, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ubroker_server::Config;
@@ -157,5 +157,87 @@ async fn a_half_closed_client_gets_its_answer() {
     }
     let stats = server.broker.stats();
     assert_eq!((stats.published, stats.delivered), (50, 50));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_1_framing_is_strict() {
+    let server = TestServer::start(Config::for_port(0)).await;
+    let cases: [(&str, &[u8], u16); 9] = [
+        ("no Host", b"GET /fetch?wait=0 HTTP/1.1\r\nconnection: close\r\n\r\n", 400),
+        (
+            "two Hosts",
+            b"GET /fetch?wait=0 HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+            400,
+        ),
+        ("HTTP/1.0 needs no Host", b"GET /fetch?wait=0 HTTP/1.0\r\n\r\n", 408),
+        (
+            "gzip, chunked",
+            b"POST /publish HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
+        (
+            "content-encoding gzip",
+            b"POST /publish HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-encoding: gzip\r\ncontent-length: 12\r\n\r\n{\"body\":\"x\"}",
+            415,
+        ),
+        (
+            "content-encoding identity",
+            b"POST /publish HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-encoding: identity\r\ncontent-length: 12\r\n\r\n{\"body\":\"x\"}",
+            200,
+        ),
+        (
+            "an HTTP/2 preface",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            400,
+        ),
+        (
+            "a duplicate JSON key",
+            b"POST /publish HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 23\r\n\r\n{\"body\":\"x\",\"body\":\"y\"}",
+            400,
+        ),
+        (
+            "chunked, then a valid publish",
+            b"POST /publish HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\nc\r\n{\"body\":\"y\"}\r\n0\r\n\r\n",
+            200,
+        ),
+    ];
+    for (what, raw, status) in cases {
+        let reply = raw_exchange(server.addr, raw).await;
+        assert!(!reply.is_empty(), "{what}: no answer at all");
+        assert_eq!(raw_status(&reply), status, "{what}: {reply}");
+    }
+    let reply = raw_exchange(server.addr, cases[7].1).await;
+    assert!(reply.contains("duplicate field"), "{reply}");
+    let reply = raw_exchange(server.addr, cases[4].1).await;
+    assert!(reply.contains("accept-encoding: identity"), "{reply}");
+    assert_eq!(server.broker.stats().published, 2);
+    server.stop().await;
+
+    // The bearer scheme is case-insensitive; two Authorization headers are
+    // ambiguous.
+    let mut config = Config::for_port(0);
+    config.auth_token = Some("s3cret".into());
+    let server = TestServer::start(config).await;
+    for (auth, status) in [
+        ("authorization: Bearer s3cret\r\n", 408),
+        ("authorization: bearer s3cret\r\n", 408),
+        ("authorization: BEARER  s3cret\r\n", 408),
+        ("authorization: Bearer wrong\r\n", 401),
+        ("authorization: Basic czNjcmV0\r\n", 401),
+        (
+            "authorization: Bearer s3cret\r\nauthorization: Bearer s3cret\r\n",
+            400,
+        ),
+        (
+            "authorization: Bearer s3cret\r\nauthorization: Bearer wrong\r\n",
+            400,
+        ),
+    ] {
+        let raw =
+            format!("GET /fetch?wait=0 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{auth}\r\n");
+        let reply = raw_exchange(server.addr, raw.as_bytes()).await;
+        assert_eq!(raw_status(&reply), status, "{auth:?}: {reply}");
+    }
     server.stop().await;
 }
