@@ -14,7 +14,9 @@
 //! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
 //! * `connection`: per-connection guards: header-read and idle timeouts,
 //!   the socket wrapper that tells them apart.
-//! * `auth`: the constant-time bearer-token check.
+//! * `auth`: the bearer scheme and the constant-time token check.
+//! * `descriptors`: the open-file limit, raised at start, and the
+//!   connection cap kept under it.
 //! * `sweeper`: the background task that drives lease expiry.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
 //!
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod decode;
+pub mod descriptors;
 pub mod error;
 pub mod response;
 pub mod routes;

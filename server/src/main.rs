@@ -9,10 +9,10 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use ubroker_engine::Broker;
-use ubroker_server::{serve, shutdown, Config};
+use ubroker_server::{descriptors, serve, shutdown, Config};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let mut config = Config::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -20,6 +20,20 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+
+    // Each connection holds a descriptor: keep the cap where accept can
+    // still answer past it with a 503.
+    if let Some(open_files) = descriptors::raise_limit() {
+        let cap = descriptors::connection_cap(open_files);
+        if config.max_connections > cap {
+            tracing::warn!(
+                open_files,
+                requested = config.max_connections,
+                "--max-connections lowered to {cap}: the open-file limit leaves room for no more"
+            );
+            config.max_connections = cap;
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

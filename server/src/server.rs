@@ -71,14 +71,23 @@ pub async fn serve<C: Clock>(
 
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut accept_failures = Quiet::default();
+    let mut refusals = Quiet::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off rather
-                    // than spin; existing connections keep being served.
-                    tracing::warn!(%error, "accept failed");
+                    // than spin; existing connections keep being served,
+                    // and the client waits in the backlog until one closes.
+                    if let Some(failures) = accept_failures.hit() {
+                        tracing::warn!(
+                            %error,
+                            failures,
+                            "accept failed; retrying every 10 ms (logged at most once a second)"
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -90,6 +99,12 @@ pub async fn serve<C: Clock>(
             tracing::debug!(%error, %peer, "set_nodelay failed");
         }
         let Ok(permit) = connections.clone().try_acquire_owned() else {
+            if let Some(refused) = refusals.hit() {
+                tracing::warn!(
+                    refused,
+                    "connections refused: --max-connections reached (logged at most once a second)"
+                );
+            }
             tokio::spawn(refuse(stream));
             continue;
         };
@@ -152,10 +167,34 @@ pub async fn serve<C: Clock>(
 /// without reading its request (a bounded write, so a client that never
 /// reads cannot hold the task).
 async fn refuse(mut stream: TcpStream) {
-    tracing::warn!("connection refused: --max-connections reached");
     let write = async {
         stream.write_all(TOO_MANY_CONNECTIONS).await?;
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// A condition that may recur thousands of times a second (accept failing,
+/// connections refused): logged when it starts and then at most once a
+/// second, with how many times it happened since the last line.
+#[derive(Default)]
+struct Quiet {
+    last_logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl Quiet {
+    /// Counts one occurrence; `Some(count)` when it is time to log.
+    fn hit(&mut self) -> Option<u64> {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
 }

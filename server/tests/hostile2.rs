@@ -1,12 +1,13 @@
 //! Hostile clients, round 2 (issue 13), over real sockets: waiting fetches
 //! on connections that carry more bytes and then close, half-closed
-//! clients, and HTTP/1.1 framing strictness.
+//! clients, descriptor exhaustion, and HTTP/1.1 framing strictness.
 
 mod common;
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{raw_exchange, raw_status, TestServer};
+use common::{raw_exchange, raw_status, Binary, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ubroker_server::Config;
@@ -158,6 +159,93 @@ async fn a_half_closed_client_gets_its_answer() {
     let stats = server.broker.stats();
     assert_eq!((stats.published, stats.delivered), (50, 50));
     server.stop().await;
+}
+
+/// Starts the real binary with both limits on open descriptors at `nofile`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn start_with_nofile(args: &[&str], nofile: u64) -> Binary {
+    use std::os::unix::process::CommandExt;
+    let mut command = Binary::command(args, &[]);
+    command.stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe, and the closure allocates
+    // nothing, as a pre_exec closure must.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Binary::spawn(command)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_exhaustion_answers_every_connection_and_logs_little() {
+    use std::io::Read;
+    let mut running = start_with_nofile(&["--port", "0", "--max-connections", "1000"], 64);
+    let mut stderr = running.child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    // All 150 stay open until every one has its answer.
+    let mut streams = Vec::new();
+    for _ in 0..150 {
+        let mut stream = TcpStream::connect(running.addr).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /fetch?wait=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        streams.push(stream);
+    }
+    let (mut served, mut refused) = (0, 0);
+    let mut failures = Vec::new();
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&head);
+        match (read, text.split_whitespace().nth(1)) {
+            (Err(_), _) => failures.push(format!("connection {i} hangs without an answer")),
+            (Ok(()), Some("408")) => served += 1,
+            (Ok(()), Some("503")) if text.contains("retry-after") => refused += 1,
+            (Ok(()), _) => failures.push(format!("connection {i}: {text:?}")),
+        }
+    }
+    drop(streams);
+    running.signal("TERM");
+    let _ = running.child.wait();
+    let log = log.join().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    let accept_failures = log.lines().filter(|l| l.contains("accept failed")).count();
+    eprintln!("{served} served, {refused} refused, {accept_failures} accept-failure lines");
+    assert!(
+        accept_failures <= 5,
+        "{accept_failures} accept-failure lines:\n{log}"
+    );
+    assert!(
+        log.contains("--max-connections"),
+        "the cap is announced:\n{log}"
+    );
+    assert!(
+        served > 0 && refused > 0,
+        "{served} served, {refused} refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
