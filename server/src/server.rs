@@ -42,14 +42,16 @@ pub async fn serve<C: Clock>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (shutting_down_tx, shutting_down) = watch::channel(false);
-    let sweeper = tokio::spawn(sweeper::run(broker.clone(), shutting_down.clone()));
     let shutdown_timeout = config.shutdown_timeout();
     let timeouts = config.timeouts();
-    let connections = Arc::new(Semaphore::new(
-        usize::try_from(config.max_connections)
-            .unwrap_or(Semaphore::MAX_PERMITS)
-            .min(Semaphore::MAX_PERMITS),
-    ));
+    let max_connections = usize::try_from(config.max_connections)
+        .unwrap_or(Semaphore::MAX_PERMITS)
+        .min(Semaphore::MAX_PERMITS);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let sweeper = tokio::spawn(sweeper::run(broker.clone(), shutting_down.clone(), {
+        let connections = connections.clone();
+        move || max_connections.saturating_sub(connections.available_permits())
+    }));
     // hyper's hard ceiling on a request head (answered with a bare 431):
     // above the configured limit, which routes answer with a JSON 431.
     let hard_header_limit = usize::try_from(config.max_header_bytes.saturating_mul(2))
