@@ -42,9 +42,7 @@ impl Agenda {
     pub(crate) fn hint(&self, at: Timestamp, queue_id: u64, queue: &Weak<Queue>) {
         let earliest = {
             let mut hints = lock(&self.hints);
-            let earliest = hints
-                .first_key_value()
-                .is_none_or_after(&(at, queue_id));
+            let earliest = hints.first_key_value().is_none_or_after(&(at, queue_id));
             hints.insert((at, queue_id), queue.clone());
             earliest
         };
@@ -109,7 +107,7 @@ pub(crate) struct DueSignal {
 }
 
 impl DueSignal {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         DueSignal {
             state: Mutex::new((false, None)),
         }
@@ -184,7 +182,10 @@ mod tests {
         let waker = Waker::from(std::sync::Arc::new(Noop));
         let mut cx = Context::from_waker(&waker);
         let mut changed = pin!(agenda.signal().changed());
-        assert!(changed.as_mut().poll(&mut cx).is_ready(), "kept by the flag");
+        assert!(
+            changed.as_mut().poll(&mut cx).is_ready(),
+            "kept by the flag"
+        );
         let mut changed = pin!(agenda.signal().changed());
         assert!(changed.as_mut().poll(&mut cx).is_pending());
         agenda.hint(t(40), 2, &w); // later than the first: no signal

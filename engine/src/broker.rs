@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 
-use crate::agenda::Agenda;
+use crate::agenda::{Agenda, DueSignal};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::Error;
 use crate::message::{validate, Message, QueueName, MAX_ID};
@@ -106,6 +106,9 @@ pub struct Broker<C: Clock = SystemClock> {
     next_message_id: CachePadded<AtomicU64>,
     /// What the held messages are charged, for `max_queue_bytes`.
     held_bytes: CachePadded<AtomicU64>,
+    /// Fired when an acknowledge or a delete leaves the broker holding
+    /// nothing: the moment to give memory back.
+    drained: DueSignal,
     closed: AtomicBool,
 }
 
@@ -133,6 +136,7 @@ impl<C: Clock> Broker<C> {
             },
             next_message_id: CachePadded::new(AtomicU64::new(1)),
             held_bytes: CachePadded::new(AtomicU64::new(0)),
+            drained: DueSignal::new(),
             closed: AtomicBool::new(false),
         }
     }
@@ -223,6 +227,15 @@ impl<C: Clock> Broker<C> {
             self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Gives `charge` back to the byte budget. The RMW returns the total
+    /// before, so noticing that the broker now holds nothing costs one
+    /// comparison.
+    fn release(&self, charge: u64) {
+        if charge > 0 && self.held_bytes.fetch_sub(charge, Ordering::Relaxed) == charge {
+            self.drained.notify();
+        }
     }
 
     fn publish_reserved(&self, queue: &str, body: Bytes, delay: Duration) -> Result<u64, Error> {
@@ -338,7 +351,9 @@ impl<C: Clock> Broker<C> {
             // (or was just replaced), the registry's creations.
             if !parked.is_on(queue.as_ref().map(QueueRef::arc)) {
                 let place = match &queue {
-                    Some(found) => Place::Queue(found.arc().clone(), found.waiters.register(cx.waker())),
+                    Some(found) => {
+                        Place::Queue(found.arc().clone(), found.waiters.register(cx.waker()))
+                    }
                     None => {
                         let creations = &self.registry.creations;
                         Place::Creations(creations, creations.register(cx.waker()))
@@ -368,10 +383,8 @@ impl<C: Clock> Broker<C> {
     /// past its deadline (even if no sweep has run yet), or not of `queue`.
     pub fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error> {
         let found = self.existing(queue)?;
-        let charge = found
-            .acknowledge(id, self.clock.now())
-            .map_err(refused)?;
-        self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
+        let charge = found.acknowledge(id, self.clock.now()).map_err(refused)?;
+        self.release(charge);
         Ok(())
     }
 
@@ -420,14 +433,15 @@ impl<C: Clock> Broker<C> {
             return;
         };
         loop {
-            let found = match self
-                .registry
-                .get_or_create(&dead, || self.new_queue_settings(&dead), true)
-            {
-                Ok(found) => found,
-                // Exempt from the cap, so creation cannot fail.
-                Err(_) => return,
-            };
+            let found =
+                match self
+                    .registry
+                    .get_or_create(&dead, || self.new_queue_settings(&dead), true)
+                {
+                    Ok(found) => found,
+                    // Exempt from the cap, so creation cannot fail.
+                    Err(_) => return,
+                };
             match found.accept(&self.shared, message, Duration::ZERO, now) {
                 Ok(()) => return,
                 Err(back) => message = back,
@@ -478,6 +492,23 @@ impl<C: Clock> Broker<C> {
         self.shared.agenda.signal().changed().await
     }
 
+    /// Completes when the broker has come to hold no message at all (since
+    /// the last completion). The server's timekeeper then waits a moment
+    /// and, if it is still empty, calls [`Broker::compact`] and gives freed
+    /// memory back to the OS, without polling.
+    pub async fn drained(&self) {
+        self.drained.changed().await
+    }
+
+    /// Gives back the memory of lease tables that a burst left mostly
+    /// empty (hash tables never shrink by themselves). O(queues); call it
+    /// when the broker drains, not per request.
+    pub fn compact(&self) {
+        for queue in self.registry.all() {
+            queue.compact();
+        }
+    }
+
     // ----- queue administration --------------------------------------------
 
     /// Creates `queue` or changes its settings. Validates everything first:
@@ -514,7 +545,11 @@ impl<C: Clock> Broker<C> {
 
     /// Every queue's settings and contents, sorted by name in byte order.
     pub fn queues(&self) -> Vec<QueueInfo> {
-        self.registry.all().iter().map(|queue| queue.info()).collect()
+        self.registry
+            .all()
+            .iter()
+            .map(|queue| queue.info())
+            .collect()
     }
 
     /// `queue`'s counters.
@@ -544,7 +579,7 @@ impl<C: Clock> Broker<C> {
         validate(queue)?;
         let removed = self.registry.remove(queue)?;
         let (count, charge) = removed.delete(&self.shared);
-        self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
+        self.release(charge);
         Ok(count)
     }
 

@@ -137,13 +137,31 @@ mod tests {
     fn names_follow_the_contract() {
         let long = "a".repeat(80);
         let long_dead = format!("{long}.dead");
-        for good in ["a", "default", "jobs_2-x", "Z9", &long, "jobs.dead", &long_dead] {
+        for good in [
+            "a",
+            "default",
+            "jobs_2-x",
+            "Z9",
+            &long,
+            "jobs.dead",
+            &long_dead,
+        ] {
             assert!(QueueName::new(good).is_ok(), "{good}");
         }
         let too_long = "a".repeat(81);
         for bad in [
-            "", ".dead", "a.dead.dead", "a b", "a/b", "a%20", "é", "a.b", &too_long, "a.DEAD",
-            "dead.", "a..dead",
+            "",
+            ".dead",
+            "a.dead.dead",
+            "a b",
+            "a/b",
+            "a%20",
+            "é",
+            "a.b",
+            &too_long,
+            "a.DEAD",
+            "dead.",
+            "a..dead",
         ] {
             assert_eq!(QueueName::new(bad), Err(Error::InvalidQueueName), "{bad}");
         }

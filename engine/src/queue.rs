@@ -155,8 +155,7 @@ impl Queue {
     }
 
     pub(crate) fn set_ttl(&self, ttl: Duration) {
-        self.ttl_nanos
-            .store(duration_nanos(ttl), Ordering::Relaxed);
+        self.ttl_nanos.store(duration_nanos(ttl), Ordering::Relaxed);
     }
 
     pub(crate) fn set_max_deliveries(&self, max: u32) {
@@ -431,6 +430,10 @@ impl Queue {
             dead_lettered: read(&self.counters.dead_lettered),
             redriven: read(&self.counters.redriven),
         }
+    }
+
+    pub(crate) fn compact(&self) {
+        self.leases.shrink_if_sparse();
     }
 
     /// Timer entries held (live leases plus delayed messages).

@@ -10,7 +10,7 @@
 //!    reset. Publishes and settlements in flight complete normally.
 //! 3. Wait for the connections, at most `--shutdown-timeout`; whatever is
 //!    still open then is dropped.
-//! 4. Close the broker and stop the expiry task.
+//! 4. Close the broker and stop the timekeeping tasks.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::connection::{self, Activity, Ended, Tracked};
 use crate::response::TOO_MANY_CONNECTIONS;
 use crate::routes::{self, State};
-use crate::sweeper;
+use crate::timekeeper;
 
 /// Serves the broker API on `listener` until `shutdown` completes, then
 /// shuts down gracefully (see the module docs) and returns.
@@ -42,7 +42,8 @@ pub async fn serve<C: Clock>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (shutting_down_tx, shutting_down) = watch::channel(false);
-    let sweeper = tokio::spawn(sweeper::run(broker.clone(), shutting_down.clone()));
+    let timekeeper = tokio::spawn(timekeeper::run(broker.clone(), shutting_down.clone()));
+    let reclaim = tokio::spawn(timekeeper::reclaim(broker.clone(), shutting_down.clone()));
     let shutdown_timeout = config.shutdown_timeout();
     let timeouts = config.timeouts();
     let connections = Arc::new(Semaphore::new(
@@ -134,7 +135,8 @@ pub async fn serve<C: Clock>(
         );
     }
     broker.close();
-    let _ = sweeper.await;
+    let _ = timekeeper.await;
+    let _ = reclaim.await;
     tracing::info!("stopped");
     Ok(())
 }
