@@ -244,7 +244,13 @@ impl<C: Clock> Broker<C> {
             return Err(Error::IdsExhausted);
         }
         let mut message = Message::new(message_id, body);
-        let now = self.clock.now();
+        // The clock is read only for a delay: an undelayed publish needs no
+        // time.
+        let now = if delay.is_zero() {
+            Timestamp::ZERO
+        } else {
+            self.clock.now()
+        };
         let mut owned_name = None;
         loop {
             let found = match self.registry.get(queue) {
@@ -283,7 +289,7 @@ impl<C: Clock> Broker<C> {
             return Err(Error::IdsExhausted);
         }
         Ok(queue
-            .try_fetch(&self.shared, self.clock.now())
+            .try_fetch(&self.shared, || self.clock.now())
             .map(|leased| Delivery {
                 id: leased.id,
                 message_id: leased.message.id,

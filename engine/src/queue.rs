@@ -194,10 +194,18 @@ impl Queue {
         self.waiters.notify_one();
     }
 
-    /// Leases the head of the queue, if there is one.
-    pub(crate) fn try_fetch(&self, shared: &Shared, now: Timestamp) -> Option<Leased> {
+    /// Leases the head of the queue, if there is one. The clock is read
+    /// after the pop: read before it, a fetch descheduled for longer than
+    /// the TTL in between would hand out a lease already past its deadline
+    /// (found by loom models 10 and 11b).
+    pub(crate) fn try_fetch(
+        &self,
+        shared: &Shared,
+        now: impl FnOnce() -> Timestamp,
+    ) -> Option<Leased> {
         let _alive = self.alive()?;
         let mut message = self.ready.pop()?;
+        let now = now();
         // From here to the lease insert: no await, no early return, no panic
         // path. The message is in our hands and nowhere else.
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);

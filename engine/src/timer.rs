@@ -5,13 +5,15 @@
 //!
 //! # What it holds
 //!
-//! An ordered map from `(due time, sequence)` to an entry: `Lease` (the
-//! lease id is the sequence; the lease itself stays in the lease table,
-//! which decides every settlement) or `Delayed(message)` (the timer *owns*
-//! a delayed message: that is the one place it is). Delayed entries take
-//! their sequence from a per-queue counter with bit 63 set, so they never
-//! collide with a lease id (ids stay below 2^53) and ties come due in the
-//! order they were delayed, as the contract asks.
+//! Two ordered collections keyed by `(due time, sequence)`: a set of lease
+//! deadlines (the sequence is the lease id; the lease itself stays in the
+//! lease table, which decides every settlement), and a map of delayed
+//! messages (the timer *owns* a delayed message: that is the one place it
+//! is). They are kept apart so that a lease's entry is its 16-byte key and
+//! nothing more; [`Timer::take_due`] merges them in due order. Delayed
+//! entries take their sequence from a per-queue counter with bit 63 set, so
+//! they never collide with a lease id (ids stay below 2^53) and ties come
+//! due in the order they were delayed, as the contract asks.
 //!
 //! # Why an ordered map, and not a timing wheel or the old FIFO
 //!
@@ -40,10 +42,11 @@
 //!
 //! # What it costs
 //!
-//! Per lease, one map entry: a 16-byte key and a 56-byte `Entry` (the size
-//! of its largest variant) in B-tree nodes of up to 11 entries that are at
-//! least half full: about 80 to 150 bytes, released when the lease settles.
-//! Per delayed message the same entry, which holds the message itself.
+//! Per lease, one 16-byte key in B-tree nodes of up to 11 keys that are at
+//! least half full: about 20 to 40 bytes, released when the lease settles.
+//! Per delayed message, its key and the 48-byte message itself in the
+//! delayed map's nodes: about 70 to 130 bytes. BENCHMARKS.md has the
+//! measured figures (`ubroker-mem`).
 //!
 //! # Agenda hints
 //!
@@ -60,7 +63,7 @@
 //! Decide a settlement, or take a lease-table lock while holding its own
 //! (lock order: lease-table shard, then timer, then agenda).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Weak;
 
 use crate::agenda::Agenda;
@@ -95,16 +98,33 @@ pub(crate) struct Timer {
 }
 
 struct Inner {
-    entries: BTreeMap<Key, Entry>,
+    leases: BTreeSet<Key>,
+    delayed: BTreeMap<Key, Message>,
     next_delay_seq: u64,
-    delayed: usize,
     /// The due time of the hint this timer last placed in the agenda.
     hinted: Option<Timestamp>,
 }
 
 impl Inner {
+    /// The first key of either collection.
+    fn first(&self) -> Option<Key> {
+        match (self.leases.first(), self.delayed.first_key_value()) {
+            (Some(&lease), Some((&delayed, _))) => Some(lease.min(delayed)),
+            (Some(&lease), None) => Some(lease),
+            (None, Some((&delayed, _))) => Some(delayed),
+            (None, None) => None,
+        }
+    }
+
     fn insert(&mut self, key: Key, entry: Entry, hint: &Hint<'_>) {
-        self.entries.insert(key, entry);
+        match entry {
+            Entry::Lease => {
+                self.leases.insert(key);
+            }
+            Entry::Delayed(message) => {
+                self.delayed.insert(key, message);
+            }
+        }
         let due = key.0;
         if self.hinted.is_none_or_later(due) {
             if let Some(old) = self.hinted {
@@ -134,9 +154,9 @@ impl Timer {
     pub(crate) fn new() -> Self {
         Timer {
             inner: Mutex::new(Inner {
-                entries: BTreeMap::new(),
+                leases: BTreeSet::new(),
+                delayed: BTreeMap::new(),
                 next_delay_seq: 0,
-                delayed: 0,
                 hinted: None,
             }),
         }
@@ -158,13 +178,13 @@ impl Timer {
         hint: &Hint<'_>,
     ) {
         let mut inner = lock(&self.inner);
-        inner.entries.remove(&(old, id));
+        inner.leases.remove(&(old, id));
         inner.insert((new, id), Entry::Lease, hint);
     }
 
     /// Lease `id`, due at `deadline`, was settled: forget its entry.
     pub(crate) fn cancel_lease(&self, deadline: Timestamp, id: u64) {
-        lock(&self.inner).entries.remove(&(deadline, id));
+        lock(&self.inner).leases.remove(&(deadline, id));
     }
 
     /// Holds `message` until `due`.
@@ -172,7 +192,6 @@ impl Timer {
         let mut inner = lock(&self.inner);
         let seq = DELAYED | inner.next_delay_seq;
         inner.next_delay_seq += 1;
-        inner.delayed += 1;
         inner.insert((due, seq), Entry::Delayed(message), hint);
     }
 
@@ -184,17 +203,19 @@ impl Timer {
         // The hint that brought the sweep here is gone from the agenda.
         inner.hinted = None;
         let mut due = Vec::new();
-        while let Some(entry) = inner.entries.first_entry() {
-            if entry.key().0 > now {
+        while let Some(key) = inner.first() {
+            if key.0 > now {
                 break;
             }
-            let (key, entry) = entry.remove_entry();
-            if matches!(entry, Entry::Delayed(_)) {
-                inner.delayed -= 1;
+            // Keys are unique across both collections (bit 63), so the
+            // first key is in exactly one of them.
+            if inner.leases.remove(&key) {
+                due.push((key, Entry::Lease));
+            } else if let Some(message) = inner.delayed.remove(&key) {
+                due.push((key, Entry::Delayed(message)));
             }
-            due.push((key, entry));
         }
-        if let Some((&(next, _), _)) = inner.entries.first_key_value() {
+        if let Some((next, _)) = inner.first() {
             hint.agenda.hint(next, hint.queue_id, hint.queue);
             inner.hinted = Some(next);
         }
@@ -208,25 +229,20 @@ impl Timer {
         if let Some(old) = inner.hinted.take() {
             hint.agenda.unhint(old, hint.queue_id);
         }
-        inner.delayed = 0;
-        std::mem::take(&mut inner.entries)
-            .into_values()
-            .filter_map(|entry| match entry {
-                Entry::Delayed(message) => Some(message),
-                Entry::Lease => None,
-            })
-            .collect()
+        inner.leases = BTreeSet::new();
+        std::mem::take(&mut inner.delayed).into_values().collect()
     }
 
     /// Delayed messages held.
     pub(crate) fn delayed(&self) -> usize {
-        lock(&self.inner).delayed
+        lock(&self.inner).delayed.len()
     }
 
     /// Entries held: live leases plus delayed messages (for tests and the
     /// memory accounting).
     pub(crate) fn len(&self) -> usize {
-        lock(&self.inner).entries.len()
+        let inner = lock(&self.inner);
+        inner.leases.len() + inner.delayed.len()
     }
 }
 
@@ -281,6 +297,12 @@ mod tests {
         assert_eq!(timer.delayed(), 0);
         // Re-hinted at the first entry left.
         assert_eq!(agenda.next_due(), Some(t(30)));
+    }
+
+    #[test]
+    fn a_lease_entry_is_its_key_and_no_more() {
+        assert_eq!(std::mem::size_of::<Key>(), 16);
+        assert_eq!(std::mem::size_of::<Message>(), 48);
     }
 
     #[test]
