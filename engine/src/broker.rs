@@ -728,13 +728,25 @@ impl<'a> Parked<'a> {
     /// what a fetch that got a message does: a wake-up on its slot need not
     /// have been for the message it took (a publish can notify it between
     /// its re-check's pop and this deregistration), and swallowing it would
-    /// leave another waiter asleep beside a ready message. When it was ours,
-    /// the extra wake-up costs another waiter one re-check.
+    /// leave another waiter asleep beside a ready message.
+    ///
+    /// On a queue's list the wake-up is passed on only if a message is
+    /// ready: the notifier pushed before it notified, and `deregister` takes
+    /// the lock the notifier released, so a message that was pushed for
+    /// this wake-up and is still there is seen. If none is, the wake-up's
+    /// message is gone (to this fetch or another), and waking the next
+    /// waiter for nothing would only cost it its place in line.
     fn leave(&mut self) {
         if let Some(place) = self.at.take() {
             let (list, key) = place.list_and_key();
             if list.deregister(key) {
-                list.notify_one();
+                let wanted = match &place {
+                    Place::Queue(queue, _) => queue.has_ready(),
+                    Place::Creations(..) => true,
+                };
+                if wanted {
+                    list.notify_one();
+                }
             }
         }
     }

@@ -194,6 +194,11 @@ impl Queue {
         self.waiters.notify_one();
     }
 
+    /// Whether a message is ready (for passing on a wake-up).
+    pub(crate) fn has_ready(&self) -> bool {
+        self.ready.len() > 0
+    }
+
     /// Leases the head of the queue, if there is one. The clock is read
     /// after the pop: read before it, a fetch descheduled for longer than
     /// the TTL in between would hand out a lease already past its deadline

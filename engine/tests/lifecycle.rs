@@ -2154,3 +2154,36 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
     assert_eq!(b.timer_entries(), 0);
     assert_eq!(assert_identity(&b), stats.len());
 }
+
+/// A fetch that takes the message it was woken for wakes nobody else: with
+/// three fetches waiting, the first publish is served by the first and the
+/// second waiter stays first in line: the second publish wakes it, and only
+/// it, so an executor that polls the newest woken task first (as tokio's
+/// LIFO slot does) has no third waiter to prefer.
+#[test]
+fn a_fetch_served_its_message_wakes_nobody_for_nothing() {
+    let b = broker();
+    b.put_queue("g", QueueUpdate::default()).unwrap();
+    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "g")).collect();
+    for h in &mut w {
+        h.pending();
+    }
+    publish(&b, "g", "p0");
+    assert_eq!((w[0].wakes(), w[1].wakes(), w[2].wakes()), (1, 0, 0));
+    let Poll::Ready(Ok(d)) = w[0].poll() else {
+        panic!("the first waiter gets the message it was woken for");
+    };
+    assert_eq!(d.body, body("p0"));
+    assert_eq!(
+        (w[1].wakes(), w[2].wakes()),
+        (0, 0),
+        "nothing is ready: the wake-up is not passed on"
+    );
+    // The next message wakes the second waiter only.
+    publish(&b, "g", "p1");
+    assert_eq!((w[1].wakes(), w[2].wakes()), (1, 0));
+    let Poll::Ready(Ok(d)) = w[1].poll() else {
+        panic!("the second waiter gets the second message");
+    };
+    assert_eq!(d.body, body("p1"));
+}
