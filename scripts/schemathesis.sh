@@ -100,7 +100,14 @@ fi
 cat >"$WORK/hooks.py" <<'EOF'
 import schemathesis
 
-SETTLEMENTS = {"/acknowledge/{id}", "/requeue/{id}"}
+SETTLEMENTS = {
+    "/acknowledge/{id}",
+    "/requeue/{id}",
+    "/touch/{id}",
+    "/queues/{queue}/acknowledge/{id}",
+    "/queues/{queue}/requeue/{id}",
+    "/queues/{queue}/touch/{id}",
+}
 
 
 @schemathesis.check
@@ -112,7 +119,7 @@ def valid_ids_are_parsed(ctx, response, case):
     if not case.meta.generation.mode.is_positive or response.status_code != 400:
         return None
     body = response.json()
-    if body != {"error": "id is invalid"}:
+    if body != {"error": "id is invalid", "code": "invalid_id"}:
         raise AssertionError(f"a schema-valid id was refused as malformed: {body}")
     return None
 EOF
@@ -159,11 +166,11 @@ include-operation-id = "publish"
 checks.positive_data_acceptance.expected-statuses = ["200"]
 
 [[operations]]
-include-operation-id = "fetch"
+include-operation-id = ["fetch", "queueFetch"]
 checks.positive_data_acceptance.expected-statuses = ["200", "408"]
 
 [[operations]]
-include-operation-id = ["acknowledge", "requeue"]
+include-operation-id = ["acknowledge", "requeue", "touch", "queueAcknowledge", "queueRequeue", "queueTouch"]
 checks.positive_data_acceptance.expected-statuses = ["200", "400"]
 EOF
 } >"$WORK/main.toml"

@@ -170,7 +170,13 @@ impl<C: Clock> MutexBroker<C> {
         );
         leases.expiry.push_back((deadline, id));
         leases.delivered += 1;
-        Ok(Some(Delivery { id, body }))
+        Ok(Some(Delivery {
+            id,
+            message_id: id,
+            attempt: 1,
+            body,
+            dead_letter: None,
+        }))
     }
 
     /// Settles `id` for good.
@@ -234,6 +240,7 @@ impl<C: Clock> MutexBroker<C> {
         }
         Sweep {
             expired,
+            came_due: 0,
             next_deadline,
         }
     }
@@ -260,6 +267,8 @@ impl<C: Clock> MutexBroker<C> {
             acknowledged: leases.acknowledged,
             requeued: leases.requeued,
             expired: leases.expired,
+            queues: 1,
+            ..Stats::default()
         }
     }
 }
@@ -363,6 +372,7 @@ mod tests {
             Config {
                 ttl: TTL,
                 max_queue_bytes: 2,
+                ..Config::default()
             },
             ManualClock::new(),
         );

@@ -61,7 +61,7 @@ impl<C: Clock> BenchBroker for Broker<C> {
     }
 
     fn publish(&self, body: Bytes) -> Result<(), Error> {
-        Broker::publish(self, body)
+        Broker::publish(self, body).map(drop)
     }
 
     fn try_fetch(&self) -> Result<Option<Delivery>, Error> {

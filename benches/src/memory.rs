@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ubroker_engine::{Config, ManualClock};
+use ubroker_engine::{Broker, Config, ManualClock};
 
 use crate::BenchBroker;
 
@@ -209,4 +209,36 @@ pub fn measure<B: BenchBroker<Clock = ManualClock>>(
         acknowledged,
         swept,
     }
+}
+
+/// The engine's heap bytes per *delayed* message beyond its body: `n`
+/// messages published to one queue with delays spread over an hour (so the
+/// timer holds them in due order, none due yet), then all come due.
+///
+/// Returns (delayed, after they came due and sat ready). The mutex baseline
+/// has no delays, so there is nothing to compare against.
+pub fn measure_delayed(n: usize, body_len: usize, alloc: &CountingAllocator) -> (Stage, Stage) {
+    let broker = Broker::with_clock(Config::default(), ManualClock::new());
+    let base = alloc.live();
+    let stage = |alloc: &CountingAllocator| Stage {
+        bytes: alloc.live().saturating_sub(base),
+        peak: alloc.peak().saturating_sub(base),
+    };
+    alloc.reset_peak();
+    for i in 0..n {
+        let body = Bytes::from(vec![i as u8; body_len]);
+        // Due times spread over an hour, in a scrambled order, as retries
+        // with backoff would be.
+        let delay_ms = 1 + (i as u64).wrapping_mul(2_654_435_761) % 3_600_000;
+        broker
+            .publish_to("default", body, Duration::from_millis(delay_ms))
+            .expect("the broker is open and unbounded");
+    }
+    let delayed = stage(alloc);
+    alloc.reset_peak();
+    broker.clock().advance(Duration::from_secs(3601));
+    let sweep = broker.expire_due();
+    assert_eq!(sweep.came_due, n, "every delayed message came due");
+    let due = stage(alloc);
+    (delayed, due)
 }

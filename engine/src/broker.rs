@@ -1,59 +1,52 @@
-//! [`Broker`]: the at-least-once protocol over the ready queue, the lease
-//! table, the expiry queue and the wait list.
-//!
-//! # Where a message lives
-//!
-//! Every published, unacknowledged message is in exactly one place: the
-//! ready queue, or one live lease. Each operation moves it with a single
-//! atomic hand-over:
-//!
-//! * publish: pushed to the ready queue, then waiters are notified.
-//! * fetch: popped from the ready queue, then inserted as a lease under a
-//!   fresh id, then its deadline is queued for expiry; no `.await` between
-//!   the pop and the insert, so a dropped fetch future cannot strand it.
-//! * acknowledge / requeue: `remove_if(id, now < deadline)` on the lease
-//!   table. The remove is the decision: the caller that removes the lease
-//!   owns the message (and drops it, or pushes it back to the tail).
-//! * expiry: `remove_if(id, now >= deadline)`, then push to the tail.
-//!
-//! Because acknowledge, requeue and expiry all settle through one atomic
-//! `remove_if` with the deadline test inside the predicate, exactly one of
-//! them wins per id, and acknowledge fails once the deadline has passed even
-//! if no sweep has run yet.
+//! [`Broker`]: the at-least-once protocol over named queues. It resolves a
+//! queue by name, reads the clock once per operation, keeps the byte budget
+//! and the id counters, and moves messages between queues (dead letters,
+//! redrive); everything inside one queue is `queue.rs`.
 //!
 //! # What it must never do
 //!
 //! Perform I/O, spawn, sleep or depend on an async runtime. Time comes from
-//! the injected [`Clock`]; timeouts come from a future the caller passes in.
+//! the injected [`Clock`]; timeouts come from a future the caller passes in;
+//! the caller's timekeeping task drives [`Broker::expire_due`], sleeping
+//! until [`Broker::next_due`] or [`Broker::due_changed`].
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 
+use crate::agenda::{Agenda, DueSignal};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::Error;
-use crate::expiry::ExpiryQueue;
-use crate::fifo::Fifo;
-use crate::lease::{Lease, LeaseTable};
-use crate::stats::{Counters, Stats};
+use crate::message::{validate, Message, QueueName, MAX_ID};
+use crate::queue::{Ended, Queue, QueueSettings, Refused, Shared};
+use crate::registry::{QueueRef, Registry};
+use crate::stats::{QueueInfo, QueueStats, Stats};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::waiters::{WaitKey, WaitList};
 
-/// Ready messages, oldest first.
-type ReadyQueue = Fifo<Bytes>;
+/// Ids are refused this far below [`MAX_ID`], so that fetches racing past
+/// the check cannot reach it.
+const ID_HEADROOM: u64 = 1 << 32;
 
 /// Broker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// How long a delivery stays leased before it returns to the queue.
+    /// The lease TTL of a new queue (`PUT /queues/{queue}` changes it).
     pub ttl: Duration,
-    /// The most body bytes held at once (ready plus in flight); a publish
-    /// beyond it fails with [`Error::QueueFull`].
+    /// The most bytes held at once over all queues, each message counting
+    /// its body plus 64; a publish beyond it fails with
+    /// [`Error::QueueFull`].
     pub max_queue_bytes: u64,
+    /// The `max_deliveries` of a new queue (0: unlimited).
+    pub max_deliveries: u32,
+    /// How many queues may exist besides `default` (a queue and its `.dead`
+    /// queue count as one).
+    pub max_queues: usize,
 }
 
 impl Default for Config {
@@ -61,43 +54,62 @@ impl Default for Config {
         Config {
             ttl: Duration::from_secs(20),
             max_queue_bytes: u64::MAX,
+            max_deliveries: 0,
+            max_queues: 10_000,
         }
     }
 }
 
-/// One delivery of a message: the body and the id that settles it.
+/// One delivery of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// Fresh for every delivery; never reused for the broker's lifetime.
+    /// This delivery: fresh every time, never reused, below 2^53.
     pub id: u64,
+    /// The message: fixed at publish, the same on every delivery.
+    pub message_id: u64,
+    /// 1 on the message's first delivery from this queue, one more on each
+    /// later one.
+    pub attempt: u32,
     /// The message body as published.
     pub body: Bytes,
+    /// For a message that reached a dead-letter queue by exhausting its
+    /// deliveries: the queue it came from.
+    pub dead_letter: Option<QueueName>,
 }
 
-/// What one expiry sweep did.
+/// What one timekeeping pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sweep {
-    /// Leases that ran out and went back to the ready queue.
+    /// Leases that ran out (those moved to a dead-letter queue included).
     pub expired: usize,
-    /// The earliest deadline still pending, if any lease may still expire.
+    /// Delayed messages that came due and joined their queue.
+    pub came_due: usize,
+    /// The earliest time anything is due next, if anything is pending.
     pub next_deadline: Option<Timestamp>,
 }
 
-/// An in-memory at-least-once work queue. Share it with `Arc`; every method
-/// takes `&self` and is safe to call from any number of threads.
+/// A change to a queue's settings: `None` keeps the current value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueUpdate {
+    pub ttl: Option<Duration>,
+    pub max_deliveries: Option<u32>,
+}
+
+/// An in-memory at-least-once broker of named queues. Share it with `Arc`;
+/// every method takes `&self` and is safe to call from any number of
+/// threads.
 pub struct Broker<C: Clock = SystemClock> {
     clock: C,
     config: Config,
-    ready: ReadyQueue,
-    leases: LeaseTable,
-    expiry: ExpiryQueue,
-    waiters: WaitList,
-    /// The next delivery id. Ids start at 1 and only grow.
-    next_id: CachePadded<AtomicU64>,
-    /// Body bytes held, ready plus in flight, for `max_queue_bytes`.
-    queued_bytes: CachePadded<AtomicU64>,
+    registry: Registry,
+    shared: Shared,
+    next_message_id: CachePadded<AtomicU64>,
+    /// What the held messages are charged, for `max_queue_bytes`.
+    held_bytes: CachePadded<AtomicU64>,
+    /// Fired when an acknowledge or a delete leaves the broker holding
+    /// nothing: the moment to give memory back.
+    drained: DueSignal,
     closed: AtomicBool,
-    counters: Counters,
 }
 
 impl Broker<SystemClock> {
@@ -110,17 +122,22 @@ impl Broker<SystemClock> {
 impl<C: Clock> Broker<C> {
     /// A broker reading time from `clock`.
     pub fn with_clock(config: Config, clock: C) -> Self {
+        let default_settings = QueueSettings {
+            ttl: config.ttl,
+            max_deliveries: config.max_deliveries,
+        };
         Broker {
             clock,
             config,
-            ready: ReadyQueue::new(),
-            leases: LeaseTable::new(),
-            expiry: ExpiryQueue::new(),
-            waiters: WaitList::new(),
-            next_id: CachePadded::new(AtomicU64::new(1)),
-            queued_bytes: CachePadded::new(AtomicU64::new(0)),
+            registry: Registry::new(default_settings, config.max_queues),
+            shared: Shared {
+                agenda: Agenda::new(),
+                next_id: CachePadded::new(AtomicU64::new(1)),
+            },
+            next_message_id: CachePadded::new(AtomicU64::new(1)),
+            held_bytes: CachePadded::new(AtomicU64::new(0)),
+            drained: DueSignal::new(),
             closed: AtomicBool::new(false),
-            counters: Counters::new(),
         }
     }
 
@@ -142,98 +159,222 @@ impl<C: Clock> Broker<C> {
         }
     }
 
-    /// Appends a message at the tail of the queue and wakes one waiting
-    /// fetch.
-    pub fn publish(&self, body: Bytes) -> Result<(), Error> {
+    fn new_queue_settings(&self, name: &QueueName) -> QueueSettings {
+        QueueSettings {
+            ttl: self.config.ttl,
+            max_deliveries: if name.is_dead() {
+                0
+            } else {
+                self.config.max_deliveries
+            },
+        }
+    }
+
+    /// The queue `name`, which must exist; for settlements, where a queue
+    /// that does not exist means the id cannot be valid under it.
+    fn existing(&self, name: &str) -> Result<QueueRef<'_>, Error> {
         self.check_open()?;
-        let len = body.len() as u64;
+        validate(name)?;
+        self.registry.get(name).ok_or(Error::InvalidId)
+    }
+
+    // ----- part 1: the `default` queue -------------------------------------
+
+    /// Appends a message at the tail of `default`.
+    pub fn publish(&self, body: Bytes) -> Result<u64, Error> {
+        self.publish_to(QueueName::DEFAULT, body, Duration::ZERO)
+    }
+
+    /// Leases the head of `default`, if there is one, without waiting.
+    pub fn try_fetch(&self) -> Result<Option<Delivery>, Error> {
+        self.try_fetch_from(QueueName::DEFAULT)
+    }
+
+    /// Leases the head of `default`, waiting until `timeout` completes; see
+    /// [`Broker::fetch_from`].
+    pub async fn fetch<T: Future<Output = ()>>(&self, timeout: T) -> Result<Delivery, Error> {
+        self.fetch_from(QueueName::DEFAULT, timeout).await
+    }
+
+    /// Acknowledges delivery `id` of `default`.
+    pub fn acknowledge(&self, id: u64) -> Result<(), Error> {
+        self.acknowledge_in(QueueName::DEFAULT, id)
+    }
+
+    /// Requeues delivery `id` of `default` to its tail, at once.
+    pub fn requeue(&self, id: u64) -> Result<(), Error> {
+        self.requeue_in(QueueName::DEFAULT, id, Duration::ZERO)
+    }
+
+    // ----- every queue -----------------------------------------------------
+
+    /// Appends a message at the tail of `queue` (created if it does not
+    /// exist), or holds it for `delay` first. Returns its message id.
+    pub fn publish_to(&self, queue: &str, body: Bytes, delay: Duration) -> Result<u64, Error> {
+        self.check_open()?;
+        validate(queue)?;
+        let charge = crate::message::charge(body.len());
         // Reserve first, undo on overflow: no CAS loop on the hot path. Two
         // publishers racing at the limit may both be refused where one would
         // have fitted; neither can push the total over the limit.
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before.saturating_add(len) > self.config.max_queue_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        let before = self.held_bytes.fetch_add(charge, Ordering::Relaxed);
+        if before.saturating_add(charge) > self.config.max_queue_bytes {
+            self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
             return Err(Error::QueueFull);
         }
-        self.ready.push(body);
-        Counters::bump(&self.counters.published);
-        self.waiters.notify_one();
-        Ok(())
+        let result = self.publish_reserved(queue, body, delay);
+        if result.is_err() {
+            self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
+        }
+        result
     }
 
-    /// Leases the head of the queue, if there is one, without waiting.
-    pub fn try_fetch(&self) -> Result<Option<Delivery>, Error> {
-        self.check_open()?;
-        let Some(body) = self.ready.pop() else {
-            return Ok(None);
+    /// Gives `charge` back to the byte budget. The RMW returns the total
+    /// before, so noticing that the broker now holds nothing costs one
+    /// comparison.
+    fn release(&self, charge: u64) {
+        if charge > 0 && self.held_bytes.fetch_sub(charge, Ordering::Relaxed) == charge {
+            self.drained.notify();
+        }
+    }
+
+    fn publish_reserved(&self, queue: &str, body: Bytes, delay: Duration) -> Result<u64, Error> {
+        let message_id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        if message_id >= MAX_ID - ID_HEADROOM {
+            return Err(Error::IdsExhausted);
+        }
+        let mut message = Message::new(message_id, body);
+        // The clock is read only for a delay: an undelayed publish needs no
+        // time.
+        let now = if delay.is_zero() {
+            Timestamp::ZERO
+        } else {
+            self.clock.now()
         };
-        // From here to the lease insert: no await, no early return, no
-        // panic path. The message is in our hands and nowhere else.
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let deadline = self.clock.now().saturating_add(self.config.ttl);
-        self.leases.insert(
-            id,
-            Lease {
-                body: body.clone(),
-                deadline,
-            },
-        );
-        // After the insert, so a sweep that sees this entry finds the lease.
-        self.expiry.push(deadline, id);
-        Counters::bump(&self.counters.delivered);
-        Ok(Some(Delivery { id, body }))
+        let mut owned_name = None;
+        loop {
+            let found = match self.registry.get(queue) {
+                Some(found) => found,
+                None => {
+                    let name = match &owned_name {
+                        Some(name) => name,
+                        None => owned_name.insert(QueueName::new(queue)?),
+                    };
+                    self.registry
+                        .get_or_create(name, || self.new_queue_settings(name), false)?
+                }
+            };
+            // `Err` only if the queue was deleted since we found it: retry
+            // on the queue that replaces it.
+            match found.accept(&self.shared, message, delay, now) {
+                Ok(()) => return Ok(message_id),
+                Err(back) => message = back,
+            }
+        }
     }
 
-    /// Leases the head of the queue, waiting for a message until `timeout`
-    /// completes.
+    /// Leases the head of `queue`, if there is one, without waiting. A
+    /// queue that does not exist is empty.
+    pub fn try_fetch_from(&self, queue: &str) -> Result<Option<Delivery>, Error> {
+        self.check_open()?;
+        validate(queue)?;
+        match self.registry.get(queue) {
+            Some(found) => self.lease_from(&found),
+            None => Ok(None),
+        }
+    }
+
+    fn lease_from(&self, queue: &Queue) -> Result<Option<Delivery>, Error> {
+        if self.shared.next_id.load(Ordering::Relaxed) >= MAX_ID - ID_HEADROOM {
+            return Err(Error::IdsExhausted);
+        }
+        Ok(queue
+            .try_fetch(&self.shared, || self.clock.now())
+            .map(|leased| Delivery {
+                id: leased.id,
+                message_id: leased.message.id,
+                attempt: leased.message.attempts,
+                dead_letter: if leased.message.dead_lettered {
+                    queue.dead_letter_origin()
+                } else {
+                    None
+                },
+                body: leased.message.body,
+            }))
+    }
+
+    /// Leases the head of `queue`, waiting for a message until `timeout`
+    /// completes. A queue that does not exist is waited on as an empty one:
+    /// its creation wakes the fetch.
     ///
     /// Runtime-agnostic: pass any timer future (`tokio::time::sleep(d)`,
     /// `std::future::pending()` to wait forever). Fails with
     /// [`Error::Timeout`] if `timeout` completes first and
     /// [`Error::Closed`] if the broker closes meanwhile.
     ///
+    /// Fair: waiting fetches on a queue are served in the order they began
+    /// waiting, and one that was woken but lost the message to a racing
+    /// fetch keeps its place.
+    ///
     /// Cancellation safe: dropping the returned future at any point leases
     /// nothing, and if this fetch had already been woken for a message it
     /// passes the wake-up on to the next waiter.
-    pub async fn fetch<T: Future<Output = ()>>(&self, timeout: T) -> Result<Delivery, Error> {
+    pub async fn fetch_from<T: Future<Output = ()>>(
+        &self,
+        queue: &str,
+        timeout: T,
+    ) -> Result<Delivery, Error> {
+        validate(queue)?;
         let mut timeout = pin!(timeout);
-        let mut waiter = Waiter {
-            list: &self.waiters,
-            key: None,
-        };
-        poll_fn(|cx| self.poll_fetch(cx, &mut waiter, timeout.as_mut())).await
+        let mut parked = Parked::default();
+        poll_fn(|cx| self.poll_fetch(cx, queue, &mut parked, timeout.as_mut())).await
     }
 
-    fn poll_fetch<T: Future<Output = ()>>(
-        &self,
+    fn poll_fetch<'a, T: Future<Output = ()>>(
+        &'a self,
         cx: &mut Context<'_>,
-        waiter: &mut Waiter<'_>,
+        name: &str,
+        parked: &mut Parked<'a>,
         timeout: Pin<&mut T>,
     ) -> Poll<Result<Delivery, Error>> {
         loop {
-            match self.try_fetch() {
-                Ok(Some(delivery)) => {
-                    waiter.finish_with_message();
-                    return Poll::Ready(Ok(delivery));
-                }
-                // `Waiter::drop` deregisters and passes on any wake-up.
-                Err(error) => return Poll::Ready(Err(error)),
-                Ok(None) => {}
+            if let Err(error) = self.check_open() {
+                // `Parked::drop` deregisters and passes on any wake-up.
+                return Poll::Ready(Err(error));
             }
-            match waiter.key {
-                // Register, then loop to re-check the queue: a publish that
-                // raced the registration is seen either way (see waiters.rs).
-                None => waiter.key = Some(self.waiters.register(cx.waker())),
-                Some(key) => {
-                    if self.waiters.poll_notified(key, cx.waker()) {
-                        // Woken: the slot is gone; re-check the queue and,
-                        // if someone else got there first, register again.
-                        waiter.key = None;
-                    } else {
-                        break;
+            let queue = self.registry.get(name);
+            if let Some(found) = &queue {
+                match self.lease_from(found) {
+                    Ok(Some(delivery)) => {
+                        parked.leave();
+                        return Poll::Ready(Ok(delivery));
                     }
+                    Ok(None) => {}
+                    Err(error) => return Poll::Ready(Err(error)),
                 }
             }
+            // Wait on the right list: the queue's, or, if it does not exist
+            // (or was just replaced), the registry's creations.
+            if !parked.is_on(queue.as_ref().map(QueueRef::arc)) {
+                let place = match &queue {
+                    Some(found) => {
+                        Place::Queue(found.arc().clone(), found.waiters.register(cx.waker()))
+                    }
+                    None => {
+                        let creations = &self.registry.creations;
+                        Place::Creations(creations, creations.register(cx.waker()))
+                    }
+                };
+                parked.park(place);
+                // Re-check after registering: a creation or publish that
+                // raced the registration is seen either way.
+                continue;
+            }
+            if parked.poll_notified(cx) {
+                // Woken, and re-armed in our old place: look again.
+                continue;
+            }
+            break;
         }
         match timeout.poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Error::Timeout)),
@@ -241,75 +382,262 @@ impl<C: Clock> Broker<C> {
         }
     }
 
-    /// Settles delivery `id` for good: the message leaves the broker.
+    /// Settles delivery `id` of `queue` for good: the message leaves the
+    /// broker.
     ///
-    /// Fails with [`Error::InvalidId`] if the id is unknown, already settled
-    /// or past its deadline (even if no sweep has run yet).
-    pub fn acknowledge(&self, id: u64) -> Result<(), Error> {
-        self.check_open()?;
-        let lease = self.settle(id)?;
-        self.queued_bytes
-            .fetch_sub(lease.body.len() as u64, Ordering::Relaxed);
-        Counters::bump(&self.counters.acknowledged);
+    /// Fails with [`Error::InvalidId`] if the id is unknown, already settled,
+    /// past its deadline (even if no sweep has run yet), or not of `queue`.
+    pub fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error> {
+        let found = self.existing(queue)?;
+        let charge = found.acknowledge(id, self.clock.now()).map_err(refused)?;
+        self.release(charge);
         Ok(())
     }
 
-    /// Settles delivery `id` by putting its message back at the tail of the
-    /// queue, to be delivered again under a new id.
-    pub fn requeue(&self, id: u64) -> Result<(), Error> {
-        self.check_open()?;
-        let lease = self.settle(id)?;
-        self.ready.push(lease.body);
-        Counters::bump(&self.counters.requeued);
-        self.waiters.notify_one();
+    /// Settles delivery `id` of `queue` by putting its message back at the
+    /// tail, now or after `delay`, to be delivered again under a new id; or,
+    /// if it was the message's `max_deliveries`-th delivery, at the tail of
+    /// `<queue>.dead`.
+    pub fn requeue_in(&self, queue: &str, id: u64, delay: Duration) -> Result<(), Error> {
+        let found = self.existing(queue)?;
+        let now = self.clock.now();
+        let ended = found
+            .requeue(&self.shared, id, delay, now)
+            .map_err(refused)?;
+        if let Ended::DeadLetter(message) = ended {
+            self.move_to_dead_letters(&found, message, now);
+        }
         Ok(())
     }
 
-    /// Removes the lease of `id` if it is still live. The one place where a
-    /// consumer wins a delivery against expiry.
-    fn settle(&self, id: u64) -> Result<Lease, Error> {
-        let now = self.clock.now();
-        self.leases
-            .remove_if(id, |lease| now < lease.deadline)
-            .ok_or(Error::InvalidId)
+    /// Extends the lease of delivery `id` of `queue` to now plus `ttl` (the
+    /// queue's TTL if `None`). The id stays the same and valid. Fails with
+    /// [`Error::InvalidId`] exactly when an acknowledge would.
+    pub fn touch_in(&self, queue: &str, id: u64, ttl: Option<Duration>) -> Result<(), Error> {
+        if ttl == Some(Duration::ZERO) {
+            return Err(Error::ZeroTtl);
+        }
+        let found = self.existing(queue)?;
+        found
+            .touch(&self.shared, id, ttl, self.clock.now())
+            .map_err(refused)
     }
 
-    /// Returns every lease whose deadline has passed to the tail of the
-    /// queue, oldest first, waking a waiter for each.
-    ///
-    /// It also gives the lease table's memory back after a burst (hash
-    /// tables do not shrink by themselves), so the sweeper is the broker's
-    /// one maintenance task.
-    ///
-    /// Call it from one background task, at the returned `next_deadline`
-    /// (or after one TTL if there is none: no lease handed out later can
-    /// expire sooner). Concurrent calls are safe but serialise.
-    pub fn expire_due(&self) -> Sweep {
-        let now = self.clock.now();
-        let mut expired = 0;
-        let next_deadline = self.expiry.drain_due(now, |id| {
-            // The entry may belong to a lease settled long ago: then there
-            // is nothing to remove, and the entry is simply dropped.
-            if let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now) {
-                self.ready.push(lease.body);
-                Counters::bump(&self.counters.expired);
-                self.waiters.notify_one();
-                expired += 1;
+    /// Moves a message whose last allowed delivery ended to the tail of
+    /// `source`'s dead-letter queue (created as needed, outside
+    /// `max_queues`). The byte budget is unchanged: the message is still
+    /// held.
+    fn move_to_dead_letters(&self, source: &Queue, mut message: Message, now: Timestamp) {
+        message.attempts = 0;
+        message.dead_lettered = true;
+        let Some(dead) = source.name.dead_letter_queue() else {
+            // A dead-letter queue never has max_deliveries > 0 (put_queue
+            // refuses it), so this cannot happen; were it to, keeping the
+            // message beats dropping it.
+            message.dead_lettered = false;
+            let _ = source.accept(&self.shared, message, Duration::ZERO, now);
+            return;
+        };
+        loop {
+            let found =
+                match self
+                    .registry
+                    .get_or_create(&dead, || self.new_queue_settings(&dead), true)
+                {
+                    Ok(found) => found,
+                    // Exempt from the cap, so creation cannot fail.
+                    Err(_) => return,
+                };
+            match found.accept(&self.shared, message, Duration::ZERO, now) {
+                Ok(()) => return,
+                Err(back) => message = back,
             }
-        });
-        self.leases.shrink_if_sparse();
-        Sweep {
-            expired,
-            next_deadline,
         }
     }
 
+    /// Handles everything due: expired leases go back to the tail of their
+    /// queue (or to its dead-letter queue), delayed messages join the tail,
+    /// in due order within each queue, waking a waiter for each.
+    ///
+    /// Call it from one background task, then sleep until the returned
+    /// `next_deadline` or until [`Broker::due_changed`] completes, whichever
+    /// is first. Concurrent calls are safe.
+    pub fn expire_due(&self) -> Sweep {
+        let now = self.clock.now();
+        let (mut expired, mut came_due) = (0, 0);
+        loop {
+            let due = self.shared.agenda.take_due(now);
+            if due.is_empty() {
+                break;
+            }
+            for queue in due.iter().filter_map(std::sync::Weak::upgrade) {
+                let (e, c, dead) = queue.run_due(&self.shared, now);
+                expired += e;
+                came_due += c;
+                for message in dead {
+                    self.move_to_dead_letters(&queue, message, now);
+                }
+            }
+        }
+        Sweep {
+            expired,
+            came_due,
+            next_deadline: self.shared.agenda.next_due(),
+        }
+    }
+
+    /// The earliest time anything (a lease, a delayed message) is due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.shared.agenda.next_due()
+    }
+
+    /// Completes when something was scheduled earlier than every due time
+    /// pending before it (since the last completion). The timekeeping task
+    /// waits on this beside its sleep.
+    pub async fn due_changed(&self) {
+        self.shared.agenda.signal().changed().await
+    }
+
+    /// Completes when the broker has come to hold no message at all (since
+    /// the last completion). The server's timekeeper then waits a moment
+    /// and, if it is still empty, calls [`Broker::compact`] and gives freed
+    /// memory back to the OS, without polling.
+    pub async fn drained(&self) {
+        self.drained.changed().await
+    }
+
+    /// Gives back the memory of lease tables that a burst left mostly
+    /// empty (hash tables never shrink by themselves). O(queues); call it
+    /// when the broker drains, not per request.
+    pub fn compact(&self) {
+        for queue in self.registry.all() {
+            queue.compact();
+        }
+    }
+
+    // ----- queue administration --------------------------------------------
+
+    /// Creates `queue` or changes its settings. Validates everything first:
+    /// a refused update changes nothing.
+    pub fn put_queue(&self, queue: &str, update: QueueUpdate) -> Result<QueueInfo, Error> {
+        self.check_open()?;
+        let name = QueueName::new(queue)?;
+        if name.is_dead() && update.max_deliveries.is_some_and(|max| max != 0) {
+            return Err(Error::DeadLetterMaxDeliveries);
+        }
+        if update.ttl == Some(Duration::ZERO) {
+            return Err(Error::ZeroTtl);
+        }
+        let found = self
+            .registry
+            .get_or_create(&name, || self.new_queue_settings(&name), false)?;
+        if let Some(ttl) = update.ttl {
+            found.set_ttl(ttl);
+        }
+        if let Some(max) = update.max_deliveries {
+            found.set_max_deliveries(max);
+        }
+        Ok(found.info())
+    }
+
+    /// `queue`'s settings and contents.
+    pub fn queue_info(&self, queue: &str) -> Result<QueueInfo, Error> {
+        validate(queue)?;
+        self.registry
+            .get(queue)
+            .map(|found| found.info())
+            .ok_or(Error::QueueNotFound)
+    }
+
+    /// Every queue's settings and contents, sorted by name in byte order.
+    pub fn queues(&self) -> Vec<QueueInfo> {
+        self.registry
+            .all()
+            .iter()
+            .map(|queue| queue.info())
+            .collect()
+    }
+
+    /// `queue`'s counters.
+    pub fn queue_stats(&self, queue: &str) -> Result<QueueStats, Error> {
+        validate(queue)?;
+        self.registry
+            .get(queue)
+            .map(|found| found.stats())
+            .ok_or(Error::QueueNotFound)
+    }
+
+    /// Every queue's counters, sorted by name.
+    pub fn all_queue_stats(&self) -> Vec<(QueueName, QueueStats)> {
+        self.registry
+            .all()
+            .iter()
+            .map(|queue| (queue.name.clone(), queue.stats()))
+            .collect()
+    }
+
+    /// Drops `queue` with every message it holds (ready, leased, delayed)
+    /// and returns how many. Its lease ids become invalid; its `.dead` queue
+    /// stays. Fetches waiting on it keep waiting, for the queue a later
+    /// publish creates.
+    pub fn delete_queue(&self, queue: &str) -> Result<u64, Error> {
+        self.check_open()?;
+        validate(queue)?;
+        let removed = self.registry.remove(queue)?;
+        let (count, charge) = removed.delete(&self.shared);
+        self.release(charge);
+        Ok(count)
+    }
+
+    /// Moves every ready message of the dead-letter queue `dead` to the tail
+    /// of the queue it serves, attempts reset. Returns how many moved.
+    ///
+    /// Each counts in the dead-letter queue's `acknowledged` and `redriven`
+    /// and in the target's `published`, so that every queue's counters keep
+    /// their identity.
+    pub fn redrive(&self, dead: &str) -> Result<u64, Error> {
+        self.check_open()?;
+        let name = QueueName::new(dead)?;
+        if !name.is_dead() {
+            return Err(Error::NotDeadLetterQueue);
+        }
+        let source = self.registry.get(dead).ok_or(Error::QueueNotFound)?;
+        let target = QueueName::new(name.base())?;
+        let now = self.clock.now();
+        let mut moved = 0;
+        for mut message in source.take_ready_for_redrive() {
+            message.attempts = 0;
+            message.dead_lettered = false;
+            moved += 1;
+            loop {
+                let found = match self.registry.get_or_create(
+                    &target,
+                    || self.new_queue_settings(&target),
+                    true,
+                ) {
+                    Ok(found) => found,
+                    Err(_) => return Ok(moved),
+                };
+                match found.accept(&self.shared, message, Duration::ZERO, now) {
+                    Ok(()) => break,
+                    Err(back) => message = back,
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    // ----- life cycle and reporting ----------------------------------------
+
     /// Stops the broker: from the moment this returns, every publish, fetch,
-    /// acknowledge and requeue fails with [`Error::Closed`], and every
+    /// acknowledge, requeue and touch fails with [`Error::Closed`], and every
     /// waiting fetch wakes up to see it. Idempotent.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.waiters.notify_all();
+        for queue in self.registry.all() {
+            queue.waiters.notify_all();
+        }
+        self.registry.creations.notify_all();
     }
 
     /// Whether [`Broker::close`] has been called.
@@ -317,59 +645,118 @@ impl<C: Clock> Broker<C> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A snapshot of the broker's state and counters.
+    /// A snapshot of every queue added up.
     pub fn stats(&self) -> Stats {
-        let read = Counters::read;
-        Stats {
-            ready: self.ready.len(),
-            in_flight: self.leases.len(),
-            waiting: self.waiters.waiting(),
-            queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
-            published: read(&self.counters.published),
-            delivered: read(&self.counters.delivered),
-            acknowledged: read(&self.counters.acknowledged),
-            requeued: read(&self.counters.requeued),
-            expired: read(&self.counters.expired),
+        let mut stats = Stats {
+            queued_bytes: self.held_bytes.load(Ordering::Relaxed),
+            waiting: self.registry.creations.waiting(),
+            ..Stats::default()
+        };
+        for queue in self.registry.all() {
+            stats.add(&queue.stats());
+        }
+        stats
+    }
+
+    /// Timer entries held over all queues (live leases plus delayed
+    /// messages) and agenda hints: what timekeeping costs in memory.
+    pub fn timer_entries(&self) -> usize {
+        self.registry
+            .all()
+            .iter()
+            .map(|queue| queue.timer_entries())
+            .sum::<usize>()
+            + self.shared.agenda.len()
+    }
+}
+
+fn refused(refused: Refused) -> Error {
+    match refused {
+        Refused::InvalidId => Error::InvalidId,
+    }
+}
+
+/// Where a waiting fetch is registered, cleaned up on every exit path.
+#[derive(Default)]
+struct Parked<'a> {
+    at: Option<Place<'a>>,
+}
+
+enum Place<'a> {
+    Queue(Arc<Queue>, WaitKey),
+    /// The registry's list of fetches for queues that do not exist yet.
+    Creations(&'a WaitList, WaitKey),
+}
+
+impl<'a> Place<'a> {
+    fn list_and_key(&self) -> (&WaitList, WaitKey) {
+        match self {
+            Place::Queue(queue, key) => (&queue.waiters, *key),
+            Place::Creations(list, key) => (list, *key),
+        }
+    }
+}
+
+impl<'a> Parked<'a> {
+    /// Whether this fetch waits on `queue`'s list (or, for `None`, on the
+    /// creations list).
+    fn is_on(&self, queue: Option<&Arc<Queue>>) -> bool {
+        match (&self.at, queue) {
+            (Some(Place::Queue(on, _)), Some(queue)) => Arc::ptr_eq(on, queue),
+            (Some(Place::Creations(..)), None) => true,
+            _ => false,
         }
     }
 
-    /// Expiry entries not yet swept (for memory accounting and tests).
-    pub fn pending_expiry_entries(&self) -> usize {
-        self.expiry.len()
+    fn park(&mut self, place: Place<'a>) {
+        self.leave();
+        self.at = Some(place);
     }
-}
 
-/// A fetch's registration in the wait list, cleaned up on every exit path.
-struct Waiter<'a> {
-    list: &'a WaitList,
-    key: Option<WaitKey>,
-}
+    /// `true` if woken (and re-armed in place): look again.
+    fn poll_notified(&self, cx: &Context<'_>) -> bool {
+        match &self.at {
+            Some(place) => {
+                let (list, key) = place.list_and_key();
+                list.poll_notified(key, cx.waker())
+            }
+            None => true,
+        }
+    }
 
-impl Waiter<'_> {
-    /// The fetch got a message: leave, and pass on any wake-up still on our
-    /// slot. It need not have been for the message we took: a publish can
-    /// notify us between our re-check's pop and this deregistration, and
-    /// swallowing its wake-up would leave another waiter asleep beside a
-    /// ready message. When it was ours, the extra wake-up costs another
-    /// waiter one re-check.
-    fn finish_with_message(&mut self) {
-        if let Some(key) = self.key.take() {
-            if self.list.deregister(key) {
-                self.list.notify_one();
+    /// Leaves the list, passing on a wake-up this fetch did not use. Also
+    /// what a fetch that got a message does: a wake-up on its slot need not
+    /// have been for the message it took (a publish can notify it between
+    /// its re-check's pop and this deregistration), and swallowing it would
+    /// leave another waiter asleep beside a ready message.
+    ///
+    /// On a queue's list the wake-up is passed on only if a message is
+    /// ready: the notifier pushed before it notified, and `deregister` takes
+    /// the lock the notifier released, so a message that was pushed for
+    /// this wake-up and is still there is seen. If none is, the wake-up's
+    /// message is gone (to this fetch or another), and waking the next
+    /// waiter for nothing would only cost it its place in line.
+    fn leave(&mut self) {
+        if let Some(place) = self.at.take() {
+            let (list, key) = place.list_and_key();
+            if list.deregister(key) {
+                let wanted = match &place {
+                    Place::Queue(queue, _) => queue.has_ready(),
+                    Place::Creations(..) => true,
+                };
+                if wanted {
+                    list.notify_one();
+                }
             }
         }
     }
 }
 
-impl Drop for Waiter<'_> {
+impl Drop for Parked<'_> {
     /// Timeout, close or cancellation: leave, and if we were woken for a
     /// message we did not take, wake the next waiter in our place.
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            if self.list.deregister(key) {
-                self.list.notify_one();
-            }
-        }
+        self.leave();
     }
 }
 

@@ -1,64 +1,110 @@
-//! The ubroker engine: an in-memory, at-least-once work queue with leases,
-//! and nothing else: no I/O, no threads, no async runtime.
+//! The ubroker engine: an in-memory, at-least-once broker of named work
+//! queues with leases, touch, delays and dead letters, and nothing else: no
+//! I/O, no threads, no async runtime.
 //!
 //! # Layout
 //!
-//! * `broker`: [`Broker`], the protocol: publish, fetch (with and without
-//!   waiting), acknowledge, requeue, expiry, close, stats.
-//! * `fifo`: the lock-free queue (`SegQueue`) under the ready queue and the
-//!   expiry queue, with a loom model behind the same API.
-//! * `lease`: `LeaseTable`, in-flight deliveries by id (`DashMap`, or a loom
-//!   model), whose atomic `remove_if` decides every settlement.
-//! * `expiry`: `ExpiryQueue`, lease deadlines in fetch order, swept in O(1)
-//!   per lease.
-//! * `waiters`: `WaitList`, parked fetches and the wake-up protocol.
+//! * `broker`: [`Broker`], the protocol over named queues: publish, fetch
+//!   (with and without waiting), acknowledge, requeue, touch, delays, dead
+//!   letters, redrive, queue administration, timekeeping, close, stats.
+//! * `registry`: the named queues, the `max_queues` cap, and the fetches
+//!   waiting for a queue that does not exist yet.
+//! * `queue`: one queue: where each of its messages is (ready, leased,
+//!   delayed), its settings and counters, and its life cycle (delete).
+//! * `fifo`: the lock-free queue (`SegQueue`) under each ready queue, with a
+//!   loom model behind the same API.
+//! * `lease`: `LeaseTable`, a queue's in-flight deliveries by id (`DashMap`,
+//!   or a loom model), whose atomic `remove_if` / `update_if` decide every
+//!   settlement and touch.
+//! * `timer`: `Timer`, a queue's lease deadlines and delayed messages in due
+//!   order; settled leases leave nothing behind.
+//! * `agenda`: `Agenda`, which queue has something due next across all
+//!   queues, and the signal that wakes the timekeeping task early.
+//! * `waiters`: `WaitList`, parked fetches, the wake-up protocol, fairness.
+//! * `message`: the held message (48 bytes) and [`QueueName`].
 //! * `clock`: [`Clock`], [`SystemClock`], [`ManualClock`]: time is injected.
-//! * `stats`: [`Stats`] snapshots and the event counters.
+//! * `stats`: [`Stats`], [`QueueStats`], [`QueueInfo`] and the counters.
 //! * `error`: [`Error`], every way an operation fails.
 //! * `sync`: the only module that chooses between `std` and `loom` types.
 //!
 //! # Guarantees
 //!
 //! * **At least once.** A fetched message is leased, not removed. It leaves
-//!   the broker only when acknowledged; a requeue or an expired lease puts it
-//!   back at the tail, to be delivered again under a new id.
+//!   the broker only when acknowledged (or when its queue is deleted); a
+//!   requeue or an expired lease puts it back at the tail, to be delivered
+//!   again under a new id, or, on its `max_deliveries`-th delivery, at the
+//!   tail of the queue's `.dead` queue.
 //! * **One settlement per delivery.** Acknowledge, requeue and expiry all
-//!   settle through one atomic `remove_if` on the lease table with the
-//!   deadline test inside it, so exactly one wins, and a consumer can never
-//!   settle a lease whose deadline has passed.
+//!   settle through one atomic `remove_if` on the queue's lease table with
+//!   the deadline test inside it, and touch through `update_if` with the
+//!   same test, so exactly one wins, and a consumer can never settle or
+//!   touch a lease whose deadline has passed.
 //! * **Conservation.** At every moment each published, unacknowledged
-//!   message is in exactly one place: the ready queue or one live lease.
-//! * **No lost wake-ups, cancellation safety.** See `waiters` and
-//!   [`Broker::fetch`].
+//!   message is in exactly one place: a ready queue, one live lease, or one
+//!   timer (delayed).
+//! * **No lost wake-ups, fairness, cancellation safety.** See `waiters` and
+//!   [`Broker::fetch_from`].
+//! * **Memory follows live state.** A settled lease leaves no entry behind
+//!   anywhere; see `timer` for what each lease and delayed message costs.
+//!
+//! # Which paths take which lock
+//!
+//! Not everything is lock-free, and this says exactly what is:
+//!
+//! * Lock-free: the ready queue (`SegQueue` push and pop), id allocation,
+//!   the byte budget and every counter (atomic RMWs), and the check a
+//!   producer makes for waiting fetches (one RMW; the wait list's mutex is
+//!   taken only when someone waits).
+//! * A queue's life-cycle `RwLock`, read side (two uncontended RMWs): held
+//!   by every operation on that queue, so that a delete excludes them.
+//! * A `DashMap` shard lock (one of several per queue, chosen by id): fetch
+//!   (insert), acknowledge, requeue, expiry (`remove_if`), touch.
+//! * A queue's timer `Mutex`: fetch (schedule the deadline), acknowledge and
+//!   requeue (cancel it), touch, delayed publish and requeue, the sweep.
+//! * The agenda `Mutex`: only when a queue's first due time moves earlier
+//!   (its first lease or delayed message, or an earlier touch), and in the
+//!   sweep.
+//! * The registry `RwLock`: lookups of named queues (read), creation and
+//!   deletion (write). The `default` queue is found without it.
+//!
+//! Lock order, outermost first: life cycle, lease shard, timer, agenda,
+//! signal; the wait list's mutex is a leaf. No lock is held across an
+//! `.await` or while calling a waker.
 //!
 //! # How it is checked
 //!
 //! Unit tests beside each module drive every rule of the contract with a
 //! [`ManualClock`]. The `loom-tests` crate compiles this crate with
 //! `--cfg loom`, where `sync`, `fifo` and `lease` switch to loom-visible
-//! types, and model-checks the protocols (settlement races, expiry against
-//! fetch, wake-ups, close) over every interleaving.
+//! types, and model-checks the protocols (settlement, touch and expiry
+//! races, delays coming due, wake-ups from every producer, fetch timeouts,
+//! dead-letter moves, queue deletion, close) over every interleaving.
 //!
 //! # Performance
 //!
-//! Publish is a lock-free push plus three uncontended atomic RMWs; fetch a
-//! lock-free pop, one `DashMap` shard write lock and a push; acknowledge one
-//! shard write lock. Nothing scans, and the wait list's lock is touched only
-//! when a fetch is actually waiting. The `benches` crate measures all of it
-//! against a `Mutex<VecDeque>` + `Mutex<HashMap>` engine written the obvious
-//! way.
+//! Publish is a lock-free push plus a few uncontended atomic RMWs; fetch a
+//! lock-free pop, one shard write lock and one timer insert; acknowledge one
+//! shard write lock and one timer remove. Nothing scans. The `benches`
+//! crate measures it against a `Mutex<VecDeque>` + `Mutex<HashMap>` engine
+//! written the obvious way, and `ubroker-load` over HTTP.
 
+mod agenda;
 mod broker;
 mod clock;
 mod error;
-mod expiry;
 mod fifo;
 mod lease;
+mod message;
+mod queue;
+mod registry;
 mod stats;
 mod sync;
+mod timer;
 mod waiters;
 
-pub use broker::{Broker, Config, Delivery, Sweep};
+pub use broker::{Broker, Config, Delivery, QueueUpdate, Sweep};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
-pub use stats::Stats;
+pub use message::{validate as validate_queue_name, QueueName, MAX_ID, MESSAGE_OVERHEAD};
+pub use queue::QueueSettings;
+pub use stats::{QueueInfo, QueueStats, Stats};

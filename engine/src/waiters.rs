@@ -24,9 +24,20 @@
 //! sides (Dekker), which loom does not model faithfully; one uncontended RMW
 //! per publish is cheaper than a lock and is checked by loom as written.
 //!
+//! # Fairness: a waiter keeps its place
+//!
+//! Keys grow with registration, and the slots that are *armed* (registered
+//! and not notified) sit in a `BTreeSet` ordered by key, so `notify_one`
+//! always picks the waiter that began waiting first. A woken waiter does not
+//! leave the list to look at the queue: [`WaitList::poll_notified`] re-arms
+//! it under its *old* key, so if a racing fetch took the message first it is
+//! still first in line for the next one, instead of registering again at the
+//! back. Re-arming is an RMW on `waiting` followed by a re-check, exactly
+//! like registering, so it cannot lose a wake-up either.
+//!
 //! # Hand-off
 //!
-//! `notify_one` marks the oldest un-notified slot as notified and wakes it. A
+//! `notify_one` marks the oldest armed slot as notified and wakes it. A
 //! waiter that deregisters a notified slot must call `notify_one` again,
 //! whether it leaves empty-handed (timeout, close, or its future dropped:
 //! "a woken waiter that is then cancelled passes the wake-up on") or with a
@@ -36,12 +47,12 @@
 //!
 //! # Cost
 //!
-//! Registration, notification and deregistration are O(1) amortised: slots
-//! live in a `HashMap` by key, the wake order is a `VecDeque` of keys, and
-//! keys of deregistered slots are skipped lazily and compacted when they
-//! outnumber the live ones. The lock is taken only when someone waits.
+//! Registration, re-arming and deregistration are O(log w) for w waiters on
+//! the list (a `BTreeSet` insert or remove) and notification O(log w) (pop
+//! the first); slots live in a `HashMap` by key. The lock is taken only
+//! when someone waits: a producer with no waiter pays one uncontended RMW.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::task::Waker;
 
 use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
@@ -64,8 +75,8 @@ struct Slot {
 
 struct Inner {
     next_key: WaitKey,
-    /// Keys in registration order; may hold keys already deregistered.
-    order: VecDeque<WaitKey>,
+    /// Keys of the armed slots (registered, not notified), oldest first.
+    armed: BTreeSet<WaitKey>,
     slots: HashMap<WaitKey, Slot>,
 }
 
@@ -75,7 +86,7 @@ impl WaitList {
             waiting: AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 next_key: 0,
-                order: VecDeque::new(),
+                armed: BTreeSet::new(),
                 slots: HashMap::new(),
             }),
         }
@@ -86,7 +97,7 @@ impl WaitList {
         let mut inner = lock(&self.inner);
         let key = inner.next_key;
         inner.next_key += 1;
-        inner.order.push_back(key);
+        inner.armed.insert(key);
         inner.slots.insert(
             key,
             Slot {
@@ -98,13 +109,22 @@ impl WaitList {
         key
     }
 
-    /// If `key` was notified, removes it and returns `true`; otherwise
-    /// refreshes its waker and returns `false`.
+    /// If `key` was notified, re-arms it in its old place (it stays first in
+    /// line) and returns `true`: the caller must re-check its condition.
+    /// Otherwise refreshes its waker and returns `false`.
     pub(crate) fn poll_notified(&self, key: WaitKey, waker: &Waker) -> bool {
         let mut inner = lock(&self.inner);
-        match inner.slots.get_mut(&key) {
+        let Inner { armed, slots, .. } = &mut *inner;
+        match slots.get_mut(&key) {
             Some(slot) if slot.notified => {
-                inner.slots.remove(&key);
+                slot.notified = false;
+                if !slot.waker.will_wake(waker) {
+                    slot.waker = waker.clone();
+                }
+                armed.insert(key);
+                // An RMW, like registering: a producer that pushed before
+                // its own RMW on `waiting` is seen by the caller's re-check.
+                self.waiting.fetch_add(1, Ordering::AcqRel);
                 true
             }
             Some(slot) => {
@@ -124,20 +144,15 @@ impl WaitList {
     /// if it is leaving with a message: the wake-up may be for another).
     pub(crate) fn deregister(&self, key: WaitKey) -> bool {
         let mut inner = lock(&self.inner);
-        let notified = match inner.slots.remove(&key) {
+        match inner.slots.remove(&key) {
             Some(slot) if slot.notified => true,
             Some(_) => {
+                inner.armed.remove(&key);
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 false
             }
             None => false,
-        };
-        // Keep stale keys in `order` bounded by the live ones (amortised O(1)).
-        if inner.order.len() > 2 * inner.slots.len() + 32 {
-            let Inner { order, slots, .. } = &mut *inner;
-            order.retain(|k| slots.contains_key(k));
         }
-        notified
     }
 
     /// Wakes the oldest waiter that has not been notified yet, if any.
@@ -151,16 +166,13 @@ impl WaitList {
         }
         let waker = {
             let mut inner = lock(&self.inner);
-            let Inner { order, slots, .. } = &mut *inner;
+            let Inner { armed, slots, .. } = &mut *inner;
             let mut chosen = None;
-            while let Some(key) = order.pop_front() {
+            if let Some(key) = armed.pop_first() {
                 if let Some(slot) = slots.get_mut(&key) {
-                    if !slot.notified {
-                        slot.notified = true;
-                        self.waiting.fetch_sub(1, Ordering::AcqRel);
-                        chosen = Some(slot.waker.clone());
-                        break;
-                    }
+                    slot.notified = true;
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    chosen = Some(slot.waker.clone());
                 }
             }
             chosen
@@ -171,12 +183,17 @@ impl WaitList {
         }
     }
 
-    /// Notifies and wakes every registered waiter (used by close).
+    /// Notifies and wakes every registered waiter (close, a queue created
+    /// or deleted). Each re-checks and, if it stays, keeps its place.
     pub(crate) fn notify_all(&self) {
+        // The same RMW as `notify_one`, for the same reason.
+        if self.waiting.fetch_add(0, Ordering::AcqRel) == 0 {
+            return;
+        }
         let wakers: Vec<Waker> = {
             let mut inner = lock(&self.inner);
-            let Inner { order, slots, .. } = &mut *inner;
-            order.clear();
+            let Inner { armed, slots, .. } = &mut *inner;
+            armed.clear();
             slots
                 .values_mut()
                 .filter(|slot| !slot.notified)
@@ -231,11 +248,34 @@ mod tests {
         assert_eq!(c1.0.load(StdOrdering::SeqCst), 1);
         assert_eq!(c2.0.load(StdOrdering::SeqCst), 0);
         assert_eq!(list.waiting(), 1);
-        assert!(list.poll_notified(k1, &w1));
         assert!(!list.poll_notified(k2, &w2));
         list.notify_one();
         assert_eq!(c2.0.load(StdOrdering::SeqCst), 1);
         assert!(list.deregister(k2), "k2 was notified and must pass it on");
+        assert!(list.deregister(k1), "k1 was notified and never polled");
+        assert_eq!(list.waiting(), 0);
+    }
+
+    #[test]
+    fn a_woken_waiter_that_finds_nothing_keeps_its_place() {
+        let list = WaitList::new();
+        let (c1, w1) = counting_waker();
+        let (c2, w2) = counting_waker();
+        let k1 = list.register(&w1);
+        let k2 = list.register(&w2);
+        list.notify_one();
+        // k1 wakes, re-checks and (say) loses the message to a racing fetch:
+        // it is re-armed under its old key.
+        assert!(list.poll_notified(k1, &w1));
+        assert_eq!(list.waiting(), 2);
+        assert!(!list.poll_notified(k1, &w1));
+        // The next message still goes to k1, not to k2 behind it.
+        list.notify_one();
+        assert_eq!(c1.0.load(StdOrdering::SeqCst), 2);
+        assert_eq!(c2.0.load(StdOrdering::SeqCst), 0);
+        assert!(list.poll_notified(k1, &w1));
+        assert!(!list.deregister(k1));
+        assert!(!list.deregister(k2));
         assert_eq!(list.waiting(), 0);
     }
 
@@ -243,6 +283,7 @@ mod tests {
     fn notify_without_waiters_is_a_no_op() {
         let list = WaitList::new();
         list.notify_one();
+        list.notify_all();
         let (c, w) = counting_waker();
         let k = list.register(&w);
         assert_eq!(c.0.load(StdOrdering::SeqCst), 0);
@@ -251,14 +292,17 @@ mod tests {
     }
 
     #[test]
-    fn deregistered_waiters_are_skipped_and_compacted() {
+    fn deregistered_waiters_leave_nothing_behind() {
         let list = WaitList::new();
         let (_, w) = counting_waker();
         for _ in 0..10_000 {
             let k = list.register(&w);
             assert!(!list.deregister(k));
         }
-        assert!(lock(&list.inner).order.len() <= 32 + 1);
+        {
+            let inner = lock(&list.inner);
+            assert!(inner.armed.is_empty() && inner.slots.is_empty());
+        }
         let (c, w2) = counting_waker();
         let k = list.register(&w2);
         list.notify_one();

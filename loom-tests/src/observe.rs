@@ -80,6 +80,60 @@ impl Future for SleepProbe {
     }
 }
 
+/// A fetch timeout that another model thread fires: unlike [`SleepProbe`],
+/// it can complete, so the timeout exit of a waiting fetch is explored.
+///
+/// Loom-visible: its state is a loom mutex, so firing it is a model step,
+/// and the fetch's waker (a loom notification under `block_on`) is woken
+/// after the flag is set, so a fetch waiting on it cannot miss the firing.
+#[derive(Debug, Clone, Default)]
+pub struct Trigger {
+    state: loom::sync::Arc<loom::sync::Mutex<(bool, Option<Waker>)>>,
+    polled: std::sync::Arc<StdAtomicBool>,
+}
+
+impl Trigger {
+    /// A trigger that has not fired.
+    pub fn new() -> Self {
+        Trigger::default()
+    }
+
+    /// Completes the timeout (and wakes the fetch polling it, if any).
+    pub fn fire(&self) {
+        let waker = {
+            let mut state = self.state.lock().unwrap();
+            state.0 = true;
+            state.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether a fetch holding (a clone of) this trigger polled it, i.e.
+    /// went to sleep or timed out. Observation only, like
+    /// [`SleepProbe::slept`].
+    pub fn polled(&self) -> bool {
+        self.polled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Future for Trigger {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.polled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap();
+        if state.0 {
+            Poll::Ready(())
+        } else {
+            state.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
 /// The outcomes a model saw over all its interleavings.
 ///
 /// A model that never reaches the interleaving it exists for passes

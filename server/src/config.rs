@@ -72,6 +72,27 @@ pub struct Config {
     /// When set, every request needs `Authorization: Bearer <token>`.
     #[arg(long, env = "UBROKER_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+
+    /// Most queues besides `default` (a queue and its `.dead` queue count
+    /// as one); a publish or PUT that would create one more gets 429.
+    #[arg(long, env = "UBROKER_MAX_QUEUES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub max_queues: u64,
+
+    /// `max_deliveries` of a new queue: a message is delivered at most this
+    /// many times before it moves to `<queue>.dead` (0: unlimited).
+    #[arg(long, env = "UBROKER_MAX_DELIVERIES", default_value_t = 0)]
+    pub max_deliveries: u32,
+
+    /// Largest lease TTL in ms that `PUT /queues/{queue}` and `touch?ttl=`
+    /// accept.
+    #[arg(long, env = "UBROKER_MAX_TTL", default_value_t = 43_200_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_ttl: u64,
+
+    /// Largest `?delay=` in ms on publish and requeue.
+    #[arg(long, env = "UBROKER_MAX_DELAY", default_value_t = 86_400_000)]
+    pub max_delay: u64,
 }
 
 impl Config {
@@ -93,7 +114,22 @@ impl Config {
             idle_timeout: 60_000,
             max_connections: 10_000,
             auth_token: None,
+            max_queues: 10_000,
+            max_deliveries: 0,
+            max_ttl: 43_200_000,
+            max_delay: 86_400_000,
         }
+    }
+
+    /// Checks what clap's per-flag ranges cannot: how flags relate.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ttl > self.max_ttl {
+            return Err(format!(
+                "--ttl ({}) must not exceed --max-ttl ({})",
+                self.ttl, self.max_ttl
+            ));
+        }
+        Ok(())
     }
 
     /// The engine's settings.
@@ -101,6 +137,8 @@ impl Config {
         ubroker_engine::Config {
             ttl: Duration::from_millis(self.ttl),
             max_queue_bytes: self.max_queue_bytes,
+            max_deliveries: self.max_deliveries,
+            max_queues: usize::try_from(self.max_queues).unwrap_or(usize::MAX),
         }
     }
 
@@ -152,9 +190,18 @@ mod tests {
             &["ubroker", "--host", "not-an-ip"],
             &["ubroker", "--max-body-bytes", "0"],
             &["ubroker", "--unknown"],
+            &["ubroker", "--max-ttl", "0"],
+            &["ubroker", "--max-deliveries", "-1"],
         ] {
             assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ttl_must_not_exceed_max_ttl() {
+        let c = Config::try_parse_from(["ubroker", "--ttl", "10", "--max-ttl", "5"]).unwrap();
+        assert!(c.validate().unwrap_err().contains("--max-ttl"));
+        assert_eq!(Config::for_port(0).validate(), Ok(()));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use ubroker_engine::QueueUpdate;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -26,39 +27,116 @@ struct PublishRequest<'a> {
 /// an allocation of its own: slicing the request buffer would pin hyper's
 /// whole read buffer for as long as the message is queued.
 pub fn parse_publish(raw: &[u8]) -> Result<Bytes, ApiError> {
-    // serde's derived struct visitor also accepts a JSON array; the contract
-    // asks for an object.
-    match raw.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        _ => {
-            return Err(ApiError::BadBody(
-                "expected a JSON object with a string field \"body\"".into(),
-            ))
-        }
-    }
-    // JSON text is UTF-8 (RFC 8259, section 8.1). `from_slice` checks only
-    // the strings it keeps: invalid UTF-8 in an ignored field's string would
-    // pass, so the whole body is checked here, once (found by fuzzing).
-    let text = std::str::from_utf8(raw)
-        .map_err(|error| ApiError::BadBody(format!("not UTF-8: {error}")))?;
     let request: PublishRequest<'_> =
-        serde_json::from_str(text).map_err(|error| ApiError::BadBody(error.to_string()))?;
+        parse_object(raw, "a JSON object with a string field \"body\"")?;
     Ok(Bytes::copy_from_slice(request.body.as_bytes()))
+}
+
+/// The value of query parameter `name` (its first occurrence), undecoded.
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The wait for this fetch: `?wait=` if given (capped), else the default.
 pub fn fetch_wait(query: Option<&str>, config: &Config) -> Result<Duration, ApiError> {
-    let requested = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("wait="));
-    match requested {
+    match query_param(query, "wait") {
         None => Ok(config.default_fetch_wait()),
         Some(ms) => {
             let ms = parse_unsigned(ms).ok_or(ApiError::BadWait)?;
             Ok(Duration::from_millis(ms).min(config.max_fetch_wait()))
         }
     }
+}
+
+/// `?delay=` of a publish or requeue: 0 (no delay) if absent, refused past
+/// `--max-delay` (a delay is a promise about when work runs, so it is not
+/// silently shortened the way a fetch's wait is).
+pub fn delay(query: Option<&str>, config: &Config) -> Result<Duration, ApiError> {
+    let bad = ApiError::BadQuery {
+        name: "delay",
+        min: 0,
+        max: config.max_delay,
+    };
+    match query_param(query, "delay") {
+        None => Ok(Duration::ZERO),
+        Some(ms) => match parse_unsigned(ms) {
+            Some(ms) if ms <= config.max_delay => Ok(Duration::from_millis(ms)),
+            _ => Err(bad),
+        },
+    }
+}
+
+/// `?ttl=` of a touch: `None` (the queue's TTL) if absent; 1 to `--max-ttl`.
+pub fn touch_ttl(query: Option<&str>, config: &Config) -> Result<Option<Duration>, ApiError> {
+    let bad = ApiError::BadQuery {
+        name: "ttl",
+        min: 1,
+        max: config.max_ttl,
+    };
+    match query_param(query, "ttl") {
+        None => Ok(None),
+        Some(ms) => match parse_unsigned(ms) {
+            Some(ms) if (1..=config.max_ttl).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(bad),
+        },
+    }
+}
+
+/// The body of `PUT /queues/{queue}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutQueue {
+    #[serde(default, deserialize_with = "present")]
+    ttl_ms: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    max_deliveries: Option<u32>,
+}
+
+/// A field that, when present, must hold a value: `null` is refused rather
+/// than read as "keep", so a client's bug does not pass silently.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Parses `{"ttl_ms": u64, "max_deliveries": u32}` (each optional; an empty
+/// body is `{}`; unknown fields refused). `ttl_ms` is 1 to `--max-ttl`.
+pub fn parse_put_queue(raw: &[u8], config: &Config) -> Result<QueueUpdate, ApiError> {
+    let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        raw
+    };
+    let request: PutQueue = parse_object(raw, "a JSON object with ttl_ms and max_deliveries")?;
+    if let Some(ttl) = request.ttl_ms {
+        if !(1..=config.max_ttl).contains(&ttl) {
+            return Err(ApiError::BadBody(format!(
+                "ttl_ms must be from 1 to {}",
+                config.max_ttl
+            )));
+        }
+    }
+    Ok(QueueUpdate {
+        ttl: request.ttl_ms.map(Duration::from_millis),
+        max_deliveries: request.max_deliveries,
+    })
+}
+
+/// Parses a JSON object of type `T` from a UTF-8 body.
+fn parse_object<'a, T: Deserialize<'a>>(raw: &'a [u8], expected: &str) -> Result<T, ApiError> {
+    // serde's derived struct visitor also accepts a JSON array; the
+    // contract asks for an object.
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadBody(format!("expected {expected}")));
+    }
+    // JSON text is UTF-8 (RFC 8259, section 8.1). `from_slice` checks only
+    // the strings it keeps: invalid UTF-8 in an ignored field's string would
+    // pass, so the whole body is checked here, once (found by fuzzing).
+    let text = std::str::from_utf8(raw)
+        .map_err(|error| ApiError::BadBody(format!("not UTF-8: {error}")))?;
+    serde_json::from_str(text).map_err(|error| ApiError::BadBody(error.to_string()))
 }
 
 /// A delivery id: ASCII digits only, fitting in a `u64`. No sign, no
@@ -141,6 +219,78 @@ mod tests {
                 fetch_wait(Some(bad), &config),
                 Err(ApiError::BadWait),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn delay_and_ttl_are_checked_against_their_ranges() {
+        let config = Config::for_port(0);
+        assert_eq!(delay(None, &config), Ok(Duration::ZERO));
+        assert_eq!(delay(Some("delay=0"), &config), Ok(Duration::ZERO));
+        assert_eq!(
+            delay(Some("x=1&delay=250"), &config),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            delay(Some("delay=86400000"), &config),
+            Ok(Duration::from_millis(86_400_000))
+        );
+        for bad in [
+            "delay=86400001",
+            "delay=",
+            "delay=-1",
+            "delay=1.5",
+            "delay=1e3",
+        ] {
+            assert!(delay(Some(bad), &config).is_err(), "{bad}");
+        }
+        assert_eq!(touch_ttl(None, &config), Ok(None));
+        assert_eq!(
+            touch_ttl(Some("ttl=1"), &config),
+            Ok(Some(Duration::from_millis(1)))
+        );
+        for bad in ["ttl=0", "ttl=43200001", "ttl=", "ttl=x"] {
+            assert!(touch_ttl(Some(bad), &config).is_err(), "{bad}");
+        }
+        // A parameter whose name only starts like ours is not ours.
+        assert_eq!(delay(Some("delayed=5"), &config), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn put_queue_bodies() {
+        let config = Config::for_port(0);
+        assert_eq!(parse_put_queue(b"", &config), Ok(QueueUpdate::default()));
+        assert_eq!(
+            parse_put_queue(b" {} ", &config),
+            Ok(QueueUpdate::default())
+        );
+        assert_eq!(
+            parse_put_queue(br#"{"ttl_ms": 5, "max_deliveries": 3}"#, &config),
+            Ok(QueueUpdate {
+                ttl: Some(Duration::from_millis(5)),
+                max_deliveries: Some(3)
+            })
+        );
+        for bad in [
+            &br#"{"ttl_ms": 0}"#[..],
+            br#"{"ttl_ms": 43200001}"#,
+            br#"{"ttl_ms": -1}"#,
+            br#"{"ttl_ms": "5"}"#,
+            br#"{"ttl_ms": null}"#,
+            br#"{"max_deliveries": 4294967296}"#,
+            br#"{"max_deliveries": 1.5}"#,
+            br#"{"other": 1}"#,
+            br#"{"ttl_ms": 5, "ttl_ms": 6}"#,
+            b"[]",
+            b"null",
+            b"{",
+            b"{\"ttl_ms\": 5, \"x\": \"\xff\"}",
+        ] {
+            assert!(
+                matches!(parse_put_queue(bad, &config), Err(ApiError::BadBody(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
             );
         }
     }

@@ -1,5 +1,6 @@
 //! [`ApiError`]: every way a request can fail, and the one place where each
-//! failure becomes an HTTP status and an `{"error": "..."}` body.
+//! failure becomes an HTTP status, a stable machine-readable `code` and an
+//! `{"error": "...", "code": "..."}` body.
 
 use std::fmt;
 
@@ -11,13 +12,13 @@ use ubroker_engine::Error as EngineError;
 pub enum ApiError {
     /// The engine refused the operation.
     Engine(EngineError),
-    /// The publish body is not the JSON object the contract asks for.
+    /// The request body is not the JSON the route asks for.
     BadBody(String),
-    /// The publish body is longer than `--max-body-bytes`.
+    /// The request body is longer than `--max-body-bytes`.
     BodyTooLarge { limit: u64 },
     /// The request body could not be read (connection cut, bad framing).
     BodyRead,
-    /// The publish body did not arrive within `--header-read-timeout`.
+    /// The request body did not arrive within `--header-read-timeout`.
     BodyTimeout,
     /// The request head is larger than `--max-header-bytes`.
     HeadersTooLarge { limit: u64 },
@@ -35,6 +36,13 @@ pub enum ApiError {
     BadId,
     /// The `wait` query parameter is not an unsigned integer.
     BadWait,
+    /// A query parameter is not an unsigned integer in its range; carries
+    /// the parameter's name and its range.
+    BadQuery {
+        name: &'static str,
+        min: u64,
+        max: u64,
+    },
     /// The fetch was waiting when the server began shutting down.
     ShuttingDown,
     /// No route has this path.
@@ -47,16 +55,26 @@ impl ApiError {
     /// The HTTP status for this failure.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Engine(EngineError::Closed) | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Engine(EngineError::InvalidId) => StatusCode::BAD_REQUEST,
-            ApiError::Engine(EngineError::QueueFull) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Engine(EngineError::Timeout) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Engine(error) => match error {
+                EngineError::Closed | EngineError::IdsExhausted => StatusCode::SERVICE_UNAVAILABLE,
+                EngineError::QueueFull | EngineError::TooManyQueues => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                EngineError::Timeout => StatusCode::REQUEST_TIMEOUT,
+                EngineError::QueueNotFound => StatusCode::NOT_FOUND,
+                EngineError::InvalidId
+                | EngineError::InvalidQueueName
+                | EngineError::DefaultQueue
+                | EngineError::NotDeadLetterQueue
+                | EngineError::DeadLetterMaxDeliveries
+                | EngineError::ZeroTtl => StatusCode::BAD_REQUEST,
+            },
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadBody(_)
             | ApiError::BodyRead
             | ApiError::BadId
             | ApiError::BadWait
+            | ApiError::BadQuery { .. }
             | ApiError::MissingHost
             | ApiError::RepeatedHeader { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
@@ -67,6 +85,43 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The stable machine-readable code (SPEC, Errors): what a client
+    /// decides retries on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Engine(error) => match error {
+                EngineError::Closed => "shutting_down",
+                EngineError::InvalidId => "invalid_id",
+                EngineError::QueueFull => "queue_full",
+                EngineError::Timeout => "timeout",
+                EngineError::InvalidQueueName => "invalid_queue_name",
+                EngineError::QueueNotFound => "not_found",
+                EngineError::TooManyQueues => "too_many_queues",
+                EngineError::DefaultQueue
+                | EngineError::NotDeadLetterQueue
+                | EngineError::DeadLetterMaxDeliveries
+                | EngineError::ZeroTtl => "invalid_request",
+                EngineError::IdsExhausted => "ids_exhausted",
+            },
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::BadBody(_)
+            | ApiError::BodyRead
+            | ApiError::BadWait
+            | ApiError::BadQuery { .. }
+            | ApiError::MissingHost
+            | ApiError::RepeatedHeader { .. }
+            | ApiError::UnsupportedTransferEncoding
+            | ApiError::UnsupportedContentEncoding => "invalid_request",
+            ApiError::BadId => "invalid_id",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BodyTimeout => "timeout",
+            ApiError::HeadersTooLarge { .. } => "headers_too_large",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
 }
@@ -104,6 +159,10 @@ impl fmt::Display for ApiError {
             }
             ApiError::BadId => f.write_str("id is not an unsigned 64-bit integer"),
             ApiError::BadWait => f.write_str("wait must be an unsigned integer of milliseconds"),
+            ApiError::BadQuery { name, min, max } => write!(
+                f,
+                "{name} must be an unsigned integer of milliseconds from {min} to {max}"
+            ),
             ApiError::NotFound => f.write_str("not found"),
             ApiError::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed; use {allow}")
@@ -118,18 +177,101 @@ mod tests {
 
     #[test]
     fn engine_errors_map_to_the_contract() {
-        assert_eq!(ApiError::from(EngineError::InvalidId).status(), 400);
-        assert_eq!(
-            ApiError::from(EngineError::InvalidId).to_string(),
-            "id is invalid"
-        );
-        assert_eq!(ApiError::from(EngineError::Closed).status(), 503);
-        assert_eq!(ApiError::from(EngineError::Timeout).status(), 408);
-        assert_eq!(ApiError::from(EngineError::QueueFull).status(), 429);
-        assert_eq!(
-            ApiError::from(EngineError::QueueFull).to_string(),
-            "queue full"
-        );
+        let cases = [
+            (EngineError::InvalidId, 400, "invalid_id", "id is invalid"),
+            (
+                EngineError::Closed,
+                503,
+                "shutting_down",
+                "server is shutting down",
+            ),
+            (
+                EngineError::Timeout,
+                408,
+                "timeout",
+                "no message arrived within the wait",
+            ),
+            (EngineError::QueueFull, 429, "queue_full", "queue full"),
+            (
+                EngineError::TooManyQueues,
+                429,
+                "too_many_queues",
+                "too many queues",
+            ),
+            (
+                EngineError::InvalidQueueName,
+                400,
+                "invalid_queue_name",
+                "invalid queue name",
+            ),
+            (
+                EngineError::QueueNotFound,
+                404,
+                "not_found",
+                "queue not found",
+            ),
+        ];
+        for (error, status, code, message) in cases {
+            let api = ApiError::from(error);
+            assert_eq!(
+                (api.status().as_u16(), api.code(), api.to_string().as_str()),
+                (status, code, message)
+            );
+        }
+    }
+
+    #[test]
+    fn every_code_is_one_the_contract_lists() {
+        const CODES: &[&str] = &[
+            "invalid_request",
+            "invalid_id",
+            "invalid_queue_name",
+            "not_found",
+            "method_not_allowed",
+            "unauthorized",
+            "body_too_large",
+            "headers_too_large",
+            "timeout",
+            "queue_full",
+            "too_many_queues",
+            "too_many_connections",
+            "shutting_down",
+            "log_failed",
+            "disk_full",
+            // Not in the contract's list: ids running out after ~285 years
+            // at a million deliveries a second; documented in the README.
+            "ids_exhausted",
+        ];
+        let all = [
+            ApiError::BadBody("x".into()),
+            ApiError::BodyTooLarge { limit: 1 },
+            ApiError::BodyRead,
+            ApiError::BodyTimeout,
+            ApiError::HeadersTooLarge { limit: 1 },
+            ApiError::Unauthorized,
+            ApiError::BadId,
+            ApiError::BadWait,
+            ApiError::MissingHost,
+            ApiError::RepeatedHeader { name: "Host" },
+            ApiError::UnsupportedTransferEncoding,
+            ApiError::UnsupportedContentEncoding,
+            ApiError::BadQuery {
+                name: "delay",
+                min: 0,
+                max: 1,
+            },
+            ApiError::ShuttingDown,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed { allow: "GET" },
+            ApiError::Engine(EngineError::DefaultQueue),
+            ApiError::Engine(EngineError::NotDeadLetterQueue),
+            ApiError::Engine(EngineError::DeadLetterMaxDeliveries),
+            ApiError::Engine(EngineError::ZeroTtl),
+            ApiError::Engine(EngineError::IdsExhausted),
+        ];
+        for error in all {
+            assert!(CODES.contains(&error.code()), "{error:?}");
+        }
     }
 
     #[test]

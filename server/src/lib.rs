@@ -1,4 +1,5 @@
-//! The ubroker HTTP server: the four routes of the original ubroker API over
+//! The ubroker HTTP server: the routes of the original ubroker API and of
+//! named queues (touch, delays, dead letters, queue administration) over
 //! hyper 1.x, mapped onto the engine, with no web framework.
 //!
 //! # Layout
@@ -9,7 +10,8 @@
 //!   graceful shutdown; shutdown is a future passed in, so tests start and
 //!   stop real servers on `127.0.0.1:0`.
 //! * `decode`: pure functions from client bytes to typed requests (fuzzed).
-//! * `routes`: the one `match` on (method, path) and a function per route.
+//! * `routes`: `Route::parse`, the one `match` on it, and a function per
+//!   route.
 //! * `response`: one small function per kind of response.
 //! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
 //! * `connection`: per-connection guards: header-read and idle timeouts,
@@ -17,7 +19,10 @@
 //! * `auth`: the bearer scheme and the constant-time token check.
 //! * `descriptors`: the open-file limit, raised at start, and the
 //!   connection cap kept under it.
-//! * `sweeper`: the background task that drives lease expiry.
+//! * `timekeeper`: the task that drives lease expiry and delayed messages,
+//!   sleeping exactly until the next due time; the task that gives memory
+//!   back when the broker drains; [`TokioClock`], the engine's clock on
+//!   tokio's (pausable) time.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
 //!
 //! The binary (`src/main.rs`) only parses flags, sets up logging, binds,
@@ -33,8 +38,9 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
-pub mod sweeper;
+pub mod timekeeper;
 
 pub use config::Config;
 pub use error::ApiError;
 pub use server::serve;
+pub use timekeeper::TokioClock;

@@ -9,10 +9,14 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use ubroker_engine::Broker;
-use ubroker_server::{descriptors, serve, shutdown, Config};
+use ubroker_server::{descriptors, serve, shutdown, Config, TokioClock};
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
+    if let Err(message) = config.validate() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -77,10 +81,17 @@ fn main() -> ExitCode {
             fetch_timeout_ms = config.fetch_timeout,
             max_fetch_wait_ms = config.max_fetch_wait,
             max_body_bytes = config.max_body_bytes,
+            max_queue_bytes = config.max_queue_bytes,
+            max_queues = config.max_queues,
+            max_deliveries = config.max_deliveries,
+            max_ttl_ms = config.max_ttl,
+            max_delay_ms = config.max_delay,
             "ubroker started"
         );
 
-        let broker = Arc::new(Broker::new(config.engine()));
+        // The engine reads tokio's clock: the same instant the timekeeper
+        // sleeps on.
+        let broker = Arc::new(Broker::with_clock(config.engine(), TokioClock::new()));
         match serve(listener, broker, config, signals.recv()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -11,7 +11,7 @@ use hyper::header::{
 };
 use hyper::{Response, StatusCode};
 use serde::Serialize;
-use ubroker_engine::Delivery;
+use ubroker_engine::{Delivery, QueueInfo};
 
 use crate::error::ApiError;
 
@@ -38,6 +38,10 @@ pub fn ok_empty() -> Response<Body> {
 struct FetchBody<'a> {
     message: MessageBody<'a>,
     id: u64,
+    message_id: u64,
+    attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_letter: Option<DeadLetter<'a>>,
 }
 
 #[derive(Serialize)]
@@ -45,7 +49,16 @@ struct MessageBody<'a> {
     body: &'a str,
 }
 
-/// `200 {"message": {"body": ...}, "id": ...}`: a delivery.
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    queue: &'a str,
+    reason: &'static str,
+}
+
+/// `200 {"message": {"body": ...}, "id": ..., "message_id": ..., "attempt":
+/// ...}`, plus `"dead_letter"` for a message that reached its dead-letter
+/// queue by exhausting its deliveries. `message` and `id` come first, as in
+/// the original API.
 pub fn delivery(delivery: &Delivery) -> Response<Body> {
     // Bodies are accepted only as JSON strings, so they are always UTF-8;
     // the lossy fallback exists only so that this can never fail.
@@ -53,34 +66,104 @@ pub fn delivery(delivery: &Delivery) -> Response<Body> {
     let payload = FetchBody {
         message: MessageBody { body: &body },
         id: delivery.id,
+        message_id: delivery.message_id,
+        attempt: delivery.attempt,
+        dead_letter: delivery.dead_letter.as_ref().map(|queue| DeadLetter {
+            queue: queue.as_str(),
+            reason: "max_deliveries",
+        }),
     };
-    let mut out = Vec::with_capacity(delivery.body.len() + 48);
+    let mut out = Vec::with_capacity(delivery.body.len() + 96);
     match serde_json::to_writer(&mut out, &payload) {
         Ok(()) => json(StatusCode::OK, Bytes::from(out)),
-        // Serialising a string and an integer into a Vec cannot fail.
-        Err(_) => json(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Bytes::from_static(br#"{"error":"could not encode the message"}"#),
-        ),
+        // Serialising strings and integers into a Vec cannot fail.
+        Err(_) => encode_failed(),
     }
+}
+
+fn encode_failed() -> Response<Body> {
+    json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Bytes::from_static(br#"{"error":"could not encode the response","code":"internal"}"#),
+    )
+}
+
+/// `200` with `payload` as JSON.
+fn ok_json<T: Serialize>(payload: &T) -> Response<Body> {
+    match serde_json::to_vec(payload) {
+        Ok(body) => json(StatusCode::OK, Bytes::from(body)),
+        Err(_) => encode_failed(),
+    }
+}
+
+#[derive(Serialize)]
+struct QueueBody<'a> {
+    name: &'a str,
+    ttl_ms: u64,
+    max_deliveries: u32,
+    ready: usize,
+    in_flight: usize,
+    delayed: usize,
+    bytes: u64,
+}
+
+impl<'a> From<&'a QueueInfo> for QueueBody<'a> {
+    fn from(info: &'a QueueInfo) -> Self {
+        QueueBody {
+            name: info.name.as_str(),
+            ttl_ms: info.ttl_ms,
+            max_deliveries: info.max_deliveries,
+            ready: info.ready,
+            in_flight: info.in_flight,
+            delayed: info.delayed,
+            bytes: info.bytes,
+        }
+    }
+}
+
+/// `200 {"name", "ttl_ms", "max_deliveries", "ready", "in_flight",
+/// "delayed", "bytes"}`: `GET` and `PUT /queues/{queue}`.
+pub fn queue(info: &QueueInfo) -> Response<Body> {
+    ok_json(&QueueBody::from(info))
+}
+
+/// `200 {"queues": [...]}`, in the order given (sorted by name).
+pub fn queues(infos: &[QueueInfo]) -> Response<Body> {
+    #[derive(Serialize)]
+    struct Queues<'a> {
+        queues: Vec<QueueBody<'a>>,
+    }
+    ok_json(&Queues {
+        queues: infos.iter().map(QueueBody::from).collect(),
+    })
+}
+
+/// `200 {"<field>": n}`: `{"deleted": n}` and `{"moved": n}`.
+pub fn count(field: &'static str, n: u64) -> Response<Body> {
+    let mut map = serde_json::Map::new();
+    map.insert(field.to_owned(), n.into());
+    ok_json(&map)
 }
 
 #[derive(Serialize)]
 struct ErrorBody {
     error: String,
+    code: &'static str,
 }
 
-/// `{"error": "..."}` with the status that [`ApiError::status`] gives, plus
-/// `Allow` on 405, `Retry-After` on 429, `WWW-Authenticate` on 401,
-/// `Accept-Encoding` on 415, and `Connection: close` when the request body
-/// was not read to its end or its framing is in doubt.
+/// `{"error": "...", "code": "..."}` with the status that
+/// [`ApiError::status`] gives, plus `Allow` on 405, `Retry-After` on a
+/// retryable 429, `WWW-Authenticate` on 401, `Accept-Encoding` on 415, and
+/// `Connection: close` when the request body was not read to its end or
+/// its framing is in doubt.
 pub fn error(error: &ApiError) -> Response<Body> {
     let payload = ErrorBody {
         error: error.to_string(),
+        code: error.code(),
     };
     let body = serde_json::to_vec(&payload)
         .map(Bytes::from)
-        .unwrap_or_else(|_| Bytes::from_static(br#"{"error":"error"}"#));
+        .unwrap_or_else(|_| Bytes::from_static(br#"{"error":"error","code":"internal"}"#));
     let mut response = json(error.status(), body);
     match error {
         ApiError::MethodNotAllowed { allow } => {
@@ -88,6 +171,8 @@ pub fn error(error: &ApiError) -> Response<Body> {
                 .headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(allow));
         }
+        // Only `queue_full` is worth retrying here; `too_many_queues` is
+        // not (it clears only when someone deletes a queue).
         ApiError::Engine(ubroker_engine::Error::QueueFull) => {
             response
                 .headers_mut()
@@ -132,9 +217,9 @@ pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
 retry-after: 1\r\n\
 connection: close\r\n\
-content-length: 32\r\n\
+content-length: 62\r\n\
 \r\n\
-{\"error\":\"too many connections\"}";
+{\"error\":\"too many connections\",\"code\":\"too_many_connections\"}";
 
 /// The whole answer to an HTTP/2 connection preface, written to the raw
 /// socket: there is no HTTP/1.1 request to route, so no JSON body.
@@ -142,3 +227,17 @@ pub const HTTP2_PREFACE_REFUSED: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 connection: close\r\n\
 content-length: 0\r\n\
 \r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_503_declares_its_length_and_a_code() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(value["code"], "too_many_connections");
+    }
+}

@@ -1,18 +1,27 @@
-//! The four routes: one `match` on (method, path), one function per route.
+//! The routes: [`Route::parse`] turns (method, path) into a [`Route`], then
+//! one `match` calls a function per route.
 //!
 //! | route | handler |
 //! |---|---|
-//! | `POST /publish` | [`publish`]: parse `{"body": "<string>"}`, publish |
-//! | `GET /fetch[?wait=ms]` | [`fetch`]: lease the head, long-polling |
-//! | `POST /acknowledge/{id}` | [`settle`] with [`Settlement::Acknowledge`] |
-//! | `POST /requeue/{id}` | [`settle`] with [`Settlement::Requeue`] |
+//! | `POST /publish`, `POST /queues/{queue}/publish[?delay=ms]` | [`publish`] |
+//! | `GET /fetch`, `GET /queues/{queue}/fetch[?wait=ms]` | [`fetch`]: lease the head, long-polling |
+//! | `POST [/queues/{queue}]/acknowledge/{id}` | [`settle`] with [`Settlement::Acknowledge`] |
+//! | `POST [/queues/{queue}]/requeue/{id}[?delay=ms]` | [`settle`] with [`Settlement::Requeue`] |
+//! | `POST [/queues/{queue}]/touch/{id}[?ttl=ms]` | [`settle`] with [`Settlement::Touch`] |
+//! | `POST /queues/{queue}.dead/redrive` | [`redrive`] |
+//! | `GET /queues` | [`list_queues`] |
+//! | `GET`, `PUT`, `DELETE /queues/{queue}` | [`get_queue`], [`put_queue`], [`delete_queue`] |
 //! | anything else | 404, or 405 with `Allow` for a known path |
+//!
+//! The unprefixed routes are the queue `default`. Names are not
+//! percent-decoded: a name is checked as it stands in the path.
 //!
 //! Handlers are generic over the request body type, so unit tests drive them
 //! with in-memory bodies and no socket. A handler validates everything before
 //! it calls the engine: a request that fails validation changes nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -22,11 +31,13 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, Version};
 use tokio::sync::watch;
-use ubroker_engine::{Broker, Clock, Error as EngineError};
+use ubroker_engine::{validate_queue_name, Broker, Clock, Error as EngineError, QueueName};
 
 use crate::config::Config;
 use crate::connection::WaitSignal;
-use crate::decode::{fetch_wait, head_bytes, parse_id, parse_publish};
+use crate::decode::{
+    delay, fetch_wait, head_bytes, parse_id, parse_publish, parse_put_queue, touch_ttl,
+};
 use crate::error::ApiError;
 use crate::response::{self, Body};
 
@@ -53,15 +64,124 @@ impl<C: Clock> State<C> {
     }
 }
 
-/// How a delivery is settled by its consumer.
+/// How a delivery is settled (or extended) by its consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
     Acknowledge,
     Requeue,
+    Touch,
+}
+
+/// What a queue route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueOp<'a> {
+    Publish,
+    Fetch,
+    Settle(Settlement, &'a str),
+    Redrive,
+}
+
+impl QueueOp<'_> {
+    fn allow(self) -> &'static str {
+        match self {
+            QueueOp::Fetch => "GET",
+            _ => "POST",
+        }
+    }
+
+    fn method_ok(self, method: &Method) -> bool {
+        match self {
+            QueueOp::Fetch => method == Method::GET,
+            _ => method == Method::POST,
+        }
+    }
+}
+
+/// A recognised path. Names and ids are carried unchecked, so that a bad one
+/// is a `400` from its handler, not a `404`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// A message route of one queue (`default` for the unprefixed ones).
+    Queue { queue: &'a str, op: QueueOp<'a> },
+    /// `/queues`.
+    Queues,
+    /// `/queues/{queue}`.
+    QueueAdmin(&'a str),
+}
+
+impl<'a> Route<'a> {
+    /// Recognises `path`, or `None` (a 404).
+    pub fn parse(path: &'a str) -> Option<Route<'a>> {
+        if path == "/queues" {
+            return Some(Route::Queues);
+        }
+        if let Some(rest) = path.strip_prefix("/queues/") {
+            return Some(match rest.split_once('/') {
+                None => Route::QueueAdmin(rest),
+                Some((queue, tail)) => Route::Queue {
+                    queue,
+                    op: QueueOp::parse(tail, true)?,
+                },
+            });
+        }
+        Some(Route::Queue {
+            queue: QueueName::DEFAULT,
+            op: QueueOp::parse(path.strip_prefix('/')?, false)?,
+        })
+    }
+
+    /// The route's pattern, for logs and metrics: never the raw path, so
+    /// that ids and names cannot blow up cardinality.
+    pub fn pattern(self) -> &'static str {
+        let prefixed =
+            !matches!(self, Route::Queue { queue, .. } if std::ptr::eq(queue, QueueName::DEFAULT));
+        match (self, prefixed) {
+            (Route::Queues, _) => "/queues",
+            (Route::QueueAdmin(_), _) => "/queues/{queue}",
+            (Route::Queue { op, .. }, false) => match op {
+                QueueOp::Publish => "/publish",
+                QueueOp::Fetch => "/fetch",
+                QueueOp::Settle(Settlement::Acknowledge, _) => "/acknowledge/{id}",
+                QueueOp::Settle(Settlement::Requeue, _) => "/requeue/{id}",
+                QueueOp::Settle(Settlement::Touch, _) => "/touch/{id}",
+                QueueOp::Redrive => "/redrive",
+            },
+            (Route::Queue { op, .. }, true) => match op {
+                QueueOp::Publish => "/queues/{queue}/publish",
+                QueueOp::Fetch => "/queues/{queue}/fetch",
+                QueueOp::Settle(Settlement::Acknowledge, _) => "/queues/{queue}/acknowledge/{id}",
+                QueueOp::Settle(Settlement::Requeue, _) => "/queues/{queue}/requeue/{id}",
+                QueueOp::Settle(Settlement::Touch, _) => "/queues/{queue}/touch/{id}",
+                QueueOp::Redrive => "/queues/{queue}/redrive",
+            },
+        }
+    }
+}
+
+impl<'a> QueueOp<'a> {
+    /// The part of a queue route after the queue: `publish`, `fetch`,
+    /// `acknowledge/{id}`, `requeue/{id}`, `touch/{id}`, and (under
+    /// `/queues/`) `redrive`. An id is one segment of any text.
+    fn parse(tail: &'a str, prefixed: bool) -> Option<QueueOp<'a>> {
+        match tail {
+            "publish" => return Some(QueueOp::Publish),
+            "fetch" => return Some(QueueOp::Fetch),
+            "redrive" if prefixed => return Some(QueueOp::Redrive),
+            _ => {}
+        }
+        let (kind, id) = tail.split_once('/')?;
+        let settlement = match kind {
+            "acknowledge" => Settlement::Acknowledge,
+            "requeue" => Settlement::Requeue,
+            "touch" => Settlement::Touch,
+            _ => return None,
+        };
+        (!id.contains('/')).then_some(QueueOp::Settle(settlement, id))
+    }
 }
 
 /// Answers one request. Never fails and never panics on client input: every
-/// failure becomes an `{"error": ...}` response.
+/// failure becomes an `{"error": ..., "code": ...}` response.
 pub async fn handle<C, B>(state: &State<C>, req: Request<B>) -> Response<Body>
 where
     C: Clock,
@@ -71,18 +191,40 @@ where
     if let Err(error) = admit(state, &req) {
         return response::error(&error);
     }
-    let result = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/publish") => publish(state, req.into_body()).await,
-        (_, "/publish") => Err(ApiError::MethodNotAllowed { allow: "POST" }),
-        (&Method::GET, "/fetch") => fetch(state, req.uri().query(), req.extensions().get()).await,
-        (_, "/fetch") => Err(ApiError::MethodNotAllowed { allow: "GET" }),
-        (method, path) => match settlement_route(path) {
-            Some((settlement, id)) if method == Method::POST => settle(state, settlement, id),
-            Some(_) => Err(ApiError::MethodNotAllowed { allow: "POST" }),
-            None => Err(ApiError::NotFound),
-        },
-    };
+    let result = route(state, req).await;
     result.unwrap_or_else(|error| response::error(&error))
+}
+
+async fn route<C, B>(state: &State<C>, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query();
+    let method = &parts.method;
+    match Route::parse(parts.uri.path()).ok_or(ApiError::NotFound)? {
+        Route::Queue { op, .. } if !op.method_ok(method) => {
+            Err(ApiError::MethodNotAllowed { allow: op.allow() })
+        }
+        Route::Queue { queue, op } => match op {
+            QueueOp::Publish => publish(state, queue, query, body).await,
+            QueueOp::Fetch => fetch(state, queue, query, parts.extensions.get()).await,
+            QueueOp::Settle(settlement, id) => settle(state, queue, settlement, id, query),
+            QueueOp::Redrive => redrive(state, queue),
+        },
+        Route::Queues if method == Method::GET => list_queues(state),
+        Route::Queues => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        Route::QueueAdmin(queue) => match *method {
+            Method::GET => get_queue(state, queue),
+            Method::PUT => put_queue(state, queue, body).await,
+            Method::DELETE => delete_queue(state, queue),
+            _ => Err(ApiError::MethodNotAllowed {
+                allow: "GET, PUT, DELETE",
+            }),
+        },
+    }
 }
 
 /// Checks what applies to every route, before routing: the size of the
@@ -146,33 +288,37 @@ fn codings_are(values: GetAll<'_, HeaderValue>, only: &str) -> bool {
     })
 }
 
-/// Recognises `/acknowledge/{id}` and `/requeue/{id}` (one segment, any
-/// text; it is validated as an id later, so a bad id is a 400, not a 404).
-fn settlement_route(path: &str) -> Option<(Settlement, &str)> {
-    let (settlement, id) = if let Some(id) = path.strip_prefix("/acknowledge/") {
-        (Settlement::Acknowledge, id)
-    } else if let Some(id) = path.strip_prefix("/requeue/") {
-        (Settlement::Requeue, id)
-    } else {
-        return None;
-    };
-    (!id.contains('/')).then_some((settlement, id))
+/// `POST [/queues/{queue}]/publish[?delay=ms]`.
+async fn publish<C, B>(
+    state: &State<C>,
+    queue: &str,
+    query: Option<&str>,
+    body: B,
+) -> Result<Response<Body>, ApiError>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    validate_queue_name(queue)?;
+    let delay = delay(query, &state.config)?;
+    let raw = read_body_in_time(state, body).await?;
+    let message = parse_publish(&raw)?;
+    state.broker.publish_to(queue, message, delay)?;
+    Ok(response::ok_empty())
 }
 
-/// `POST /publish`.
-async fn publish<C, B>(state: &State<C>, body: B) -> Result<Response<Body>, ApiError>
+/// Reads the whole request body within `--header-read-timeout`.
+async fn read_body_in_time<C, B>(state: &State<C>, body: B) -> Result<Bytes, ApiError>
 where
     C: Clock,
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let read = read_body(body, state.config.max_body_bytes);
-    let raw = tokio::time::timeout(state.config.timeouts().header_read, read)
+    tokio::time::timeout(state.config.timeouts().header_read, read)
         .await
-        .map_err(|_| ApiError::BodyTimeout)??;
-    let message = parse_publish(&raw)?;
-    state.broker.publish(message)?;
-    Ok(response::ok_empty())
+        .map_err(|_| ApiError::BodyTimeout)?
 }
 
 /// Reads the whole request body, refusing to read past `limit` bytes.
@@ -193,17 +339,19 @@ where
     }
 }
 
-/// `GET /fetch[?wait=ms]`. `signal` (absent when no connection serves the
-/// request, as in unit tests) tells the connection when the fetch waits, so
-/// that a client that goes away meanwhile ends it.
+/// `GET [/queues/{queue}]/fetch[?wait=ms]`. `signal` (absent when no
+/// connection serves the request, as in unit tests) tells the connection
+/// when the fetch waits, so that a client that goes away meanwhile ends it.
 async fn fetch<C: Clock>(
     state: &State<C>,
+    queue: &str,
     query: Option<&str>,
     signal: Option<&WaitSignal>,
 ) -> Result<Response<Body>, ApiError> {
+    validate_queue_name(queue)?;
     let wait = fetch_wait(query, &state.config)?;
     // Fast path: a ready message needs no timer and no shutdown watch.
-    if let Some(delivery) = state.broker.try_fetch()? {
+    if let Some(delivery) = state.broker.try_fetch_from(queue)? {
         return Ok(response::delivery(&delivery));
     }
     if wait.is_zero() {
@@ -223,7 +371,7 @@ async fn fetch<C: Clock>(
         }
     };
     let waiting = signal.map(WaitSignal::begin);
-    let fetched = state.broker.fetch(give_up).await;
+    let fetched = state.broker.fetch_from(queue, give_up).await;
     drop(waiting);
     match fetched {
         Ok(delivery) => Ok(response::delivery(&delivery)),
@@ -232,18 +380,63 @@ async fn fetch<C: Clock>(
     }
 }
 
-/// `POST /acknowledge/{id}` and `POST /requeue/{id}`.
+/// `POST [/queues/{queue}]/{acknowledge,requeue,touch}/{id}`.
 fn settle<C: Clock>(
     state: &State<C>,
+    queue: &str,
     settlement: Settlement,
     id: &str,
+    query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
+    validate_queue_name(queue)?;
     let id = parse_id(id)?;
     match settlement {
-        Settlement::Acknowledge => state.broker.acknowledge(id)?,
-        Settlement::Requeue => state.broker.requeue(id)?,
+        Settlement::Acknowledge => state.broker.acknowledge_in(queue, id)?,
+        Settlement::Requeue => {
+            let delay: Duration = delay(query, &state.config)?;
+            state.broker.requeue_in(queue, id, delay)?
+        }
+        Settlement::Touch => {
+            let ttl = touch_ttl(query, &state.config)?;
+            state.broker.touch_in(queue, id, ttl)?
+        }
     }
     Ok(response::ok_empty())
+}
+
+/// `POST /queues/{queue}.dead/redrive`.
+fn redrive<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
+    let moved = state.broker.redrive(queue)?;
+    Ok(response::count("moved", moved))
+}
+
+/// `GET /queues`.
+fn list_queues<C: Clock>(state: &State<C>) -> Result<Response<Body>, ApiError> {
+    Ok(response::queues(&state.broker.queues()))
+}
+
+/// `GET /queues/{queue}`.
+fn get_queue<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
+    Ok(response::queue(&state.broker.queue_info(queue)?))
+}
+
+/// `PUT /queues/{queue}`: create, or change settings.
+async fn put_queue<C, B>(state: &State<C>, queue: &str, body: B) -> Result<Response<Body>, ApiError>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    validate_queue_name(queue)?;
+    let raw = read_body_in_time(state, body).await?;
+    let update = parse_put_queue(&raw, &state.config)?;
+    Ok(response::queue(&state.broker.put_queue(queue, update)?))
+}
+
+/// `DELETE /queues/{queue}`.
+fn delete_queue<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
+    let deleted = state.broker.delete_queue(queue)?;
+    Ok(response::count("deleted", deleted))
 }
 
 #[cfg(test)]
@@ -260,7 +453,7 @@ mod tests {
         let broker = Arc::new(Broker::with_clock(
             EngineConfig {
                 ttl: Duration::from_secs(1),
-                max_queue_bytes: u64::MAX,
+                ..EngineConfig::default()
             },
             ManualClock::new(),
         ));
@@ -299,34 +492,87 @@ mod tests {
         );
         let (status, body) = call(&s, Method::GET, "/fetch", "").await;
         assert_eq!(status, 200);
-        assert_eq!(body, r#"{"message":{"body":"hi \"you\""},"id":1}"#);
+        assert_eq!(
+            body,
+            r#"{"message":{"body":"hi \"you\""},"id":1,"message_id":1,"attempt":1}"#
+        );
         assert_eq!(
             call(&s, Method::POST, "/acknowledge/1", "").await,
             (200, "{}".into())
         );
         assert_eq!(
             call(&s, Method::POST, "/acknowledge/1", "").await,
-            (400, r#"{"error":"id is invalid"}"#.into())
+            (
+                400,
+                r#"{"error":"id is invalid","code":"invalid_id"}"#.into()
+            )
         );
     }
 
     #[test]
-    fn settlement_paths_take_exactly_one_segment() {
+    fn paths_parse_into_routes() {
+        use QueueOp::*;
+        use Settlement::*;
+        let q = |queue, op| Some(Route::Queue { queue, op });
+        assert_eq!(Route::parse("/publish"), q("default", Publish));
+        assert_eq!(Route::parse("/fetch"), q("default", Fetch));
         assert_eq!(
-            settlement_route("/acknowledge/5"),
-            Some((Settlement::Acknowledge, "5"))
+            Route::parse("/acknowledge/5"),
+            q("default", Settle(Acknowledge, "5"))
         );
         assert_eq!(
-            settlement_route("/requeue/x"),
-            Some((Settlement::Requeue, "x"))
+            Route::parse("/requeue/x"),
+            q("default", Settle(Requeue, "x"))
+        );
+        assert_eq!(Route::parse("/requeue/"), q("default", Settle(Requeue, "")));
+        assert_eq!(Route::parse("/touch/7"), q("default", Settle(Touch, "7")));
+        assert_eq!(Route::parse("/queues/jobs/publish"), q("jobs", Publish));
+        assert_eq!(Route::parse("/queues/jobs/fetch"), q("jobs", Fetch));
+        assert_eq!(
+            Route::parse("/queues/j.dead/touch/1"),
+            q("j.dead", Settle(Touch, "1"))
+        );
+        assert_eq!(Route::parse("/queues/j.dead/redrive"), q("j.dead", Redrive));
+        assert_eq!(Route::parse("/queues//publish"), q("", Publish));
+        assert_eq!(Route::parse("/queues"), Some(Route::Queues));
+        assert_eq!(
+            Route::parse("/queues/jobs"),
+            Some(Route::QueueAdmin("jobs"))
+        );
+        assert_eq!(Route::parse("/queues/"), Some(Route::QueueAdmin("")));
+        for unknown in [
+            "/",
+            "",
+            "/redrive",
+            "/requeue/1/2",
+            "/acknowledge",
+            "/ack/1",
+            "/queues/jobs/",
+            "/queues/jobs/other",
+            "/queues/jobs/publish/x",
+            "/publishx",
+            "/queuesx",
+        ] {
+            assert_eq!(Route::parse(unknown), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn patterns_never_carry_names_or_ids() {
+        assert_eq!(
+            Route::parse("/acknowledge/5").unwrap().pattern(),
+            "/acknowledge/{id}"
         );
         assert_eq!(
-            settlement_route("/requeue/"),
-            Some((Settlement::Requeue, ""))
+            Route::parse("/queues/default/acknowledge/5")
+                .unwrap()
+                .pattern(),
+            "/queues/{queue}/acknowledge/{id}"
         );
-        assert_eq!(settlement_route("/requeue/1/2"), None);
-        assert_eq!(settlement_route("/acknowledge"), None);
-        assert_eq!(settlement_route("/ack/1"), None);
+        assert_eq!(
+            Route::parse("/queues/x").unwrap().pattern(),
+            "/queues/{queue}"
+        );
     }
 
     #[tokio::test]
@@ -346,6 +592,14 @@ mod tests {
         assert_eq!(call(&s, Method::POST, "/fetch", "").await.0, 405);
         assert_eq!(call(&s, Method::GET, "/requeue/abc", "").await.0, 405);
         assert_eq!(call(&s, Method::DELETE, "/acknowledge/1", "").await.0, 405);
+        assert_eq!(call(&s, Method::POST, "/queues", "").await.0, 405);
+        assert_eq!(call(&s, Method::POST, "/queues/jobs", "").await.0, 405);
+        assert_eq!(
+            call(&s, Method::GET, "/queues/jobs.dead/redrive", "")
+                .await
+                .0,
+            405
+        );
     }
 
     #[tokio::test]

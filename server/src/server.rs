@@ -10,7 +10,7 @@
 //!    reset. Publishes and settlements in flight complete normally.
 //! 3. Wait for the connections, at most `--shutdown-timeout`; whatever is
 //!    still open then is dropped.
-//! 4. Close the broker and stop the expiry task.
+//! 4. Close the broker and stop the timekeeping tasks.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::connection::{self, Activity, Ended, Tracked, WaitSignal};
 use crate::response::TOO_MANY_CONNECTIONS;
 use crate::routes::{self, State};
-use crate::sweeper;
+use crate::timekeeper::{self, ConnectionGauge};
 
 /// Serves the broker API on `listener` until `shutdown` completes, then
 /// shuts down gracefully (see the module docs) and returns.
@@ -42,16 +42,20 @@ pub async fn serve<C: Clock>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (shutting_down_tx, shutting_down) = watch::channel(false);
+    let gauge = Arc::new(ConnectionGauge::default());
+    let timekeeper = tokio::spawn(timekeeper::run(broker.clone(), shutting_down.clone()));
+    let reclaim = tokio::spawn(timekeeper::reclaim(
+        broker.clone(),
+        gauge.clone(),
+        shutting_down.clone(),
+    ));
     let shutdown_timeout = config.shutdown_timeout();
     let timeouts = config.timeouts();
-    let max_connections = usize::try_from(config.max_connections)
-        .unwrap_or(Semaphore::MAX_PERMITS)
-        .min(Semaphore::MAX_PERMITS);
-    let connections = Arc::new(Semaphore::new(max_connections));
-    let sweeper = tokio::spawn(sweeper::run(broker.clone(), shutting_down.clone(), {
-        let connections = connections.clone();
-        move || max_connections.saturating_sub(connections.available_permits())
-    }));
+    let connections = Arc::new(Semaphore::new(
+        usize::try_from(config.max_connections)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS),
+    ));
     // hyper's hard ceiling on a request head (answered with a bare 431):
     // above the configured limit, which routes answer with a JSON 431.
     let hard_header_limit = usize::try_from(config.max_header_bytes.saturating_mul(2))
@@ -129,6 +133,8 @@ pub async fn serve<C: Clock>(
         });
         let (tracked, read_side) = Tracked::new(stream, activity.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(tracked), service));
+        gauge.opened();
+        let gauge = gauge.clone();
         tokio::spawn(async move {
             match connection::guard(connection, &activity, &read_side, timeouts).await {
                 Ended::Completed(Ok(())) => {}
@@ -144,6 +150,7 @@ pub async fn serve<C: Clock>(
                 }
             }
             drop(permit);
+            gauge.closed();
         });
     }
 
@@ -160,7 +167,8 @@ pub async fn serve<C: Clock>(
         );
     }
     broker.close();
-    let _ = sweeper.await;
+    let _ = timekeeper.await;
+    let _ = reclaim.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,8 +13,8 @@ use common::{raw_exchange, raw_status, Client, TestServer};
 use hyper::Method;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use ubroker_engine::{Broker, ManualClock};
-use ubroker_server::Config;
+use ubroker_engine::Broker;
+use ubroker_server::{Config, TokioClock};
 
 fn config() -> Config {
     Config::for_port(0)
@@ -144,7 +144,10 @@ async fn fetch_returns_the_head_with_a_fresh_id() {
     let r = c.send(Method::GET, "/fetch", Bytes::new()).await;
     assert_eq!(r.status, 200);
     let keys: HashSet<_> = r.json.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(keys, HashSet::from(["message".to_owned(), "id".to_owned()]));
+    assert_eq!(
+        keys,
+        HashSet::from(["message", "id", "message_id", "attempt"].map(str::to_owned))
+    );
     assert_eq!(r.json["message"], serde_json::json!({"body": "m"}));
     assert!(r.json["id"].is_u64());
     server.stop().await;
@@ -421,28 +424,26 @@ async fn an_unacknowledged_message_expires_and_is_redelivered() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn settlement_fails_at_the_deadline_before_any_sweep() {
-    // Injected clock: time jumps, the sweeper has not necessarily run, and
-    // the id must already be invalid.
+    // tokio's paused clock, which the engine reads through `TokioClock`:
+    // time jumps, and the id must be invalid at the deadline whether or not
+    // the timekeeper has run yet.
     let cfg = config();
-    let broker = Arc::new(Broker::with_clock(cfg.engine(), ManualClock::new()));
+    let broker = Arc::new(Broker::with_clock(cfg.engine(), TokioClock::new()));
     let server = TestServer::start_with(cfg, broker).await;
     let mut c = server.client().await;
     c.publish("x").await;
     c.publish("y").await;
     let (x, _) = c.fetch(0).await.delivery();
     let (y, _) = c.fetch(0).await.delivery();
-    server
-        .broker
-        .clock()
-        .advance(Duration::from_millis(20_000) - Duration::from_nanos(1));
+    tokio::time::advance(Duration::from_millis(20_000) - Duration::from_micros(1)).await;
     assert_eq!(
         c.acknowledge(x).await.status,
         200,
         "valid until the deadline"
     );
-    server.broker.clock().advance(Duration::from_nanos(1));
+    tokio::time::advance(Duration::from_micros(1)).await;
     assert_eq!(c.acknowledge(y).await.error(), "id is invalid");
     assert_eq!(c.requeue(y).await.error(), "id is invalid");
     // The sweeper returns it; a long-poll picks it up under a new id.

@@ -16,17 +16,29 @@ fn config() -> Config {
     Config::for_port(0)
 }
 
-/// Reads until the peer closes; returns what it sent.
+/// Reads until the peer closes; returns what it sent. Fails the test if the
+/// server has not closed the connection within 10 s (a swallowed timeout
+/// would let a test of "the server closes it" pass when it never does).
 async fn read_until_closed(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await {
+        Ok(Ok(_)) => {}
+        // A reset is the server closing too.
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Err(error)) => panic!("reading until the server closed failed: {error}"),
+        Err(_) => panic!(
+            "the server did not close the connection within 10 s; it sent {:?}",
+            String::from_utf8_lossy(&out)
+        ),
+    }
     String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_429_with_retry_after_and_recovers() {
     let mut cfg = config();
-    cfg.max_queue_bytes = 10;
+    // Each held message counts its body plus 64 bytes.
+    cfg.max_queue_bytes = 10 + 2 * ubroker_engine::MESSAGE_OVERHEAD;
     let server = TestServer::start(cfg).await;
     let mut c = server.client().await;
     assert_eq!(c.publish("12345").await.status, 200);
@@ -114,7 +126,9 @@ async fn the_auth_token_guards_every_route() {
                         .contains("www-authenticate: bearer realm=\"ubroker\""),
                     "{reply}"
                 );
-                assert!(reply.contains(r#"{"error":"missing or wrong bearer token"}"#));
+                assert!(reply.contains(
+                    r#"{"error":"missing or wrong bearer token","code":"unauthorized"}"#
+                ));
             }
         }
     }
@@ -144,7 +158,7 @@ async fn connections_over_the_cap_get_503_and_the_others_keep_working() {
     let reply = raw_exchange(server.addr, b"GET /fetch HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(raw_status(&reply), 503, "{reply}");
     assert!(
-        reply.contains(r#"{"error":"too many connections"}"#),
+        reply.contains(r#"{"error":"too many connections","code":"too_many_connections"}"#),
         "{reply}"
     );
     // The held connections are unharmed.

@@ -1,5 +1,6 @@
 //! `ubroker-mem`: broker heap bytes per ready message and per in-flight
-//! lease, beyond the body, for the engine and the mutex baseline.
+//! lease, beyond the body, for the engine and the mutex baseline, and per
+//! delayed message for the engine.
 //!
 //! Usage: `cargo run --release -p ubroker-benches --bin ubroker-mem [N] [BODY]`
 //! (defaults: 1,000,000 messages of 32 bytes). Single-threaded on purpose:
@@ -9,7 +10,7 @@
 //! asserted: this is a measurement, not a test.
 
 use ubroker_benches::baseline::MutexBroker;
-use ubroker_benches::memory::{measure, CountingAllocator, MemoryReport, Stage};
+use ubroker_benches::memory::{measure, measure_delayed, CountingAllocator, MemoryReport, Stage};
 use ubroker_engine::{Broker, ManualClock};
 
 #[global_allocator]
@@ -29,6 +30,17 @@ fn main() {
     ] {
         print_report(&report);
     }
+    let (delayed, due) = measure_delayed(n, body_len, &ALLOC);
+    println!("\nubroker-engine, delayed");
+    println!(
+        "  delayed       : {:>7.1} B beyond body (peak {:>7.1})",
+        delayed.per_message_beyond_body(n, body_len),
+        delayed.peak as f64 / n as f64 - body_len as f64,
+    );
+    println!(
+        "  came due      : {:>7.1} B beyond body, now ready",
+        due.per_message_beyond_body(n, body_len),
+    );
 }
 
 fn parse_arg(arg: Option<String>, default: usize, name: &str) -> usize {

@@ -1,0 +1,456 @@
+//! [`Queue`]: one named queue and every state a message of it can be in:
+//! ready (the lock-free [`Fifo`]), leased (its [`LeaseTable`]) or delayed
+//! (its [`Timer`]), with its settings, counters and waiting fetches.
+//!
+//! # Where a message lives
+//!
+//! Each published, unacknowledged message of the queue is in exactly one
+//! place, and every operation moves it with one hand-over:
+//!
+//! * publish: pushed to the ready queue (or, with a delay, into the timer);
+//! * fetch: popped, then inserted as a lease under a fresh id, then its
+//!   deadline scheduled; nothing in between can fail or await;
+//! * acknowledge / requeue / touch: decided by the lease table's atomic
+//!   `remove_if` / `update_if` with `now < deadline` inside the predicate;
+//! * expiry: `remove_if(deadline <= now)` on an entry the timer handed out;
+//! * a delivery that ends without an acknowledge (requeue or expiry) on its
+//!   `max_deliveries`-th attempt is not put back: it is handed to the
+//!   caller ([`Ended::DeadLetter`]), which moves it to `<queue>.dead`.
+//!
+//! # Life cycle
+//!
+//! `life` is a read-write lock around the `deleted` flag. Every operation
+//! holds it for reading while it touches the queue; delete holds it for
+//! writing while it empties the queue. So an operation either completes
+//! before the delete (and its message is counted and dropped by it) or sees
+//! `deleted` and touches nothing: a publish that raced a delete retries on
+//! the queue that replaces it, and no message lands in a dropped queue. The
+//! read side is two uncontended atomic RMWs; it is never held across an
+//! `.await` or while waiting.
+//!
+//! # What it must never do
+//!
+//! Hold a timer lock while taking a lease-table lock (see `timer.rs` for the
+//! lock order), or wake a waiter before the message it is woken for is
+//! visible in the ready queue.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::agenda::Agenda;
+use crate::clock::{duration_nanos, Timestamp};
+use crate::fifo::Fifo;
+use crate::lease::{Lease, LeaseTable};
+use crate::message::{Message, QueueName};
+use crate::stats::{Counters, QueueInfo, QueueStats};
+use crate::sync::{read, write, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard};
+use crate::timer::{lease_id, Entry, Hint, Timer};
+use crate::waiters::WaitList;
+
+/// What became of a delivery that ended without an acknowledge.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Back at the tail of the ready queue.
+    Ready,
+    /// Back after a delay.
+    Delayed,
+    /// Its last allowed delivery: the caller must move it to the tail of
+    /// this queue's dead-letter queue.
+    DeadLetter(Message),
+}
+
+/// A delivery handed out by [`Queue::try_fetch`].
+pub(crate) struct Leased {
+    pub(crate) id: u64,
+    pub(crate) message: Message,
+}
+
+/// Why [`Queue::settle`] and friends fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No live lease with this id in this queue (or the queue is deleted).
+    InvalidId,
+}
+
+/// What everything in one broker shares, handed to queue operations.
+pub(crate) struct Shared {
+    pub(crate) agenda: Agenda,
+    /// The next delivery id (1, 2, ...), unique across all queues.
+    pub(crate) next_id: CachePadded<AtomicU64>,
+}
+
+pub(crate) struct Queue {
+    pub(crate) name: QueueName,
+    /// For a dead-letter queue, the queue it serves: the origin its
+    /// dead-lettered messages report.
+    origin: Option<QueueName>,
+    /// Unique for the broker's lifetime; orders agenda hints of equal time.
+    pub(crate) id: u64,
+    me: Weak<Queue>,
+    life: RwLock<bool>,
+    ready: Fifo<Message>,
+    leases: LeaseTable,
+    timer: Timer,
+    pub(crate) waiters: WaitList,
+    ttl_nanos: AtomicU64,
+    max_deliveries: AtomicU32,
+    /// Body bytes held (ready, leased and delayed).
+    bytes: CachePadded<AtomicU64>,
+    counters: Counters,
+}
+
+/// A queue's settings, as `PUT /queues/{queue}` sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub ttl: Duration,
+    /// 0: unlimited.
+    pub max_deliveries: u32,
+}
+
+impl Queue {
+    pub(crate) fn new(name: QueueName, id: u64, settings: QueueSettings) -> std::sync::Arc<Queue> {
+        let origin = if name.is_dead() {
+            QueueName::new(name.base()).ok()
+        } else {
+            None
+        };
+        std::sync::Arc::new_cyclic(|me| Queue {
+            name,
+            origin,
+            id,
+            me: me.clone(),
+            life: RwLock::new(false),
+            ready: Fifo::new(),
+            leases: LeaseTable::new(),
+            timer: Timer::new(),
+            waiters: WaitList::new(),
+            ttl_nanos: AtomicU64::new(duration_nanos(settings.ttl)),
+            max_deliveries: AtomicU32::new(settings.max_deliveries),
+            bytes: CachePadded::new(AtomicU64::new(0)),
+            counters: Counters::new(),
+        })
+    }
+
+    fn hint<'a>(&'a self, shared: &'a Shared) -> Hint<'a> {
+        Hint {
+            agenda: &shared.agenda,
+            queue_id: self.id,
+            queue: &self.me,
+        }
+    }
+
+    /// The life-cycle read guard, or `None` once the queue is deleted.
+    fn alive(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let life = read(&self.life);
+        (!*life).then_some(life)
+    }
+
+    pub(crate) fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            ttl: Duration::from_nanos(self.ttl_nanos.load(Ordering::Relaxed)),
+            max_deliveries: self.max_deliveries.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn set_ttl(&self, ttl: Duration) {
+        self.ttl_nanos.store(duration_nanos(ttl), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_max_deliveries(&self, max: u32) {
+        self.max_deliveries.store(max, Ordering::Relaxed);
+    }
+
+    /// Accepts a message (already charged against the byte budget): at the
+    /// tail now, or after `delay`. `Err` gives it back if the queue has been
+    /// deleted, so the caller can retry on its replacement.
+    pub(crate) fn accept(
+        &self,
+        shared: &Shared,
+        message: Message,
+        delay: Duration,
+        now: Timestamp,
+    ) -> Result<(), Message> {
+        let Some(_alive) = self.alive() else {
+            return Err(message);
+        };
+        self.bytes
+            .fetch_add(message.body.len() as u64, Ordering::Relaxed);
+        Counters::bump(&self.counters.published);
+        if delay.is_zero() {
+            self.make_ready(message);
+        } else {
+            self.timer
+                .schedule_delayed(now.saturating_add(delay), message, &self.hint(shared));
+        }
+        Ok(())
+    }
+
+    /// Appends `message` at the tail and wakes the oldest waiting fetch.
+    fn make_ready(&self, message: Message) {
+        self.ready.push(message);
+        // After the push: the woken fetch must find the message.
+        self.waiters.notify_one();
+    }
+
+    /// Whether a message is ready (for passing on a wake-up).
+    pub(crate) fn has_ready(&self) -> bool {
+        self.ready.len() > 0
+    }
+
+    /// Leases the head of the queue, if there is one. The clock is read
+    /// after the pop: read before it, a fetch descheduled for longer than
+    /// the TTL in between would hand out a lease already past its deadline
+    /// (found by loom models 10 and 11b).
+    pub(crate) fn try_fetch(
+        &self,
+        shared: &Shared,
+        now: impl FnOnce() -> Timestamp,
+    ) -> Option<Leased> {
+        let _alive = self.alive()?;
+        let mut message = self.ready.pop()?;
+        let now = now();
+        // From here to the lease insert: no await, no early return, no panic
+        // path. The message is in our hands and nowhere else.
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        message.attempts = message.attempts.saturating_add(1);
+        let deadline = now.saturating_add(self.settings().ttl);
+        self.leases.insert(
+            id,
+            Lease {
+                message: message.clone(),
+                deadline,
+            },
+        );
+        // After the insert, so that a sweep that sees the entry finds the
+        // lease.
+        self.timer.schedule_lease(deadline, id, &self.hint(shared));
+        Counters::bump(&self.counters.delivered);
+        Some(Leased { id, message })
+    }
+
+    /// Removes the live lease `id`: the one place a consumer wins a
+    /// delivery against expiry.
+    fn take_lease(&self, id: u64, now: Timestamp) -> Result<Lease, Refused> {
+        let lease = self
+            .leases
+            .remove_if(id, |lease| now < lease.deadline)
+            .ok_or(Refused::InvalidId)?;
+        self.timer.cancel_lease(lease.deadline, id);
+        Ok(lease)
+    }
+
+    /// Acknowledges `id`; returns what the message was charged, for the
+    /// caller to release from the byte budget.
+    pub(crate) fn acknowledge(&self, id: u64, now: Timestamp) -> Result<u64, Refused> {
+        let _alive = self.alive().ok_or(Refused::InvalidId)?;
+        let lease = self.take_lease(id, now)?;
+        self.bytes
+            .fetch_sub(lease.message.body.len() as u64, Ordering::Relaxed);
+        Counters::bump(&self.counters.acknowledged);
+        Ok(lease.message.charge())
+    }
+
+    /// Requeues `id` to the tail, now or after `delay`, unless that was its
+    /// last allowed delivery.
+    pub(crate) fn requeue(
+        &self,
+        shared: &Shared,
+        id: u64,
+        delay: Duration,
+        now: Timestamp,
+    ) -> Result<Ended, Refused> {
+        let _alive = self.alive().ok_or(Refused::InvalidId)?;
+        let lease = self.take_lease(id, now)?;
+        Ok(self.end_delivery(shared, lease.message, delay, now, &self.counters.requeued))
+    }
+
+    /// Extends lease `id` to `now + ttl`; exactly one of this and the
+    /// lease's expiry wins.
+    pub(crate) fn touch(
+        &self,
+        shared: &Shared,
+        id: u64,
+        ttl: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(), Refused> {
+        let _alive = self.alive().ok_or(Refused::InvalidId)?;
+        let new = now.saturating_add(ttl.unwrap_or_else(|| self.settings().ttl));
+        let touched = self.leases.update_if(id, |lease| {
+            if now >= lease.deadline {
+                return false;
+            }
+            // Under the lease's table lock, so no settlement or expiry of
+            // this lease runs until its timer entry has moved too.
+            self.timer
+                .reschedule_lease(lease.deadline, new, id, &self.hint(shared));
+            lease.deadline = new;
+            true
+        });
+        if touched {
+            Ok(())
+        } else {
+            Err(Refused::InvalidId)
+        }
+    }
+
+    /// A delivery ended without an acknowledge: back to the tail (now or
+    /// after `delay`), or out to the dead-letter queue if that was its
+    /// `max_deliveries`-th.
+    fn end_delivery(
+        &self,
+        shared: &Shared,
+        message: Message,
+        delay: Duration,
+        now: Timestamp,
+        counter: &AtomicU64,
+    ) -> Ended {
+        let max = self.max_deliveries.load(Ordering::Relaxed);
+        if max > 0 && message.attempts >= max {
+            self.bytes
+                .fetch_sub(message.body.len() as u64, Ordering::Relaxed);
+            Counters::bump(&self.counters.dead_lettered);
+            return Ended::DeadLetter(message);
+        }
+        Counters::bump(counter);
+        if delay.is_zero() {
+            self.make_ready(message);
+            Ended::Ready
+        } else {
+            self.timer
+                .schedule_delayed(now.saturating_add(delay), message, &self.hint(shared));
+            Ended::Delayed
+        }
+    }
+
+    /// Handles everything of this queue due at `now`: expired leases and
+    /// delayed messages, in due order. Returns the number of leases that
+    /// expired, of delayed messages that came due, and the messages to move
+    /// to the dead-letter queue.
+    pub(crate) fn run_due(&self, shared: &Shared, now: Timestamp) -> (usize, usize, Vec<Message>) {
+        let Some(_alive) = self.alive() else {
+            return (0, 0, Vec::new());
+        };
+        let (mut expired, mut came_due, mut dead) = (0, 0, Vec::new());
+        for (key, entry) in self.timer.take_due(now, &self.hint(shared)) {
+            match entry {
+                Entry::Lease => {
+                    // A lease touched since this entry was taken has a later
+                    // deadline and stays; one settled since is gone.
+                    let id = lease_id(&key);
+                    if let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now) {
+                        expired += 1;
+                        let ended = self.end_delivery(
+                            shared,
+                            lease.message,
+                            Duration::ZERO,
+                            now,
+                            &self.counters.expired,
+                        );
+                        if let Ended::DeadLetter(message) = ended {
+                            dead.push(message);
+                        }
+                    }
+                }
+                Entry::Delayed(message) => {
+                    came_due += 1;
+                    self.make_ready(message);
+                }
+            }
+        }
+        self.leases.shrink_if_sparse();
+        (expired, came_due, dead)
+    }
+
+    /// Empties and retires the queue. Returns how many messages it dropped
+    /// (ready, leased and delayed) and what they were charged. Every later
+    /// operation on this `Queue` sees it deleted; its waiters are woken to
+    /// look for the queue that replaces it.
+    pub(crate) fn delete(&self, shared: &Shared) -> (u64, u64) {
+        let (count, charge) = {
+            let mut life = write(&self.life);
+            if *life {
+                return (0, 0);
+            }
+            *life = true;
+            let (mut count, mut charge) = self.leases.clear();
+            while let Some(message) = self.ready.pop() {
+                count += 1;
+                charge += message.charge();
+            }
+            for message in self.timer.clear(&self.hint(shared)) {
+                count += 1;
+                charge += message.charge();
+            }
+            self.bytes.store(0, Ordering::Relaxed);
+            (count as u64, charge)
+        };
+        self.waiters.notify_all();
+        (count, charge)
+    }
+
+    /// Takes every ready message for a redrive (this is a dead-letter
+    /// queue). Each counts as consumed here: see `Broker::redrive`.
+    pub(crate) fn take_ready_for_redrive(&self) -> Vec<Message> {
+        let Some(_alive) = self.alive() else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        while let Some(message) = self.ready.pop() {
+            self.bytes
+                .fetch_sub(message.body.len() as u64, Ordering::Relaxed);
+            Counters::bump(&self.counters.acknowledged);
+            Counters::bump(&self.counters.redriven);
+            taken.push(message);
+        }
+        taken
+    }
+
+    /// For a dead-letter queue, the queue its dead-lettered messages came
+    /// from.
+    pub(crate) fn dead_letter_origin(&self) -> Option<QueueName> {
+        self.origin.clone()
+    }
+
+    pub(crate) fn info(&self) -> QueueInfo {
+        let settings = self.settings();
+        QueueInfo {
+            name: self.name.clone(),
+            ttl_ms: u64::try_from(settings.ttl.as_millis()).unwrap_or(u64::MAX),
+            max_deliveries: settings.max_deliveries,
+            ready: self.ready.len(),
+            in_flight: self.leases.len(),
+            delayed: self.timer.delayed(),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> QueueStats {
+        let read = Counters::read;
+        let info = self.info();
+        QueueStats {
+            ready: info.ready,
+            in_flight: info.in_flight,
+            delayed: info.delayed,
+            bytes: info.bytes,
+            waiting_fetches: self.waiters.waiting(),
+            published: read(&self.counters.published),
+            delivered: read(&self.counters.delivered),
+            acknowledged: read(&self.counters.acknowledged),
+            requeued: read(&self.counters.requeued),
+            expired: read(&self.counters.expired),
+            dead_lettered: read(&self.counters.dead_lettered),
+            redriven: read(&self.counters.redriven),
+        }
+    }
+
+    pub(crate) fn compact(&self) {
+        self.leases.shrink_if_sparse();
+    }
+
+    /// Timer entries held (live leases plus delayed messages).
+    pub(crate) fn timer_entries(&self) -> usize {
+        self.timer.len()
+    }
+}

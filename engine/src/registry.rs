@@ -1,0 +1,155 @@
+//! [`Registry`]: the named queues, the `max_queues` cap, and the wait list
+//! of fetches for queues that do not exist yet.
+//!
+//! `default` always exists and lives outside the map, so the part-1 routes
+//! (the hot path of every existing client) find their queue with one string
+//! comparison and no lock. Every other queue is in a map behind a read-write
+//! lock: lookups share it, creation and deletion take it exclusively, which
+//! also makes the `max_queues` check and the insert one atomic step.
+//!
+//! A queue and its `.dead` queue count as one against `max_queues` (the
+//! contract), so the registry counts *base names*: `bases[b]` is how many of
+//! `b` and `b.dead` exist. `default` and `default.dead` are never counted.
+//!
+//! A fetch on a queue that does not exist parks on `creations`; every
+//! creation wakes them all to look again (creation is rare next to fetches,
+//! and each waiter re-checks one map entry).
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::message::{base_of, QueueName};
+use crate::queue::{Queue, QueueSettings};
+use crate::sync::{read, write, AtomicU64, Ordering, RwLock};
+use crate::waiters::WaitList;
+
+/// A queue found in the registry: `default` borrowed (no reference count
+/// traffic on the hot path), any other shared.
+pub(crate) enum QueueRef<'a> {
+    Default(&'a Arc<Queue>),
+    Named(Arc<Queue>),
+}
+
+impl QueueRef<'_> {
+    pub(crate) fn arc(&self) -> &Arc<Queue> {
+        match self {
+            QueueRef::Default(queue) => queue,
+            QueueRef::Named(queue) => queue,
+        }
+    }
+}
+
+impl Deref for QueueRef<'_> {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        self.arc()
+    }
+}
+
+pub(crate) struct Registry {
+    default: Arc<Queue>,
+    named: RwLock<Named>,
+    /// Fetches waiting for a queue that does not exist yet.
+    pub(crate) creations: WaitList,
+    next_queue_id: AtomicU64,
+    max_queues: usize,
+}
+
+#[derive(Default)]
+struct Named {
+    queues: HashMap<Box<str>, Arc<Queue>>,
+    bases: HashMap<Box<str>, u8>,
+}
+
+impl Registry {
+    pub(crate) fn new(default_settings: QueueSettings, max_queues: usize) -> Self {
+        let default = QueueName::new(QueueName::DEFAULT).expect("`default` is a valid name");
+        Registry {
+            default: Queue::new(default, 0, default_settings),
+            named: RwLock::new(Named::default()),
+            creations: WaitList::new(),
+            next_queue_id: AtomicU64::new(1),
+            max_queues,
+        }
+    }
+
+    /// The queue named `name` (already validated), if it exists.
+    pub(crate) fn get(&self, name: &str) -> Option<QueueRef<'_>> {
+        if name == QueueName::DEFAULT {
+            return Some(QueueRef::Default(&self.default));
+        }
+        read(&self.named)
+            .queues
+            .get(name)
+            .map(|queue| QueueRef::Named(queue.clone()))
+    }
+
+    /// The queue named `name`, created with `settings` if it does not exist.
+    /// `exempt` skips the `max_queues` check (a dead-letter queue or a
+    /// redrive target, created by the broker, not by a client).
+    pub(crate) fn get_or_create(
+        &self,
+        name: &QueueName,
+        settings: impl FnOnce() -> QueueSettings,
+        exempt: bool,
+    ) -> Result<QueueRef<'_>, Error> {
+        if let Some(queue) = self.get(name.as_str()) {
+            return Ok(queue);
+        }
+        let queue = {
+            let mut named = write(&self.named);
+            if let Some(queue) = named.queues.get(name.as_str()) {
+                return Ok(QueueRef::Named(queue.clone()));
+            }
+            let base = name.base();
+            let counted = base != QueueName::DEFAULT;
+            if counted && !named.bases.contains_key(base) {
+                let in_use = named.bases.len();
+                if !exempt && in_use >= self.max_queues {
+                    return Err(Error::TooManyQueues);
+                }
+            }
+            let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
+            let queue = Queue::new(name.clone(), id, settings());
+            named.queues.insert(name.as_str().into(), queue.clone());
+            if counted {
+                *named.bases.entry(base.into()).or_insert(0) += 1;
+            }
+            queue
+        };
+        // After the insert is visible: fetches waiting for this name look
+        // again and find it.
+        self.creations.notify_all();
+        Ok(QueueRef::Named(queue))
+    }
+
+    /// Takes `name` out of the registry; the caller then empties the queue.
+    pub(crate) fn remove(&self, name: &str) -> Result<Arc<Queue>, Error> {
+        if name == QueueName::DEFAULT {
+            return Err(Error::DefaultQueue);
+        }
+        let mut named = write(&self.named);
+        let queue = named.queues.remove(name).ok_or(Error::QueueNotFound)?;
+        let base = base_of(name);
+        if base != QueueName::DEFAULT {
+            if let Some(count) = named.bases.get_mut(base) {
+                *count -= 1;
+                if *count == 0 {
+                    named.bases.remove(base);
+                }
+            }
+        }
+        Ok(queue)
+    }
+
+    /// Every queue, `default` included, sorted by name in byte order.
+    pub(crate) fn all(&self) -> Vec<Arc<Queue>> {
+        let mut all: Vec<Arc<Queue>> = read(&self.named).queues.values().cloned().collect();
+        all.push(self.default.clone());
+        all.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        all
+    }
+}

@@ -1,0 +1,60 @@
+//! Who settles a delivery (models 1 to 4 race the three settlements).
+//!
+//! Acknowledge, requeue and expiry all settle a delivery through one atomic
+//! `remove_if` on the lease table, with the deadline test inside it. These
+//! models race them two at a time on one lease, taken at time zero (so its
+//! deadline is one `TTL`), and check that exactly one wins, that the loser
+//! sees `InvalidId`, that no consumer settles a lease whose deadline it has
+//! already seen pass, and that the message ends up in exactly one place.
+//!
+//! One model per file: each file is its own test binary, so a model that
+//! fails (or deadlocks, which aborts the binary) cannot hide the others.
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use loom_tests::{
+    assert_conserved, check, lease, new_broker, settle_checking_deadline, Outcomes, TTL,
+};
+use ubroker_engine::Error;
+
+/// Model 2: requeue races expiry. Exactly one wins, and the message is back
+/// in the ready queue exactly once either way.
+#[test]
+fn m2_requeue_vs_expiry() {
+    static OUTCOMES: Outcomes = Outcomes::new();
+    check("m2_requeue_vs_expiry", || {
+        let broker = new_broker();
+        let (delivery, deadline) = lease(&broker, "a");
+
+        let consumer = {
+            let broker = Arc::clone(&broker);
+            thread::spawn(move || {
+                settle_checking_deadline(&broker, deadline, || broker.requeue(delivery.id))
+            })
+        };
+        let sweeper = {
+            let broker = Arc::clone(&broker);
+            thread::spawn(move || {
+                broker.clock().advance(TTL);
+                broker.expire_due()
+            })
+        };
+        let requeued = consumer.join().unwrap();
+        let sweep = sweeper.join().unwrap();
+
+        match (requeued, sweep.expired) {
+            (Ok(()), 0) => OUTCOMES.record("requeued"),
+            (Err(Error::InvalidId), 1) => OUTCOMES.record("expired"),
+            other => panic!("not exactly one winner: (requeue, expired) = {other:?}"),
+        }
+        let stats = broker.stats();
+        assert_eq!(
+            (stats.ready, stats.in_flight, stats.requeued + stats.expired),
+            (1, 0, 1),
+            "the message is not in the ready queue exactly once: {stats:?}"
+        );
+        assert_conserved(&broker, &["a"]);
+    });
+    OUTCOMES.assert_seen(&["expired", "requeued"]);
+}
