@@ -21,8 +21,9 @@
 //!   connection cap kept under it.
 //! * `timekeeper`: the task that drives lease expiry and delayed messages,
 //!   sleeping exactly until the next due time; the task that gives memory
-//!   back when the broker drains; [`TokioClock`], the engine's clock on
-//!   tokio's (pausable) time.
+//!   back when the broker drains or connections close in bulk (the
+//!   `ConnectionGauge`); [`TokioClock`], the engine's clock on tokio's
+//!   (pausable) time.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
 //!
 //! The binary (`src/main.rs`) only parses flags, sets up logging, binds,

@@ -122,8 +122,13 @@ pub async fn serve<C: Clock>(
                 let state = state.clone();
                 let activity = activity.clone();
                 activity.request_started();
-                req.extensions_mut()
-                    .insert(WaitSignal::new(activity.clone()));
+                // Only a fetch (a GET) ever waits on something other than
+                // its client; inserting the signal allocates the request's
+                // extension map, so publishes and settlements skip it.
+                if req.method() == hyper::Method::GET {
+                    req.extensions_mut()
+                        .insert(WaitSignal::new(activity.clone()));
+                }
                 async move {
                     let response = routes::handle(&state, req).await;
                     activity.request_finished();
