@@ -244,13 +244,9 @@ impl<C: Clock> Broker<C> {
             return Err(Error::IdsExhausted);
         }
         let mut message = Message::new(message_id, body);
-        // The clock is read only for a delay: an undelayed publish needs no
-        // time.
-        let now = if delay.is_zero() {
-            Timestamp::ZERO
-        } else {
-            self.clock.now()
-        };
+        // Read for the due time of a delay, or for when the message became
+        // ready (`oldest_ready_age`).
+        let now = self.clock.now();
         let mut owned_name = None;
         loop {
             let found = match self.registry.get(queue) {
@@ -563,16 +559,17 @@ impl<C: Clock> Broker<C> {
         validate(queue)?;
         self.registry
             .get(queue)
-            .map(|found| found.stats())
+            .map(|found| found.stats(self.clock.now()))
             .ok_or(Error::QueueNotFound)
     }
 
     /// Every queue's counters, sorted by name.
     pub fn all_queue_stats(&self) -> Vec<(QueueName, QueueStats)> {
+        let now = self.clock.now();
         self.registry
             .all()
             .iter()
-            .map(|queue| (queue.name.clone(), queue.stats()))
+            .map(|queue| (queue.name.clone(), queue.stats(now)))
             .collect()
     }
 
@@ -652,8 +649,9 @@ impl<C: Clock> Broker<C> {
             waiting: self.registry.creations.waiting(),
             ..Stats::default()
         };
+        let now = self.clock.now();
         for queue in self.registry.all() {
-            stats.add(&queue.stats());
+            stats.add(&queue.stats(now));
         }
         stats
     }

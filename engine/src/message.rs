@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::clock::Timestamp;
 use crate::error::Error;
 
 /// Message and delivery ids stay below this (2^53), so that every JSON
@@ -15,7 +16,7 @@ pub const MAX_ID: u64 = 1 << 53;
 
 /// One published message.
 ///
-/// 48 bytes: it moves by value between the ready queue, a lease and the
+/// 56 bytes: it moves by value between the ready queue, a lease and the
 /// timer, and nothing about it is shared between places.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Message {
@@ -29,6 +30,9 @@ pub(crate) struct Message {
     /// It reached its `.dead` queue by exhausting `max_deliveries`; its
     /// origin is the dead-letter queue's name without `.dead`.
     pub(crate) dead_lettered: bool,
+    /// When it last joined a ready queue (publish, requeue, expiry, coming
+    /// due, a dead-letter move, a redrive): what `oldest_ready_age` reads.
+    pub(crate) ready_at: Timestamp,
 }
 
 impl Message {
@@ -38,6 +42,7 @@ impl Message {
             body,
             attempts: 0,
             dead_lettered: false,
+            ready_at: Timestamp::ZERO,
         }
     }
 
@@ -179,8 +184,8 @@ mod tests {
     }
 
     #[test]
-    fn a_message_is_48_bytes_and_charged_its_body_plus_overhead() {
-        assert_eq!(std::mem::size_of::<Message>(), 48);
+    fn a_message_is_56_bytes_and_charged_its_body_plus_overhead() {
+        assert_eq!(std::mem::size_of::<Message>(), 56);
         let m = Message::new(1, Bytes::new());
         assert_eq!(m.charge(), MESSAGE_OVERHEAD);
     }

@@ -49,6 +49,9 @@ use crate::sync::{read, write, AtomicU32, AtomicU64, Ordering, RwLock, RwLockRea
 use crate::timer::{lease_id, Entry, Hint, Timer};
 use crate::waiters::WaitList;
 
+/// `head_ready_at` when the ready queue is (or was last seen) empty.
+const NO_HEAD: u64 = u64::MAX;
+
 /// What became of a delivery that ended without an acknowledge.
 #[derive(Debug)]
 pub(crate) enum Ended {
@@ -98,6 +101,9 @@ pub(crate) struct Queue {
     max_deliveries: AtomicU32,
     /// Body bytes held (ready, leased and delayed).
     bytes: CachePadded<AtomicU64>,
+    /// An upper bound on when the head of the ready queue became ready, in
+    /// nanoseconds, or [`NO_HEAD`]: see [`Queue::oldest_ready_age`].
+    head_ready_at: AtomicU64,
     counters: Counters,
 }
 
@@ -129,6 +135,7 @@ impl Queue {
             ttl_nanos: AtomicU64::new(duration_nanos(settings.ttl)),
             max_deliveries: AtomicU32::new(settings.max_deliveries),
             bytes: CachePadded::new(AtomicU64::new(0)),
+            head_ready_at: AtomicU64::new(NO_HEAD),
             counters: Counters::new(),
         })
     }
@@ -179,7 +186,7 @@ impl Queue {
             .fetch_add(message.body.len() as u64, Ordering::Relaxed);
         Counters::bump(&self.counters.published);
         if delay.is_zero() {
-            self.make_ready(message);
+            self.make_ready(message, now);
         } else {
             self.timer
                 .schedule_delayed(now.saturating_add(delay), message, &self.hint(shared));
@@ -188,10 +195,42 @@ impl Queue {
     }
 
     /// Appends `message` at the tail and wakes the oldest waiting fetch.
-    fn make_ready(&self, message: Message) {
+    fn make_ready(&self, mut message: Message, now: Timestamp) {
+        message.ready_at = now;
         self.ready.push(message);
+        // Into an empty queue, this message is the head.
+        let _ = self.head_ready_at.compare_exchange(
+            NO_HEAD,
+            now.as_nanos(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         // After the push: the woken fetch must find the message.
         self.waiters.notify_one();
+    }
+
+    /// How long the head of the ready queue has been ready, if any message
+    /// is.
+    ///
+    /// `SegQueue` has no peek, so this is kept without one: a fetch that
+    /// pops a message records when *that* message became ready (messages
+    /// become ready in FIFO order, so the new head became ready no earlier),
+    /// and a message pushed into an empty queue records its own time. The
+    /// figure is therefore exact for a head that was pushed into an empty
+    /// queue and otherwise an upper bound, over by at most the gap between
+    /// the last message fetched and the one behind it: an operator's alert
+    /// on a stalled queue fires no later than it should. A push racing the
+    /// fetch that empties the queue can leave it unknown (`None` while
+    /// messages are ready) until the next fetch. It costs the hot path one
+    /// relaxed store per fetch and one failed CAS per publish.
+    pub(crate) fn oldest_ready_age(&self, now: Timestamp) -> Option<Duration> {
+        if self.ready.len() == 0 {
+            return None;
+        }
+        match self.head_ready_at.load(Ordering::Relaxed) {
+            NO_HEAD => None,
+            at => Some(now.saturating_duration_since(Timestamp::from_nanos(at))),
+        }
     }
 
     /// Whether a message is ready (for passing on a wake-up).
@@ -211,6 +250,12 @@ impl Queue {
         let _alive = self.alive()?;
         let mut message = self.ready.pop()?;
         let now = now();
+        let head = if self.ready.len() == 0 {
+            NO_HEAD
+        } else {
+            message.ready_at.as_nanos()
+        };
+        self.head_ready_at.store(head, Ordering::Relaxed);
         // From here to the lease insert: no await, no early return, no panic
         // path. The message is in our hands and nowhere else.
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -315,7 +360,7 @@ impl Queue {
         }
         Counters::bump(counter);
         if delay.is_zero() {
-            self.make_ready(message);
+            self.make_ready(message, now);
             Ended::Ready
         } else {
             self.timer
@@ -355,7 +400,7 @@ impl Queue {
                 }
                 Entry::Delayed(message) => {
                     came_due += 1;
-                    self.make_ready(message);
+                    self.make_ready(message, now);
                 }
             }
         }
@@ -426,10 +471,11 @@ impl Queue {
         }
     }
 
-    pub(crate) fn stats(&self) -> QueueStats {
+    pub(crate) fn stats(&self, now: Timestamp) -> QueueStats {
         let read = Counters::read;
         let info = self.info();
         QueueStats {
+            oldest_ready_age: self.oldest_ready_age(now),
             ready: info.ready,
             in_flight: info.in_flight,
             delayed: info.delayed,

@@ -12,6 +12,8 @@
 //! dead-letter queue's `acknowledged` (and `redriven`, which says why) and
 //! once in the target's `published`.
 
+use std::time::Duration;
+
 use crossbeam_utils::CachePadded;
 
 use crate::message::QueueName;
@@ -45,6 +47,9 @@ pub struct QueueStats {
     pub bytes: u64,
     /// Fetches parked waiting for a message.
     pub waiting_fetches: usize,
+    /// How long the head of the ready queue has been ready (an upper bound;
+    /// see `Queue::oldest_ready_age`); `None` when nothing is ready.
+    pub oldest_ready_age: Option<Duration>,
     /// Messages accepted: publishes, dead-letter moves in, redrives in.
     pub published: u64,
     /// Deliveries handed out (redeliveries included).

@@ -44,7 +44,7 @@
 //!
 //! Per lease, one 16-byte key in B-tree nodes of up to 11 keys that are at
 //! least half full: about 20 to 40 bytes, released when the lease settles.
-//! Per delayed message, its key and the 48-byte message itself in the
+//! Per delayed message, its key and the 56-byte message itself in the
 //! delayed map's nodes: about 70 to 130 bytes. BENCHMARKS.md has the
 //! measured figures (`ubroker-mem`).
 //!
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn a_lease_entry_is_its_key_and_no_more() {
         assert_eq!(std::mem::size_of::<Key>(), 16);
-        assert_eq!(std::mem::size_of::<Message>(), 48);
+        assert_eq!(std::mem::size_of::<Message>(), 56);
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub struct Config {
     /// Largest `?delay=` in ms on publish and requeue.
     #[arg(long, env = "UBROKER_MAX_DELAY", default_value_t = 86_400_000)]
     pub max_delay: u64,
+
+    /// On SIGTERM, first answer `GET /health` with 503 for this many ms while
+    /// serving everything else as usual (so a load balancer stops sending),
+    /// then shut down.
+    #[arg(long, env = "UBROKER_DRAIN_MS", default_value_t = 0)]
+    pub drain_ms: u64,
 }
 
 impl Config {
@@ -118,6 +124,7 @@ impl Config {
             max_deliveries: 0,
             max_ttl: 43_200_000,
             max_delay: 86_400_000,
+            drain_ms: 0,
         }
     }
 
@@ -158,6 +165,11 @@ impl Config {
             header_read: Duration::from_millis(self.header_read_timeout),
             idle: Duration::from_millis(self.idle_timeout),
         }
+    }
+
+    /// How long `/health` answers 503 before shutdown begins.
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
     }
 
     /// The shutdown bound.

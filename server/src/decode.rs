@@ -104,7 +104,12 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 /// Parses `{"ttl_ms": u64, "max_deliveries": u32}` (each optional; an empty
 /// body is `{}`; unknown fields refused). `ttl_ms` is 1 to `--max-ttl`.
 pub fn parse_put_queue(raw: &[u8], config: &Config) -> Result<QueueUpdate, ApiError> {
-    let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
+    // JSON's whitespace (RFC 8259, section 2), not Rust's ASCII whitespace,
+    // which also takes form feed (found by fuzzing).
+    let raw: &[u8] = if raw
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         b"{}"
     } else {
         raw
@@ -261,6 +266,11 @@ mod tests {
     fn put_queue_bodies() {
         let config = Config::for_port(0);
         assert_eq!(parse_put_queue(b"", &config), Ok(QueueUpdate::default()));
+        assert_eq!(
+            parse_put_queue(b" \t\r\n", &config),
+            Ok(QueueUpdate::default())
+        );
+        assert!(parse_put_queue(b"\x0c", &config).is_err(), "form feed is not JSON");
         assert_eq!(
             parse_put_queue(b" {} ", &config),
             Ok(QueueUpdate::default())

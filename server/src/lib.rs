@@ -26,22 +26,63 @@
 //!   (pausable) time.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
 //!
-//! The binary (`src/main.rs`) only parses flags, sets up logging, binds,
-//! prints `listening on http://HOST:PORT` and calls [`serve`].
+//! * `metrics`: the Prometheus exposition of `GET /metrics`: the engine's
+//!   figures read at scrape time, and the per-request counters.
+//!
+//! The binary (`src/main.rs`) only parses flags, sets up logging, raises the
+//! open-file limit, binds, prints `listening on http://HOST:PORT` and runs a
+//! [`Server`] with `malloc_trim` as its memory trim.
+//!
+//! # Embedding
+//!
+//! The public API is what an embedding process needs: [`Config`] (the
+//! flags, or [`Config::for_port`] for the defaults), [`serve`] or
+//! [`Server`] (with a shutdown future, so tests and hosts decide when it
+//! stops), [`TokioClock`] (the engine clock the timekeeper sleeps on) and
+//! [`ApiError`] (every failure and its HTTP status and code).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ubroker_engine::Broker;
+//! use ubroker_server::{Config, Server, TokioClock};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let config = Config::for_port(8080);
+//! let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
+//! let broker = Arc::new(Broker::with_clock(config.engine(), TokioClock::new()));
+//! Server::new(listener, broker, config)
+//!     .run(async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await
+//! # }
+//! ```
 
-pub mod auth;
-pub mod config;
-pub mod connection;
-pub mod decode;
-pub mod descriptors;
-pub mod error;
-pub mod response;
-pub mod routes;
-pub mod server;
-pub mod shutdown;
-pub mod timekeeper;
+mod auth;
+mod config;
+mod connection;
+mod decode;
+mod descriptors;
+mod error;
+mod metrics;
+mod response;
+mod routes;
+mod server;
+mod shutdown;
+mod timekeeper;
 
 pub use config::Config;
 pub use error::ApiError;
-pub use server::serve;
+pub use server::{serve, Server};
 pub use timekeeper::TokioClock;
+
+/// What the `ubroker` binary and the fuzz targets reach inside for. Not
+/// part of the embedding API: it may change in any release.
+#[doc(hidden)]
+pub mod internal {
+    /// Request decoding (pure functions, fuzzed).
+    pub mod decode {
+        pub use crate::decode::*;
+    }
+    pub use crate::descriptors::{connection_cap, raise_limit};
+    pub use crate::routes::{handle, State};
+    pub use crate::shutdown::Signals;
+}

@@ -1,5 +1,6 @@
 //! The `ubroker` binary: parse flags, set up logging, bind, serve until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM, and give freed memory back with glibc's `malloc_trim`
+//! (a choice for this process, not for every host that embeds the server).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -9,7 +10,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use ubroker_engine::Broker;
-use ubroker_server::{descriptors, serve, shutdown, Config, TokioClock};
+use ubroker_server::internal::{connection_cap, raise_limit, Signals};
+use ubroker_server::{Config, Server, TokioClock};
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
@@ -27,8 +29,8 @@ fn main() -> ExitCode {
 
     // Each connection holds a descriptor: keep the cap where accept can
     // still answer past it with a 503.
-    if let Some(open_files) = descriptors::raise_limit() {
-        let cap = descriptors::connection_cap(open_files);
+    if let Some(open_files) = raise_limit() {
+        let cap = connection_cap(open_files);
         if config.max_connections > cap {
             tracing::warn!(
                 open_files,
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let signals = match shutdown::Signals::install() {
+        let signals = match Signals::install() {
             Ok(signals) => signals,
             Err(error) => {
                 tracing::error!(%error, "cannot install the SIGINT/SIGTERM handlers");
@@ -76,23 +78,34 @@ fn main() -> ExitCode {
         let _ = writeln!(stdout, "listening on http://{address}");
         let _ = stdout.flush();
         drop(stdout);
+        // One line with every effective setting (after the open-file
+        // limit may have lowered --max-connections); never the token.
         tracing::info!(
+            %address,
             ttl_ms = config.ttl,
             fetch_timeout_ms = config.fetch_timeout,
             max_fetch_wait_ms = config.max_fetch_wait,
             max_body_bytes = config.max_body_bytes,
             max_queue_bytes = config.max_queue_bytes,
+            shutdown_timeout_ms = config.shutdown_timeout,
+            max_header_bytes = config.max_header_bytes,
+            header_read_timeout_ms = config.header_read_timeout,
+            idle_timeout_ms = config.idle_timeout,
+            max_connections = config.max_connections,
+            auth = config.auth_token.is_some(),
             max_queues = config.max_queues,
             max_deliveries = config.max_deliveries,
             max_ttl_ms = config.max_ttl,
             max_delay_ms = config.max_delay,
+            drain_ms = config.drain_ms,
             "ubroker started"
         );
 
         // The engine reads tokio's clock: the same instant the timekeeper
         // sleeps on.
         let broker = Arc::new(Broker::with_clock(config.engine(), TokioClock::new()));
-        match serve(listener, broker, config, signals.recv()).await {
+        let server = Server::new(listener, broker, config).with_memory_trim(release_free_memory);
+        match server.run(signals.recv()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "server failed");
@@ -101,3 +114,16 @@ fn main() -> ExitCode {
         }
     })
 }
+
+/// Gives the allocator's free pages back to the OS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only inspects and releases the allocator's own
+    // free lists; it takes no pointers from us and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}

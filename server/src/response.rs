@@ -11,7 +11,9 @@ use hyper::header::{
 };
 use hyper::{Response, StatusCode};
 use serde::Serialize;
-use ubroker_engine::{Delivery, QueueInfo};
+use std::collections::BTreeMap;
+
+use ubroker_engine::{Delivery, QueueInfo, QueueStats};
 
 use crate::error::ApiError;
 
@@ -143,6 +145,83 @@ pub fn count(field: &'static str, n: u64) -> Response<Body> {
     let mut map = serde_json::Map::new();
     map.insert(field.to_owned(), n.into());
     ok_json(&map)
+}
+
+/// One queue in `GET /stats`.
+#[derive(Serialize)]
+pub struct QueueStatsBody {
+    ready: usize,
+    in_flight: usize,
+    delayed: usize,
+    bytes: u64,
+    /// 0 when nothing is ready.
+    oldest_ready_age_ms: u64,
+    waiting_fetches: usize,
+    published: u64,
+    delivered: u64,
+    acknowledged: u64,
+    requeued: u64,
+    expired: u64,
+    dead_lettered: u64,
+    redriven: u64,
+}
+
+impl From<QueueStats> for QueueStatsBody {
+    fn from(s: QueueStats) -> Self {
+        QueueStatsBody {
+            ready: s.ready,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            bytes: s.bytes,
+            oldest_ready_age_ms: s
+                .oldest_ready_age
+                .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+            waiting_fetches: s.waiting_fetches,
+            published: s.published,
+            delivered: s.delivered,
+            acknowledged: s.acknowledged,
+            requeued: s.requeued,
+            expired: s.expired,
+            dead_lettered: s.dead_lettered,
+            redriven: s.redriven,
+        }
+    }
+}
+
+/// `200 {"uptime_ms": ..., "queues": {"<name>": {...}}}`.
+pub fn stats(uptime_ms: u64, queues: &BTreeMap<String, QueueStatsBody>) -> Response<Body> {
+    #[derive(Serialize)]
+    struct Stats<'a> {
+        uptime_ms: u64,
+        queues: &'a BTreeMap<String, QueueStatsBody>,
+    }
+    ok_json(&Stats { uptime_ms, queues })
+}
+
+/// `200` with the Prometheus text exposition: the one response that is not
+/// JSON.
+pub fn metrics(text: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+/// `200 {"status": "ok"}`.
+pub fn healthy() -> Response<Body> {
+    json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+/// `503` from `/health` once shutdown (or the drain before it) began.
+pub fn shutting_down_health() -> Response<Body> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from_static(
+            br#"{"error":"server is shutting down","code":"shutting_down","status":"shutting down"}"#,
+        ),
+    )
 }
 
 #[derive(Serialize)]

@@ -20,6 +20,8 @@
 //! with in-memory bodies and no socket. A handler validates everything before
 //! it calls the engine: a request that fails validation changes nothing.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +41,7 @@ use crate::decode::{
     delay, fetch_wait, head_bytes, parse_id, parse_publish, parse_put_queue, touch_ttl,
 };
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::response::{self, Body};
 
 /// What every request handler shares.
@@ -47,6 +50,11 @@ pub struct State<C: Clock> {
     pub(crate) config: Config,
     /// Becomes `true` when shutdown begins: waiting fetches answer 503.
     pub(crate) shutting_down: watch::Receiver<bool>,
+    /// Set when SIGTERM arrives, `--drain-ms` before shutdown begins:
+    /// `/health` answers 503 while everything else is served as usual.
+    draining: AtomicBool,
+    pub(crate) metrics: Metrics,
+    started: tokio::time::Instant,
 }
 
 impl<C: Clock> State<C> {
@@ -57,10 +65,22 @@ impl<C: Clock> State<C> {
         shutting_down: watch::Receiver<bool>,
     ) -> Self {
         State {
+            metrics: Metrics::new(broker.clone()),
             broker,
             config,
             shutting_down,
+            draining: AtomicBool::new(false),
+            started: tokio::time::Instant::now(),
         }
+    }
+
+    /// From now on `/health` answers 503 (the drain before shutdown).
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn healthy(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !*self.shutting_down.borrow()
     }
 }
 
@@ -101,19 +121,34 @@ impl QueueOp<'_> {
 /// is a `400` from its handler, not a `404`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// A message route of one queue (`default` for the unprefixed ones).
-    Queue { queue: &'a str, op: QueueOp<'a> },
+    /// A message route of one queue (`default` for the unprefixed ones,
+    /// which are not `prefixed`).
+    Queue {
+        queue: &'a str,
+        op: QueueOp<'a>,
+        prefixed: bool,
+    },
     /// `/queues`.
     Queues,
     /// `/queues/{queue}`.
     QueueAdmin(&'a str),
+    /// `/stats`.
+    Stats,
+    /// `/metrics`.
+    Metrics,
+    /// `/health`.
+    Health,
 }
 
 impl<'a> Route<'a> {
     /// Recognises `path`, or `None` (a 404).
     pub fn parse(path: &'a str) -> Option<Route<'a>> {
-        if path == "/queues" {
-            return Some(Route::Queues);
+        match path {
+            "/queues" => return Some(Route::Queues),
+            "/stats" => return Some(Route::Stats),
+            "/metrics" => return Some(Route::Metrics),
+            "/health" => return Some(Route::Health),
+            _ => {}
         }
         if let Some(rest) = path.strip_prefix("/queues/") {
             return Some(match rest.split_once('/') {
@@ -121,42 +156,66 @@ impl<'a> Route<'a> {
                 Some((queue, tail)) => Route::Queue {
                     queue,
                     op: QueueOp::parse(tail, true)?,
+                    prefixed: true,
                 },
             });
         }
         Some(Route::Queue {
             queue: QueueName::DEFAULT,
             op: QueueOp::parse(path.strip_prefix('/')?, false)?,
+            prefixed: false,
         })
     }
 
-    /// The route's pattern, for logs and metrics: never the raw path, so
-    /// that ids and names cannot blow up cardinality.
-    pub fn pattern(self) -> &'static str {
-        let prefixed =
-            !matches!(self, Route::Queue { queue, .. } if std::ptr::eq(queue, QueueName::DEFAULT));
-        match (self, prefixed) {
-            (Route::Queues, _) => "/queues",
-            (Route::QueueAdmin(_), _) => "/queues/{queue}",
-            (Route::Queue { op, .. }, false) => match op {
-                QueueOp::Publish => "/publish",
-                QueueOp::Fetch => "/fetch",
-                QueueOp::Settle(Settlement::Acknowledge, _) => "/acknowledge/{id}",
-                QueueOp::Settle(Settlement::Requeue, _) => "/requeue/{id}",
-                QueueOp::Settle(Settlement::Touch, _) => "/touch/{id}",
-                QueueOp::Redrive => "/redrive",
-            },
-            (Route::Queue { op, .. }, true) => match op {
-                QueueOp::Publish => "/queues/{queue}/publish",
-                QueueOp::Fetch => "/queues/{queue}/fetch",
-                QueueOp::Settle(Settlement::Acknowledge, _) => "/queues/{queue}/acknowledge/{id}",
-                QueueOp::Settle(Settlement::Requeue, _) => "/queues/{queue}/requeue/{id}",
-                QueueOp::Settle(Settlement::Touch, _) => "/queues/{queue}/touch/{id}",
-                QueueOp::Redrive => "/queues/{queue}/redrive",
-            },
+    /// The index in [`PATTERNS`] of the route's pattern, for logs and
+    /// metrics: never the raw path, so that ids and names cannot blow up
+    /// cardinality.
+    pub fn pattern_index(self) -> usize {
+        let op_index = |op: QueueOp<'_>| match op {
+            QueueOp::Publish => 0,
+            QueueOp::Fetch => 1,
+            QueueOp::Settle(Settlement::Acknowledge, _) => 2,
+            QueueOp::Settle(Settlement::Requeue, _) => 3,
+            QueueOp::Settle(Settlement::Touch, _) => 4,
+            QueueOp::Redrive => 5,
+        };
+        match self {
+            // Redrive exists only under `/queues/` (`QueueOp::parse`).
+            Route::Queue {
+                op,
+                prefixed: false,
+                ..
+            } if op != QueueOp::Redrive => op_index(op),
+            Route::Queue { op, .. } => 5 + op_index(op),
+            Route::Queues => 11,
+            Route::QueueAdmin(_) => 12,
+            Route::Stats => 13,
+            Route::Metrics => 14,
+            Route::Health => 15,
         }
     }
 }
+
+/// Every route pattern, as metrics and logs label them (indexed by
+/// [`Route::pattern_index`]).
+pub const PATTERNS: [&str; 16] = [
+    "/publish",
+    "/fetch",
+    "/acknowledge/{id}",
+    "/requeue/{id}",
+    "/touch/{id}",
+    "/queues/{queue}/publish",
+    "/queues/{queue}/fetch",
+    "/queues/{queue}/acknowledge/{id}",
+    "/queues/{queue}/requeue/{id}",
+    "/queues/{queue}/touch/{id}",
+    "/queues/{queue}/redrive",
+    "/queues",
+    "/queues/{queue}",
+    "/stats",
+    "/metrics",
+    "/health",
+];
 
 impl<'a> QueueOp<'a> {
     /// The part of a queue route after the queue: `publish`, `fetch`,
@@ -208,14 +267,19 @@ where
         Route::Queue { op, .. } if !op.method_ok(method) => {
             Err(ApiError::MethodNotAllowed { allow: op.allow() })
         }
-        Route::Queue { queue, op } => match op {
+        Route::Queue { queue, op, .. } => match op {
             QueueOp::Publish => publish(state, queue, query, body).await,
             QueueOp::Fetch => fetch(state, queue, query, parts.extensions.get()).await,
             QueueOp::Settle(settlement, id) => settle(state, queue, settlement, id, query),
             QueueOp::Redrive => redrive(state, queue),
         },
         Route::Queues if method == Method::GET => list_queues(state),
-        Route::Queues => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        Route::Stats if method == Method::GET => Ok(stats(state)),
+        Route::Metrics if method == Method::GET => metrics(state),
+        Route::Health if method == Method::GET => Ok(health(state)),
+        Route::Queues | Route::Stats | Route::Metrics | Route::Health => {
+            Err(ApiError::MethodNotAllowed { allow: "GET" })
+        }
         Route::QueueAdmin(queue) => match *method {
             Method::GET => get_queue(state, queue),
             Method::PUT => put_queue(state, queue, body).await,
@@ -252,7 +316,10 @@ fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError
     if !codings_are(headers.get_all(TRANSFER_ENCODING), "chunked") {
         return Err(ApiError::UnsupportedTransferEncoding);
     }
-    if let Some(token) = &state.config.auth_token {
+    // `/health` is for load balancers and orchestrators, which hold no
+    // token: the one route the token does not guard.
+    let guarded = req.uri().path() != "/health";
+    if let (Some(token), true) = (&state.config.auth_token, guarded) {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let presented = values.next();
         if values.next().is_some() {
@@ -433,6 +500,37 @@ where
     Ok(response::queue(&state.broker.put_queue(queue, update)?))
 }
 
+/// `GET /stats`: every queue's figures, for people and scripts.
+fn stats<C: Clock>(state: &State<C>) -> Response<Body> {
+    let queues: BTreeMap<String, response::QueueStatsBody> = state
+        .broker
+        .all_queue_stats()
+        .into_iter()
+        .map(|(name, stats)| (name.as_str().to_owned(), stats.into()))
+        .collect();
+    let uptime_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    response::stats(uptime_ms, &queues)
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+fn metrics<C: Clock>(state: &State<C>) -> Result<Response<Body>, ApiError> {
+    let text = state
+        .metrics
+        .encode()
+        .map_err(|_| ApiError::Internal("could not encode the metrics"))?;
+    Ok(response::metrics(text))
+}
+
+/// `GET /health`: 200 while serving, 503 from SIGTERM (and through the
+/// drain) on.
+fn health<C: Clock>(state: &State<C>) -> Response<Body> {
+    if state.healthy() {
+        response::healthy()
+    } else {
+        response::shutting_down_health()
+    }
+}
+
 /// `DELETE /queues/{queue}`.
 fn delete_queue<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
     let deleted = state.broker.delete_queue(queue)?;
@@ -513,19 +611,29 @@ mod tests {
     fn paths_parse_into_routes() {
         use QueueOp::*;
         use Settlement::*;
-        let q = |queue, op| Some(Route::Queue { queue, op });
-        assert_eq!(Route::parse("/publish"), q("default", Publish));
-        assert_eq!(Route::parse("/fetch"), q("default", Fetch));
-        assert_eq!(
-            Route::parse("/acknowledge/5"),
-            q("default", Settle(Acknowledge, "5"))
-        );
-        assert_eq!(
-            Route::parse("/requeue/x"),
-            q("default", Settle(Requeue, "x"))
-        );
-        assert_eq!(Route::parse("/requeue/"), q("default", Settle(Requeue, "")));
-        assert_eq!(Route::parse("/touch/7"), q("default", Settle(Touch, "7")));
+        let d = |op| {
+            Some(Route::Queue {
+                queue: "default",
+                op,
+                prefixed: false,
+            })
+        };
+        let q = |queue, op| {
+            Some(Route::Queue {
+                queue,
+                op,
+                prefixed: true,
+            })
+        };
+        assert_eq!(Route::parse("/publish"), d(Publish));
+        assert_eq!(Route::parse("/fetch"), d(Fetch));
+        assert_eq!(Route::parse("/acknowledge/5"), d(Settle(Acknowledge, "5")));
+        assert_eq!(Route::parse("/requeue/x"), d(Settle(Requeue, "x")));
+        assert_eq!(Route::parse("/requeue/"), d(Settle(Requeue, "")));
+        assert_eq!(Route::parse("/touch/7"), d(Settle(Touch, "7")));
+        assert_eq!(Route::parse("/stats"), Some(Route::Stats));
+        assert_eq!(Route::parse("/metrics"), Some(Route::Metrics));
+        assert_eq!(Route::parse("/health"), Some(Route::Health));
         assert_eq!(Route::parse("/queues/jobs/publish"), q("jobs", Publish));
         assert_eq!(Route::parse("/queues/jobs/fetch"), q("jobs", Fetch));
         assert_eq!(
@@ -557,6 +665,12 @@ mod tests {
         }
     }
 
+    impl Route<'_> {
+        fn pattern(self) -> &'static str {
+            PATTERNS[self.pattern_index()]
+        }
+    }
+
     #[test]
     fn patterns_never_carry_names_or_ids() {
         assert_eq!(
@@ -573,6 +687,15 @@ mod tests {
             Route::parse("/queues/x").unwrap().pattern(),
             "/queues/{queue}"
         );
+    }
+
+    #[test]
+    fn every_pattern_parses_back_to_itself() {
+        for (index, pattern) in PATTERNS.iter().enumerate() {
+            let path = pattern.replace("{queue}", "q").replace("{id}", "1");
+            let route = Route::parse(&path).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!((route.pattern_index(), route.pattern()), (index, *pattern));
+        }
     }
 
     #[tokio::test]

@@ -1,20 +1,29 @@
-//! The accept loop, the per-connection HTTP/1.1 handler and graceful
-//! shutdown.
+//! [`Server`] (and [`serve`], its short form): the accept loop
+//! ([`Listener`]), the per-connection HTTP/1.1 handler ([`Handler`]), the
+//! drain and graceful shutdown. The split follows mini-redis: the listener
+//! owns what is shared (the connection cap, the graceful-shutdown watcher,
+//! the handler state), a handler owns one connection.
 //!
 //! # Shutdown, in order
 //!
-//! 1. Stop accepting: the listener is dropped.
-//! 2. Tell every connection to finish its request in flight and then close
+//! 1. The shutdown future completes (SIGTERM in the binary). With
+//!    `--drain-ms`, `/health` answers `503` from now on while everything
+//!    else is served as usual for that long, so that a load balancer stops
+//!    sending before the listener closes.
+//! 2. Stop accepting: the listener is dropped.
+//! 3. Tell every connection to finish its request in flight and then close
 //!    (hyper-util's `GracefulShutdown`), and flip the `shutting_down` watch:
 //!    fetches waiting for a message answer `503` at once, instead of being
 //!    reset. Publishes and settlements in flight complete normally.
-//! 3. Wait for the connections, at most `--shutdown-timeout`; whatever is
+//! 4. Wait for the connections, at most `--shutdown-timeout`; whatever is
 //!    still open then is dropped.
-//! 4. Close the broker and stop the timekeeping tasks.
+//! 5. Close the broker, stop the timekeeping tasks, and log the totals.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,98 +33,261 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use ubroker_engine::{Broker, Clock};
 
 use crate::config::Config;
-use crate::connection::{self, Activity, Ended, Tracked, WaitSignal};
+use crate::connection::{self, Activity, Ended, Timeouts, Tracked, WaitSignal};
 use crate::response::TOO_MANY_CONNECTIONS;
-use crate::routes::{self, State};
-use crate::timekeeper::{self, ConnectionGauge};
+use crate::routes::{self, Route, State};
+use crate::timekeeper::{self, ConnectionGauge, Trim};
 
 /// Serves the broker API on `listener` until `shutdown` completes, then
-/// shuts down gracefully (see the module docs) and returns.
+/// shuts down gracefully (see the module docs) and returns. The same as
+/// `Server::new(listener, broker, config).run(shutdown)`.
 pub async fn serve<C: Clock>(
     listener: TcpListener,
     broker: Arc<Broker<C>>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let (shutting_down_tx, shutting_down) = watch::channel(false);
-    let gauge = Arc::new(ConnectionGauge::default());
-    let timekeeper = tokio::spawn(timekeeper::run(broker.clone(), shutting_down.clone()));
-    let reclaim = tokio::spawn(timekeeper::reclaim(
-        broker.clone(),
-        gauge.clone(),
-        shutting_down.clone(),
-    ));
-    let shutdown_timeout = config.shutdown_timeout();
-    let timeouts = config.timeouts();
-    let connections = Arc::new(Semaphore::new(
-        usize::try_from(config.max_connections)
-            .unwrap_or(Semaphore::MAX_PERMITS)
-            .min(Semaphore::MAX_PERMITS),
-    ));
-    // hyper's hard ceiling on a request head (answered with a bare 431):
-    // above the configured limit, which routes answer with a JSON 431.
-    let hard_header_limit = usize::try_from(config.max_header_bytes.saturating_mul(2))
-        .unwrap_or(usize::MAX)
-        .max(16_384);
-    let state = Arc::new(State::new(broker.clone(), config, shutting_down));
+    Server::new(listener, broker, config).run(shutdown).await
+}
 
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        // A client may send its request and then FIN (`nc -N`, `shutdown
-        // (SHUT_WR)`): it still gets its answer. A FIN during a wait is a
-        // close all the same: `connection::guard` watches for it.
-        .half_close(true)
-        // Replaced by the phase-aware timeouts in `connection`.
-        .header_read_timeout(None)
-        .max_header_size(hard_header_limit)
-        .max_buf_size(hard_header_limit.max(64 * 1024));
+/// A broker server, to be run until a shutdown future completes.
+pub struct Server<C: Clock> {
+    listener: TcpListener,
+    broker: Arc<Broker<C>>,
+    config: Config,
+    trim: Option<Trim>,
+}
 
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut accept_failures = Quiet::default();
-    let mut refusals = Quiet::default();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off rather
-                    // than spin; existing connections keep being served,
-                    // and the client waits in the backlog until one closes.
-                    if let Some(failures) = accept_failures.hit() {
-                        tracing::warn!(
-                            %error,
-                            failures,
-                            "accept failed; retrying every 10 ms (logged at most once a second)"
-                        );
+impl<C: Clock> Server<C> {
+    /// A server of `broker` on `listener` with `config`.
+    pub fn new(listener: TcpListener, broker: Arc<Broker<C>>, config: Config) -> Self {
+        Server {
+            listener,
+            broker,
+            config,
+            trim: None,
+        }
+    }
+
+    /// Calls `trim` when freed memory is worth giving back to the operating
+    /// system: the broker drained, or many connections closed. The `ubroker`
+    /// binary passes glibc's `malloc_trim`; a process that embeds the server
+    /// decides for itself.
+    pub fn with_memory_trim(mut self, trim: fn()) -> Self {
+        self.trim = Some(trim);
+        self
+    }
+
+    /// Serves until `shutdown` completes, then drains and shuts down
+    /// gracefully (see the module docs).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Server {
+            listener,
+            broker,
+            config,
+            trim,
+        } = self;
+        let (shutting_down_tx, shutting_down) = watch::channel(false);
+        let gauge = Arc::new(ConnectionGauge::default());
+        let timekeeper = tokio::spawn(timekeeper::run(broker.clone(), shutting_down.clone()));
+        let reclaim = tokio::spawn(timekeeper::reclaim(
+            broker.clone(),
+            gauge.clone(),
+            trim,
+            shutting_down.clone(),
+        ));
+        let shutdown_timeout = config.shutdown_timeout();
+        let drain = config.drain();
+        let state = Arc::new(State::new(broker.clone(), config.clone(), shutting_down));
+        let mut listener = Listener::new(listener, state.clone(), gauge, &config);
+
+        listener.accept_until(shutdown, drain).await;
+
+        let Listener { graceful, .. } = listener;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = shutting_down_tx.send(true);
+        if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?shutdown_timeout,
+                "connections still open at the shutdown timeout; closing them"
+            );
+        }
+        broker.close();
+        let _ = timekeeper.await;
+        let _ = reclaim.await;
+        let totals = broker.stats();
+        tracing::info!(
+            published = totals.published,
+            delivered = totals.delivered,
+            acknowledged = totals.acknowledged,
+            requeued = totals.requeued,
+            expired = totals.expired,
+            dead_lettered = totals.dead_lettered,
+            left_ready = totals.ready,
+            left_in_flight = totals.in_flight,
+            left_delayed = totals.delayed,
+            queues = totals.queues,
+            "stopped"
+        );
+        Ok(())
+    }
+}
+
+/// The accept loop: the connection cap, the HTTP/1.1 settings, and the
+/// graceful-shutdown watcher every connection is registered with.
+pub struct Listener<C: Clock> {
+    listener: TcpListener,
+    state: Arc<State<C>>,
+    http: http1::Builder,
+    graceful: GracefulShutdown,
+    connections: Arc<Semaphore>,
+    gauge: Arc<ConnectionGauge>,
+    timeouts: Timeouts,
+}
+
+impl<C: Clock> Listener<C> {
+    fn new(
+        listener: TcpListener,
+        state: Arc<State<C>>,
+        gauge: Arc<ConnectionGauge>,
+        config: &Config,
+    ) -> Self {
+        let connections = Arc::new(Semaphore::new(
+            usize::try_from(config.max_connections)
+                .unwrap_or(Semaphore::MAX_PERMITS)
+                .min(Semaphore::MAX_PERMITS),
+        ));
+        // hyper's hard ceiling on a request head (answered with a bare 431):
+        // above the configured limit, which routes answer with a JSON 431.
+        let hard_header_limit = usize::try_from(config.max_header_bytes.saturating_mul(2))
+            .unwrap_or(usize::MAX)
+            .max(16_384);
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .keep_alive(true)
+            // A client may send its request and then FIN (`nc -N`, `shutdown
+            // (SHUT_WR)`): it still gets its answer. A FIN during a wait is a
+            // close all the same: `connection::guard` watches for it.
+            .half_close(true)
+            // Replaced by the phase-aware timeouts in `connection`.
+            .header_read_timeout(None)
+            .max_header_size(hard_header_limit)
+            .max_buf_size(hard_header_limit.max(64 * 1024));
+        Listener {
+            listener,
+            state,
+            http,
+            graceful: GracefulShutdown::new(),
+            connections,
+            gauge,
+            timeouts: config.timeouts(),
+        }
+    }
+
+    /// Accepts connections until `shutdown` completes and then `drain` has
+    /// passed (during which `/health` answers 503).
+    async fn accept_until(&mut self, shutdown: impl Future<Output = ()>, drain: Duration) {
+        let mut shutdown = pin!(shutdown);
+        let mut drained = pin!(tokio::time::sleep(Duration::ZERO));
+        let mut draining = false;
+        let mut accept_failures = Quiet::default();
+        let mut refusals = Quiet::default();
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off
+                        // rather than spin; existing connections keep being
+                        // served, and the client waits in the backlog until
+                        // one closes.
+                        if let Some(failures) = accept_failures.hit() {
+                            tracing::warn!(
+                                %error,
+                                failures,
+                                "accept failed; retrying every 10 ms (logged at most once a second)"
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                },
+                () = &mut shutdown, if !draining => {
+                    if drain.is_zero() {
+                        return;
+                    }
+                    tracing::info!(?drain, "draining: /health answers 503, serving as usual");
+                    self.state.begin_drain();
+                    draining = true;
+                    drained.as_mut().reset(tokio::time::Instant::now() + drain);
                     continue;
                 }
-            },
-            () = &mut shutdown => break,
-        };
-        // Responses are small and latency-bound: do not wait for Nagle.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, %peer, "set_nodelay failed");
-        }
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            if let Some(refused) = refusals.hit() {
-                tracing::warn!(
-                    refused,
-                    "connections refused: --max-connections reached (logged at most once a second)"
-                );
+                () = &mut drained, if draining => return,
+            };
+            // Responses are small and latency-bound: do not wait for Nagle.
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, %peer, "set_nodelay failed");
             }
-            tokio::spawn(refuse(stream));
-            continue;
-        };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                if let Some(refused) = refusals.hit() {
+                    tracing::warn!(
+                        refused,
+                        "connections refused: --max-connections reached (logged at most once a second)"
+                    );
+                }
+                tokio::spawn(refuse(stream));
+                continue;
+            };
+            let handler = Handler {
+                stream,
+                peer,
+                state: self.state.clone(),
+                gauge: self.gauge.clone(),
+                timeouts: self.timeouts,
+                _permit: permit,
+            };
+            self.gauge.opened();
+            let connection = handler.serve(&self.http, &self.graceful);
+            tokio::spawn(connection);
+        }
+    }
+}
+
+/// One connection: its socket, the shared state, and its slot under
+/// `--max-connections` (released when the handler is dropped).
+pub struct Handler<C: Clock> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State<C>>,
+    gauge: Arc<ConnectionGauge>,
+    timeouts: Timeouts,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<C: Clock> Handler<C> {
+    /// The future that serves the connection to its end; registered with
+    /// `graceful` now, so shutdown reaches it even before it first runs.
+    fn serve(
+        self,
+        http: &http1::Builder,
+        graceful: &GracefulShutdown,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let Handler {
+            stream,
+            peer,
+            state,
+            gauge,
+            timeouts,
+            _permit,
+        } = self;
         let activity = Activity::new();
-        let state = state.clone();
         let service = service_fn({
             let activity = activity.clone();
             move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -129,18 +301,27 @@ pub async fn serve<C: Clock>(
                     req.extensions_mut()
                         .insert(WaitSignal::new(activity.clone()));
                 }
+                let started = tokio::time::Instant::now();
+                let route = Route::parse(req.uri().path()).map(Route::pattern_index);
                 async move {
                     let response = routes::handle(&state, req).await;
                     activity.request_finished();
+                    let elapsed = started.elapsed();
+                    let status = response.status().as_u16();
+                    state.metrics.observe(route, status, elapsed);
+                    tracing::debug!(
+                        route = route.map_or("other", |index| routes::PATTERNS[index]),
+                        status,
+                        latency_us = elapsed.as_micros() as u64,
+                        "request"
+                    );
                     Ok::<_, Infallible>(response)
                 }
             }
         });
         let (tracked, read_side) = Tracked::new(stream, activity.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(tracked), service));
-        gauge.opened();
-        let gauge = gauge.clone();
-        tokio::spawn(async move {
+        async move {
             match connection::guard(connection, &activity, &read_side, timeouts).await {
                 Ended::Completed(Ok(())) => {}
                 Ended::Completed(Err(error)) => {
@@ -154,28 +335,10 @@ pub async fn serve<C: Clock>(
                     tracing::debug!(%peer, "the client went away while its request waited");
                 }
             }
-            drop(permit);
+            drop(_permit);
             gauge.closed();
-        });
+        }
     }
-
-    drop(listener);
-    tracing::info!("shutting down: finishing requests in flight");
-    let _ = shutting_down_tx.send(true);
-    if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?shutdown_timeout,
-            "connections still open at the shutdown timeout; closing them"
-        );
-    }
-    broker.close();
-    let _ = timekeeper.await;
-    let _ = reclaim.await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Answers a connection over `--max-connections` with a 503 and closes it,

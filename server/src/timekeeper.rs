@@ -24,7 +24,8 @@
 //! When the engine reports that it holds nothing ([`Broker::drained`]),
 //! [`reclaim`] waits [`RECLAIM_DELAY`] (so a queue that empties and fills
 //! many times a second is not trimmed each time), and if the broker is still
-//! empty, shrinks the lease tables and calls `malloc_trim`. Connections'
+//! empty, shrinks the lease tables and calls the [`Trim`] hook (the binary
+//! passes glibc's `malloc_trim`; an embedding process chooses its own). Connections'
 //! buffers (a partial head may hold tens of kilobytes) are freed when they
 //! close, busy broker or not: when [`BULK_CLOSE`] connections have closed
 //! since the peak, the [`ConnectionGauge`] wakes [`reclaim`] to trim too.
@@ -144,11 +145,17 @@ async fn sleep_or_forever(sleep: Option<Duration>) {
     }
 }
 
+/// What gives freed memory back to the operating system (`malloc_trim` in
+/// the binary).
+pub type Trim = fn();
+
 /// Gives memory back each time the broker drains or connections close in
-/// bulk, until `shutting_down`.
+/// bulk, until `shutting_down`. Without a `trim`, only the lease tables are
+/// compacted.
 pub async fn reclaim<C: Clock>(
     broker: Arc<Broker<C>>,
     gauge: Arc<ConnectionGauge>,
+    trim: Option<Trim>,
     mut shutting_down: watch::Receiver<bool>,
 ) {
     let mut last_trim: Option<tokio::time::Instant> = None;
@@ -165,25 +172,15 @@ pub async fn reclaim<C: Clock>(
             broker.compact();
         }
         if empty || bulk_close {
-            release_free_memory();
+            if let Some(trim) = trim {
+                trim();
+            }
             gauge.trimmed();
             last_trim = Some(tokio::time::Instant::now());
             tracing::debug!(empty, bulk_close, "memory given back");
         }
     }
 }
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only inspects and releases the allocator's own
-    // free lists; it takes no pointers from us and is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}
 
 #[cfg(test)]
 mod tests {

@@ -664,3 +664,35 @@ fn expiry_races_acknowledge_and_exactly_one_wins() {
     assert_eq!(s.acknowledged as usize, acked.len());
     assert_eq!(s.delivered, s.acknowledged + s.expired);
 }
+
+// Observability: how long the head of a queue has been ready.
+
+#[test]
+fn oldest_ready_age_is_exact_into_an_empty_queue_and_an_upper_bound_after_a_fetch() {
+    let b = broker();
+    let age = |b: &Broker<ManualClock>| b.queue_stats("default").unwrap().oldest_ready_age;
+    assert_eq!(age(&b), None, "nothing ready");
+    b.publish(msg("a")).unwrap();
+    b.clock().advance(Duration::from_secs(3));
+    assert_eq!(age(&b), Some(Duration::from_secs(3)));
+    fetch_now(&b);
+    assert_eq!(age(&b), None, "empty again");
+    b.publish(msg("b")).unwrap(); // ready at 3 s, into an empty queue
+    b.clock().advance(Duration::from_secs(1));
+    b.publish(msg("c")).unwrap(); // ready at 4 s
+    b.clock().advance(Duration::from_secs(6));
+    assert_eq!(age(&b), Some(Duration::from_secs(7)), "b, exact");
+    fetch_now(&b);
+    // The head is now c (6 s old); the figure is bounded by b's 7 s, over
+    // by at most the gap between b and c.
+    let reported = age(&b).unwrap();
+    assert!(
+        (Duration::from_secs(6)..=Duration::from_secs(7)).contains(&reported),
+        "{reported:?}"
+    );
+    // A requeued message is ready from its requeue, not its publish.
+    let d = fetch_now(&b);
+    b.clock().advance(Duration::from_secs(2));
+    b.requeue(d.id).unwrap();
+    assert_eq!(age(&b), Some(Duration::ZERO));
+}
