@@ -270,7 +270,10 @@ mod tests {
             parse_put_queue(b" \t\r\n", &config),
             Ok(QueueUpdate::default())
         );
-        assert!(parse_put_queue(b"\x0c", &config).is_err(), "form feed is not JSON");
+        assert!(
+            parse_put_queue(b"\x0c", &config).is_err(),
+            "form feed is not JSON"
+        );
         assert_eq!(
             parse_put_queue(b" {} ", &config),
             Ok(QueueUpdate::default())

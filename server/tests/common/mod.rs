@@ -112,6 +112,45 @@ impl Reply {
     }
 }
 
+/// A response with its body as raw bytes.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawReply {
+    /// The `Content-Type` header, if there is one.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap())
+    }
+
+    /// The body as UTF-8 text (panics if it is not).
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body)
+            .unwrap_or_else(|e| panic!("body is not UTF-8 ({e}): {:?}", self.body))
+    }
+
+    /// As a [`Reply`], asserting that it is JSON with the JSON content type.
+    pub fn json(self) -> Reply {
+        assert_eq!(
+            self.content_type(),
+            Some("application/json"),
+            "every response but /metrics is JSON: {self:?}"
+        );
+        let json = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {:?}", self.body));
+        Reply {
+            status: self.status,
+            headers: self.headers,
+            json,
+        }
+    }
+}
+
 /// One HTTP/1.1 keep-alive connection driven by hyper's client.
 pub struct Client {
     sender: SendRequest<Full<Bytes>>,
@@ -161,6 +200,36 @@ impl Client {
             headers,
             json,
         })
+    }
+
+    /// Sends a request with extra `headers` and returns the answer with its
+    /// body as it came (for `/metrics`, which is not JSON, and for a
+    /// `HEAD`); [`RawReply::json`] checks and parses a JSON one.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> RawReply {
+        self.sender.ready().await.unwrap();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body.into())).unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        RawReply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn publish(&mut self, body: &str) -> Reply {
