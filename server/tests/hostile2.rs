@@ -329,3 +329,32 @@ async fn http_1_1_framing_is_strict() {
     }
     server.stop().await;
 }
+
+/// Item 2: `--max-queue-bytes` bounds empty messages too. Each held message
+/// counts its body plus 64 bytes, so a budget of 640 holds exactly ten empty
+/// messages; before, empty bodies counted nothing and 300,000 of them got
+/// `200` under `--max-queue-bytes 10`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_messages_are_bounded_by_max_queue_bytes() {
+    let mut cfg = Config::for_port(0);
+    cfg.max_queue_bytes = 10 * 64;
+    let server = TestServer::start(cfg).await;
+    let mut c = server.client().await;
+    for i in 0..10 {
+        assert_eq!(c.publish("").await.status, 200, "empty message {i}");
+    }
+    let refused = c.publish("").await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json["code"], "queue_full");
+    assert_eq!(
+        server.broker.stats().ready,
+        10,
+        "the refused one is not held"
+    );
+    // Acknowledging one frees its 64 bytes for the next.
+    let (id, _) = c.fetch(0).await.delivery();
+    assert_eq!(c.acknowledge(id).await.status, 200);
+    assert_eq!(c.publish("").await.status, 200);
+    assert_eq!(c.publish("").await.status, 429);
+    server.stop().await;
+}
