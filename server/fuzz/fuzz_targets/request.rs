@@ -399,6 +399,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let before = Snapshot::take(&broker);
+        let path = req.uri().path().to_owned();
         let expected = model.predict(&config, &req, headers, token_sent, body);
         let request_line = trace().then(|| format!("{} {}", req.method(), req.uri()));
 
@@ -421,18 +422,38 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         assert!(DOCUMENTED.contains(&status), "undocumented status {status}");
+        // `/metrics` is the one answer that is not JSON.
+        let metrics_text = path == "/metrics" && status == 200;
+        let content_type = if metrics_text {
+            "text/plain; version=0.0.4; charset=utf-8"
+        } else {
+            "application/json"
+        };
         assert_eq!(
             parts.headers.get(CONTENT_TYPE),
-            Some(&HeaderValue::from_static("application/json"))
+            Some(&HeaderValue::from_static(content_type))
         );
-        let json: Value = serde_json::from_slice(&response_body)
-            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {response_body:?}"));
+        let json: Value = if metrics_text {
+            let text = std::str::from_utf8(&response_body).expect("metrics are UTF-8");
+            assert!(text.contains("# TYPE ubroker_messages gauge"), "{text}");
+            Value::Null
+        } else {
+            serde_json::from_slice(&response_body)
+                .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {response_body:?}"))
+        };
         let code = if status == 200 {
             None
         } else {
             let object = json.as_object().expect("error body is an object");
+            // `/health`'s 503 also says `"status": "shutting down"`.
+            let keys = if path == "/health" && status == 503 {
+                assert_eq!(object.get("status"), Some(&json!("shutting down")));
+                3
+            } else {
+                2
+            };
             assert!(
-                object.len() == 2 && object.get("error").is_some_and(Value::is_string),
+                object.len() == keys && object.get("error").is_some_and(Value::is_string),
                 "error body is not {{\"error\": <string>, \"code\": ...}}: {json}"
             );
             let code = object.get("code").and_then(Value::as_str);
@@ -546,6 +567,10 @@ enum Effect {
     Get(String),
     Put(String, QueueUpdate),
     Delete(String),
+    /// `GET /stats`: every queue, as the model has it.
+    Stats,
+    /// `GET /metrics` (checked where the answer is read) and `GET /health`.
+    Observe,
 }
 
 /// A route as the SPEC names them.
@@ -556,6 +581,10 @@ enum Route<'a> {
     Admin(&'a str),
     /// A message route of a queue (`default` unprefixed).
     Queue(&'a str, Op<'a>),
+    /// `/stats`, `/metrics`, `/health`.
+    Stats,
+    Metrics,
+    Health,
 }
 
 enum Op<'a> {
@@ -568,8 +597,12 @@ enum Op<'a> {
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
-    if path == "/queues" {
-        return Some(Route::Queues);
+    match path {
+        "/queues" => return Some(Route::Queues),
+        "/stats" => return Some(Route::Stats),
+        "/metrics" => return Some(Route::Metrics),
+        "/health" => return Some(Route::Health),
+        _ => {}
     }
     if let Some(rest) = path.strip_prefix("/queues/") {
         return match rest.find('/') {
@@ -827,7 +860,8 @@ impl Model {
         if headers.coding == 2 {
             return fail(501, "invalid_request");
         }
-        if config.auth_token.is_some() {
+        // `/health` is the one route the token does not guard.
+        if config.auth_token.is_some() && req.uri().path() != "/health" {
             match (token_sent, headers.token) {
                 (true, 3) => return fail(400, "invalid_request"),
                 (true, 0 | 2) => {}
@@ -844,7 +878,13 @@ impl Model {
         };
         match route {
             Route::Queues if method == Method::GET => ok(Effect::List),
-            Route::Queues => not_allowed("GET"),
+            Route::Stats if method == Method::GET => ok(Effect::Stats),
+            Route::Metrics if method == Method::GET => ok(Effect::Observe),
+            Route::Health if method == Method::GET && self.closed => {
+                fail(503, "shutting_down")
+            }
+            Route::Health if method == Method::GET => ok(Effect::Observe),
+            Route::Queues | Route::Stats | Route::Metrics | Route::Health => not_allowed("GET"),
             Route::Admin(name) => match *method {
                 Method::GET => self.predict_get(name),
                 Method::PUT => self.predict_put(config, name, raw),
@@ -1111,6 +1151,18 @@ impl Model {
                     target.ready.extend(segs);
                 }
             }
+            Effect::Stats => {
+                let queues = response["queues"].as_object().expect("a queues object");
+                let names: Vec<&String> = self.queues.keys().collect();
+                assert_eq!(queues.keys().collect::<Vec<_>>(), names, "/stats queues");
+                for (name, q) in &self.queues {
+                    let info = q.info(name);
+                    for field in ["ready", "in_flight", "delayed", "bytes"] {
+                        assert_eq!(queues[name][field], info[field], "/stats {name} {field}");
+                    }
+                }
+            }
+            Effect::Observe => {}
             Effect::List => {
                 let all: Vec<Value> = self.queues.iter().map(|(n, q)| q.info(n)).collect();
                 assert_eq!(response, &json!({ "queues": all }));
