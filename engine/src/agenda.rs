@@ -42,7 +42,9 @@ impl Agenda {
     pub(crate) fn hint(&self, at: Timestamp, queue_id: u64, queue: &Weak<Queue>) {
         let earliest = {
             let mut hints = lock(&self.hints);
-            let earliest = hints.first_key_value().is_none_or_after(&(at, queue_id));
+            let earliest = hints
+                .first_key_value()
+                .map_or(true, |(first, _)| *first > (at, queue_id));
             hints.insert((at, queue_id), queue.clone());
             earliest
         };
@@ -81,19 +83,6 @@ impl Agenda {
 
     pub(crate) fn signal(&self) -> &DueSignal {
         &self.signal
-    }
-}
-
-trait FirstAfter {
-    fn is_none_or_after(&self, key: &(Timestamp, u64)) -> bool;
-}
-
-impl FirstAfter for Option<(&(Timestamp, u64), &Weak<Queue>)> {
-    fn is_none_or_after(&self, key: &(Timestamp, u64)) -> bool {
-        match self {
-            None => true,
-            Some((first, _)) => *first > key,
-        }
     }
 }
 

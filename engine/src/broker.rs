@@ -23,7 +23,7 @@ use crate::agenda::{Agenda, DueSignal};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::Error;
 use crate::message::{validate, Message, QueueName, MAX_ID};
-use crate::queue::{Ended, Queue, QueueSettings, Refused, Shared};
+use crate::queue::{Ended, Queue, QueueSettings, Shared};
 use crate::registry::{QueueRef, Registry};
 use crate::stats::{QueueInfo, QueueStats, Stats};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -243,10 +243,30 @@ impl<C: Clock> Broker<C> {
         if message_id >= MAX_ID - ID_HEADROOM {
             return Err(Error::IdsExhausted);
         }
-        let mut message = Message::new(message_id, body);
+        let message = Message::new(message_id, body);
         // Read for the due time of a delay, or for when the message became
         // ready (`oldest_ready_age`).
         let now = self.clock.now();
+        self.accept_into(queue, message, delay, now, false)?;
+        Ok(message_id)
+    }
+
+    /// Hands `message` (already charged to the byte budget) to the queue
+    /// named `queue`, created as needed, at its tail now or after `delay`.
+    /// If the queue is deleted between finding it and handing over, the
+    /// message goes to the queue that replaces it: it never lands in a
+    /// dropped queue. `exempt` creations skip `max_queues` (dead-letter
+    /// moves and redrives, which a client did not ask for), and then this
+    /// cannot fail.
+    fn accept_into(
+        &self,
+        queue: &str,
+        mut message: Message,
+        delay: Duration,
+        now: Timestamp,
+        exempt: bool,
+    ) -> Result<(), Error> {
+        // The name is allocated only if the queue has to be created.
         let mut owned_name = None;
         loop {
             let found = match self.registry.get(queue) {
@@ -257,13 +277,11 @@ impl<C: Clock> Broker<C> {
                         None => owned_name.insert(QueueName::new(queue)?),
                     };
                     self.registry
-                        .get_or_create(name, || self.new_queue_settings(name), false)?
+                        .get_or_create(name, || self.new_queue_settings(name), exempt)?
                 }
             };
-            // `Err` only if the queue was deleted since we found it: retry
-            // on the queue that replaces it.
             match found.accept(&self.shared, message, delay, now) {
-                Ok(()) => return Ok(message_id),
+                Ok(()) => return Ok(()),
                 Err(back) => message = back,
             }
         }
@@ -385,7 +403,7 @@ impl<C: Clock> Broker<C> {
     /// past its deadline (even if no sweep has run yet), or not of `queue`.
     pub fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error> {
         let found = self.existing(queue)?;
-        let charge = found.acknowledge(id, self.clock.now()).map_err(refused)?;
+        let charge = found.acknowledge(id, self.clock.now())?;
         self.release(charge);
         Ok(())
     }
@@ -397,9 +415,7 @@ impl<C: Clock> Broker<C> {
     pub fn requeue_in(&self, queue: &str, id: u64, delay: Duration) -> Result<(), Error> {
         let found = self.existing(queue)?;
         let now = self.clock.now();
-        let ended = found
-            .requeue(&self.shared, id, delay, now)
-            .map_err(refused)?;
+        let ended = found.requeue(&self.shared, id, delay, now)?;
         if let Ended::DeadLetter(message) = ended {
             self.move_to_dead_letters(&found, message, now);
         }
@@ -414,9 +430,7 @@ impl<C: Clock> Broker<C> {
             return Err(Error::ZeroTtl);
         }
         let found = self.existing(queue)?;
-        found
-            .touch(&self.shared, id, ttl, self.clock.now())
-            .map_err(refused)
+        found.touch(&self.shared, id, ttl, self.clock.now())
     }
 
     /// Moves a message whose last allowed delivery ended to the tail of
@@ -434,21 +448,8 @@ impl<C: Clock> Broker<C> {
             let _ = source.accept(&self.shared, message, Duration::ZERO, now);
             return;
         };
-        loop {
-            let found =
-                match self
-                    .registry
-                    .get_or_create(&dead, || self.new_queue_settings(&dead), true)
-                {
-                    Ok(found) => found,
-                    // Exempt from the cap, so creation cannot fail.
-                    Err(_) => return,
-                };
-            match found.accept(&self.shared, message, Duration::ZERO, now) {
-                Ok(()) => return,
-                Err(back) => message = back,
-            }
-        }
+        // Exempt from the cap and a valid name: this cannot fail.
+        let _ = self.accept_into(dead.as_str(), message, Duration::ZERO, now, true);
     }
 
     /// Handles everything due: expired leases go back to the tail of their
@@ -605,21 +606,9 @@ impl<C: Clock> Broker<C> {
         for mut message in source.take_ready_for_redrive() {
             message.attempts = 0;
             message.dead_lettered = false;
+            // Exempt from the cap and a valid name: this cannot fail.
+            let _ = self.accept_into(target.as_str(), message, Duration::ZERO, now, true);
             moved += 1;
-            loop {
-                let found = match self.registry.get_or_create(
-                    &target,
-                    || self.new_queue_settings(&target),
-                    true,
-                ) {
-                    Ok(found) => found,
-                    Err(_) => return Ok(moved),
-                };
-                match found.accept(&self.shared, message, Duration::ZERO, now) {
-                    Ok(()) => break,
-                    Err(back) => message = back,
-                }
-            }
         }
         Ok(moved)
     }
@@ -665,12 +654,6 @@ impl<C: Clock> Broker<C> {
             .map(|queue| queue.timer_entries())
             .sum::<usize>()
             + self.shared.agenda.len()
-    }
-}
-
-fn refused(refused: Refused) -> Error {
-    match refused {
-        Refused::InvalidId => Error::InvalidId,
     }
 }
 

@@ -41,6 +41,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::agenda::Agenda;
 use crate::clock::{duration_nanos, Timestamp};
+use crate::error::Error;
 use crate::fifo::Fifo;
 use crate::lease::{Lease, LeaseTable};
 use crate::message::{Message, QueueName};
@@ -68,13 +69,6 @@ pub(crate) enum Ended {
 pub(crate) struct Leased {
     pub(crate) id: u64,
     pub(crate) message: Message,
-}
-
-/// Why [`Queue::settle`] and friends fail.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// No live lease with this id in this queue (or the queue is deleted).
-    InvalidId,
 }
 
 /// What everything in one broker shares, handed to queue operations.
@@ -277,19 +271,19 @@ impl Queue {
 
     /// Removes the live lease `id`: the one place a consumer wins a
     /// delivery against expiry.
-    fn take_lease(&self, id: u64, now: Timestamp) -> Result<Lease, Refused> {
+    fn take_lease(&self, id: u64, now: Timestamp) -> Result<Lease, Error> {
         let lease = self
             .leases
             .remove_if(id, |lease| now < lease.deadline)
-            .ok_or(Refused::InvalidId)?;
+            .ok_or(Error::InvalidId)?;
         self.timer.cancel_lease(lease.deadline, id);
         Ok(lease)
     }
 
     /// Acknowledges `id`; returns what the message was charged, for the
     /// caller to release from the byte budget.
-    pub(crate) fn acknowledge(&self, id: u64, now: Timestamp) -> Result<u64, Refused> {
-        let _alive = self.alive().ok_or(Refused::InvalidId)?;
+    pub(crate) fn acknowledge(&self, id: u64, now: Timestamp) -> Result<u64, Error> {
+        let _alive = self.alive().ok_or(Error::InvalidId)?;
         let lease = self.take_lease(id, now)?;
         self.bytes
             .fetch_sub(lease.message.body.len() as u64, Ordering::Relaxed);
@@ -305,8 +299,8 @@ impl Queue {
         id: u64,
         delay: Duration,
         now: Timestamp,
-    ) -> Result<Ended, Refused> {
-        let _alive = self.alive().ok_or(Refused::InvalidId)?;
+    ) -> Result<Ended, Error> {
+        let _alive = self.alive().ok_or(Error::InvalidId)?;
         let lease = self.take_lease(id, now)?;
         Ok(self.end_delivery(shared, lease.message, delay, now, &self.counters.requeued))
     }
@@ -319,8 +313,8 @@ impl Queue {
         id: u64,
         ttl: Option<Duration>,
         now: Timestamp,
-    ) -> Result<(), Refused> {
-        let _alive = self.alive().ok_or(Refused::InvalidId)?;
+    ) -> Result<(), Error> {
+        let _alive = self.alive().ok_or(Error::InvalidId)?;
         let new = now.saturating_add(ttl.unwrap_or_else(|| self.settings().ttl));
         let touched = self.leases.update_if(id, |lease| {
             if now >= lease.deadline {
@@ -336,7 +330,7 @@ impl Queue {
         if touched {
             Ok(())
         } else {
-            Err(Refused::InvalidId)
+            Err(Error::InvalidId)
         }
     }
 

@@ -126,26 +126,12 @@ impl Inner {
             }
         }
         let due = key.0;
-        if self.hinted.is_none_or_later(due) {
+        if self.hinted.map_or(true, |hinted| hinted > due) {
             if let Some(old) = self.hinted {
                 hint.agenda.unhint(old, hint.queue_id);
             }
             hint.agenda.hint(due, hint.queue_id, hint.queue);
             self.hinted = Some(due);
-        }
-    }
-}
-
-trait LaterThan {
-    fn is_none_or_later(&self, due: Timestamp) -> bool;
-}
-
-impl LaterThan for Option<Timestamp> {
-    // `Option::is_none_or` is from Rust 1.82; this keeps the MSRV honest.
-    fn is_none_or_later(&self, due: Timestamp) -> bool {
-        match self {
-            None => true,
-            Some(hinted) => *hinted > due,
         }
     }
 }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use loom::sync::Arc;
 use ubroker_engine::{Broker, Clock as _, Config, Delivery, Error, ManualClock, Timestamp};
 
+use crate::observe::SleepProbe;
+
 /// The lease TTL of every model broker. Only its ratio to the clock's
 /// advances matters: models advance by exactly `TTL`, so a lease taken at
 /// time zero is due (`deadline <= now`) right after one advance, and so is
@@ -133,4 +135,23 @@ where
         runs.load(Ordering::Relaxed),
         start.elapsed()
     );
+}
+
+/// Starts a model thread that waits in `fetch` on `default` until a message
+/// comes, with a [`SleepProbe`] timeout that never fires and tells whether
+/// the fetch went to sleep. A lost wake-up leaves this thread blocked, which
+/// loom reports as a deadlock.
+pub fn spawn_waiting_fetch(
+    broker: &Arc<ModelBroker>,
+) -> (
+    loom::thread::JoinHandle<Result<Delivery, Error>>,
+    SleepProbe,
+) {
+    let probe = SleepProbe::new();
+    let waiter = {
+        let broker = Arc::clone(broker);
+        let probe = probe.clone();
+        loom::thread::spawn(move || loom::future::block_on(broker.fetch(probe)))
+    };
+    (waiter, probe)
 }

@@ -16,7 +16,8 @@
 //! # Layout
 //!
 //! * `fixture`: the model broker and its settings, message bodies, leases
-//!   for a model's set-up, `settle_checking_deadline`, and `check`,
+//!   for a model's set-up, `settle_checking_deadline`, `spawn_waiting_fetch`
+//!   (a model thread waiting in `fetch`), and `check`,
 //!   `loom::model` with an iteration count (`check_bounded`: with a lower
 //!   preemption bound, for a model too large for the suite's budget; no model
 //!   needs it today).
@@ -149,7 +150,7 @@ pub use conservation::{assert_conserved, assert_counters_agree};
 #[cfg(loom)]
 pub use fixture::{
     check, check_bounded, lease, lease_in, msg, new_broker, new_broker_with,
-    settle_checking_deadline, ModelBroker, TTL,
+    settle_checking_deadline, spawn_waiting_fetch, ModelBroker, TTL,
 };
 #[cfg(loom)]
 pub use observe::{Outcomes, SleepProbe, Trigger, WakeFlag};

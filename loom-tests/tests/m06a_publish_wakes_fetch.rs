@@ -21,10 +21,9 @@
 //! deadlocks (which aborts the binary) cannot hide the others.
 #![cfg(loom)]
 
-use loom::future::block_on;
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{assert_conserved, check, msg, new_broker, Outcomes, SleepProbe};
+use loom_tests::{assert_conserved, check, msg, new_broker, spawn_waiting_fetch, Outcomes};
 
 /// Model 6a: one fetch waits while one publish races its registration. The
 /// fetch must return the message, whichever side goes first.
@@ -33,13 +32,7 @@ fn m6_publish_wakes_a_waiting_fetch() {
     static OUTCOMES: Outcomes = Outcomes::new();
     check("m6_publish_wakes_a_waiting_fetch", || {
         let broker = new_broker();
-        let probe = SleepProbe::new();
-
-        let waiter = {
-            let broker = Arc::clone(&broker);
-            let probe = probe.clone();
-            thread::spawn(move || block_on(broker.fetch(probe)))
-        };
+        let (waiter, probe) = spawn_waiting_fetch(&broker);
         let publisher = {
             let broker = Arc::clone(&broker);
             thread::spawn(move || broker.publish(msg("a")))

@@ -12,7 +12,9 @@ use loom::future::block_on;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{assert_counters_agree, check, lease, msg, new_broker, Outcomes, SleepProbe};
+use loom_tests::{
+    assert_counters_agree, check, lease, msg, new_broker, spawn_waiting_fetch, Outcomes,
+};
 use ubroker_engine::Error;
 
 /// Model 7: one thread closes the broker, one waits in fetch, one publishes
@@ -44,12 +46,7 @@ fn m7_close_vs_publish_fetch_acknowledge() {
                 );
             })
         };
-        let probe = SleepProbe::new();
-        let waiter = {
-            let broker = Arc::clone(&broker);
-            let probe = probe.clone();
-            thread::spawn(move || block_on(broker.fetch(probe)))
-        };
+        let (waiter, probe) = spawn_waiting_fetch(&broker);
         let client = {
             let broker = Arc::clone(&broker);
             let close_returned = Arc::clone(&close_returned);

@@ -8,10 +8,9 @@
 //! message, which loom reports as a deadlock.
 #![cfg(loom)]
 
-use loom::future::block_on;
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{assert_conserved, check, msg, new_broker, Outcomes, SleepProbe, TTL};
+use loom_tests::{assert_conserved, check, msg, new_broker, spawn_waiting_fetch, Outcomes, TTL};
 
 #[test]
 fn m10_delayed_message_coming_due_wakes_a_waiting_fetch() {
@@ -25,12 +24,7 @@ fn m10_delayed_message_coming_due_wakes_a_waiting_fetch() {
                 .expect("a model broker accepts a publish");
             assert_eq!(broker.stats().delayed, 1);
 
-            let probe = SleepProbe::new();
-            let waiter = {
-                let broker = Arc::clone(&broker);
-                let probe = probe.clone();
-                thread::spawn(move || block_on(broker.fetch(probe)))
-            };
+            let (waiter, probe) = spawn_waiting_fetch(&broker);
             let timekeeper = {
                 let broker = Arc::clone(&broker);
                 thread::spawn(move || {

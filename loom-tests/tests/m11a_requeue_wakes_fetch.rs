@@ -8,10 +8,9 @@
 //! reports as a deadlock.
 #![cfg(loom)]
 
-use loom::future::block_on;
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{assert_conserved, check, lease, msg, new_broker, Outcomes, SleepProbe};
+use loom_tests::{assert_conserved, check, lease, msg, new_broker, spawn_waiting_fetch, Outcomes};
 
 #[test]
 fn m11a_requeue_wakes_a_waiting_fetch() {
@@ -20,12 +19,7 @@ fn m11a_requeue_wakes_a_waiting_fetch() {
         let broker = new_broker();
         let (first, _) = lease(&broker, "a");
 
-        let probe = SleepProbe::new();
-        let waiter = {
-            let broker = Arc::clone(&broker);
-            let probe = probe.clone();
-            thread::spawn(move || block_on(broker.fetch(probe)))
-        };
+        let (waiter, probe) = spawn_waiting_fetch(&broker);
         let requeuer = {
             let broker = Arc::clone(&broker);
             thread::spawn(move || broker.requeue(first.id))

@@ -6,12 +6,14 @@
 //!
 //! * `config`: [`Config`], the command-line flags (each with an environment
 //!   variable) and the settings derived from them.
-//! * `server`: [`serve`], the accept loop, per-connection HTTP/1.1 and
-//!   graceful shutdown; shutdown is a future passed in, so tests start and
-//!   stop real servers on `127.0.0.1:0`.
+//! * `server`: [`Server`] and [`serve`]: the `Listener` (accept loop,
+//!   connection cap, drain) and the `Handler` (one connection's HTTP/1.1),
+//!   and graceful shutdown; shutdown is a future passed in, so tests start
+//!   and stop real servers on `127.0.0.1:0`.
 //! * `decode`: pure functions from client bytes to typed requests (fuzzed).
-//! * `routes`: `Route::parse`, the one `match` on it, and a function per
-//!   route.
+//! * `routes`: `Route::parse` (once per request; its pattern labels
+//!   metrics and logs), the one `match` on it, and a function per route,
+//!   `/stats`, `/metrics` and `/health` included.
 //! * `response`: one small function per kind of response.
 //! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
 //! * `connection`: per-connection guards: header-read and idle timeouts,
@@ -25,7 +27,6 @@
 //!   `ConnectionGauge`); [`TokioClock`], the engine's clock on tokio's
 //!   (pausable) time.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
-//!
 //! * `metrics`: the Prometheus exposition of `GET /metrics`: the engine's
 //!   figures read at scrape time, and the per-request counters.
 //!

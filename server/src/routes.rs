@@ -247,23 +247,50 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if let Err(error) = admit(state, &req) {
-        return response::error(&error);
-    }
-    let result = route(state, req).await;
-    result.unwrap_or_else(|error| response::error(&error))
+    respond(state, req).await.1
 }
 
-async fn route<C, B>(state: &State<C>, req: Request<B>) -> Result<Response<Body>, ApiError>
+/// [`handle`], also saying which route answered: the index of its pattern
+/// in [`PATTERNS`] (`None` for a path no route matches), which is what
+/// metrics and logs label the request with. The path is parsed once.
+pub(crate) async fn respond<C, B>(
+    state: &State<C>,
+    req: Request<B>,
+) -> (Option<usize>, Response<Body>)
 where
     C: Clock,
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let admitted = admit(state, &req);
     let (parts, body) = req.into_parts();
+    let route = Route::parse(parts.uri.path());
+    let index = route.map(Route::pattern_index);
+    let result = match (admitted, route) {
+        (Err(error), _) => Err(error),
+        (Ok(()), None) => Err(ApiError::NotFound),
+        (Ok(()), Some(route)) => dispatch(state, route, &parts, body).await,
+    };
+    (
+        index,
+        result.unwrap_or_else(|error| response::error(&error)),
+    )
+}
+
+async fn dispatch<C, B>(
+    state: &State<C>,
+    route: Route<'_>,
+    parts: &hyper::http::request::Parts,
+    body: B,
+) -> Result<Response<Body>, ApiError>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let query = parts.uri.query();
     let method = &parts.method;
-    match Route::parse(parts.uri.path()).ok_or(ApiError::NotFound)? {
+    match route {
         Route::Queue { op, .. } if !op.method_ok(method) => {
             Err(ApiError::MethodNotAllowed { allow: op.allow() })
         }

@@ -39,7 +39,7 @@ use ubroker_engine::{Broker, Clock};
 use crate::config::Config;
 use crate::connection::{self, Activity, Ended, Timeouts, Tracked, WaitSignal};
 use crate::response::TOO_MANY_CONNECTIONS;
-use crate::routes::{self, Route, State};
+use crate::routes::{self, State};
 use crate::timekeeper::{self, ConnectionGauge, Trim};
 
 /// Serves the broker API on `listener` until `shutdown` completes, then
@@ -302,9 +302,8 @@ impl<C: Clock> Handler<C> {
                         .insert(WaitSignal::new(activity.clone()));
                 }
                 let started = tokio::time::Instant::now();
-                let route = Route::parse(req.uri().path()).map(Route::pattern_index);
                 async move {
-                    let response = routes::handle(&state, req).await;
+                    let (route, response) = routes::respond(&state, req).await;
                     activity.request_finished();
                     let elapsed = started.elapsed();
                     let status = response.status().as_u16();

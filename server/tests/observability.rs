@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Binary, Client, RawReply, Reply, TestServer};
+use common::{advance_ms, paused_server, Binary, Client, RawReply, Reply, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,18 +30,6 @@ use ubroker_server::{serve, Config, TokioClock};
 
 fn config() -> Config {
     Config::for_port(0)
-}
-
-/// A server on tokio's paused clock. Idle connections are kept for 30
-/// days, so that advancing the clock does not close the test's clients.
-async fn paused_server(mut cfg: Config) -> TestServer<TokioClock> {
-    cfg.idle_timeout = 30 * 24 * 3600 * 1000;
-    let broker = Arc::new(Broker::with_clock(cfg.engine(), TokioClock::new()));
-    TestServer::start_with(cfg, broker).await
-}
-
-async fn advance_ms(ms: u64) {
-    tokio::time::advance(Duration::from_millis(ms)).await;
 }
 
 // --- small helpers -------------------------------------------------------------

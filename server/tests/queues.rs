@@ -14,30 +14,16 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Client, Reply, TestServer};
+use common::{advance_ms, paused_server, Client, Reply, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
-use ubroker_engine::Broker;
-use ubroker_server::{Config, TokioClock};
+use ubroker_server::Config;
 
 fn config() -> Config {
     Config::for_port(0)
-}
-
-/// A server on tokio's paused clock. Idle connections are kept for 30
-/// days, so that advancing the clock does not close the test's clients.
-async fn paused_server(mut cfg: Config) -> TestServer<TokioClock> {
-    cfg.idle_timeout = 30 * 24 * 3600 * 1000;
-    let broker = Arc::new(Broker::with_clock(cfg.engine(), TokioClock::new()));
-    TestServer::start_with(cfg, broker).await
-}
-
-async fn advance_ms(ms: u64) {
-    tokio::time::advance(Duration::from_millis(ms)).await;
 }
 
 // --- small helpers -------------------------------------------------------------

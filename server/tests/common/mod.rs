@@ -19,7 +19,22 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use ubroker_engine::{Broker, Clock, SystemClock};
-use ubroker_server::{serve, Config};
+use ubroker_server::{serve, Config, TokioClock};
+
+/// A server on tokio's paused clock (`#[tokio::test(start_paused = true)]`),
+/// which the engine reads through [`TokioClock`]. Idle connections are kept
+/// for 30 days, so that advancing the clock does not close the test's
+/// clients.
+pub async fn paused_server(mut cfg: Config) -> TestServer<TokioClock> {
+    cfg.idle_timeout = 30 * 24 * 3600 * 1000;
+    let broker = Arc::new(Broker::with_clock(cfg.engine(), TokioClock::new()));
+    TestServer::start_with(cfg, broker).await
+}
+
+/// Moves tokio's paused clock forward by `ms`.
+pub async fn advance_ms(ms: u64) {
+    tokio::time::advance(Duration::from_millis(ms)).await;
+}
 
 /// A server running in this test's runtime.
 pub struct TestServer<C: Clock = SystemClock> {
