@@ -2,6 +2,9 @@
 //! broker-wide routes) and [`Queue`] (every route under
 //! `/queues/{queue}/`): one typed method per route of SPEC parts 1 and 2.
 //!
+//! Requests go through a pooled client by default, or one dedicated
+//! connection (`transport`).
+//!
 //! Every method builds a [`Call`] (method, path, body, what a second send
 //! could do) and hands it to [`Client::call`], the one place that sends,
 //! reads the answer, turns error answers into [`Error::Api`] and retries
@@ -12,11 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http_body_util::Full;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 
 use crate::error::{ApiError, Code, Error, Result};
@@ -26,8 +27,7 @@ use crate::model::{
     Settled, Stats,
 };
 use crate::retry::{Idempotence, RetryPolicy};
-
-type Http = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+use crate::transport::Transport;
 
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
@@ -38,6 +38,7 @@ pub struct ClientBuilder {
     max_idle_per_host: usize,
     idle_timeout: Duration,
     connect_timeout: Option<Duration>,
+    dedicated: bool,
 }
 
 impl ClientBuilder {
@@ -63,6 +64,15 @@ impl ClientBuilder {
     /// `--idle-timeout` may close it sooner, which the pool survives).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// One dedicated connection instead of the pool: opened on the first
+    /// call, reopened after a failure, one request at a time (clones take
+    /// turns). Cheaper per request than the pool; for a fixed number of
+    /// connections, one client each (a load generator does this).
+    pub fn dedicated_connection(mut self, dedicated: bool) -> Self {
+        self.dedicated = dedicated;
         self
     }
 
@@ -97,26 +107,36 @@ impl ClientBuilder {
         // A path in the base URL prefixes every route (a broker behind a
         // reverse proxy's path).
         let base = format!("http://{authority}{}", uri.path().trim_end_matches('/'));
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| Error::InvalidArgument(format!("{}: bad host: {e}", self.url)))?;
         let authorization = match &self.token {
             Some(token) => Some(HeaderValue::from_str(&format!("Bearer {token}")).map_err(
                 |_| Error::InvalidArgument("the token is not a valid header value".into()),
             )?),
             None => None,
         };
-        let mut connector = HttpConnector::new();
-        // Requests are small and each waits for its answer: Nagle's
-        // algorithm would only add delay.
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(self.connect_timeout);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(self.max_idle_per_host)
-            .pool_idle_timeout(self.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let transport = if self.dedicated {
+            let port = authority.port_u16().unwrap_or(80);
+            Transport::dedicated(format!("{}:{port}", authority.host()), self.connect_timeout)
+        } else {
+            Transport::pooled(
+                self.max_idle_per_host,
+                self.idle_timeout,
+                self.connect_timeout,
+            )
+        };
+        // The pool routes on the absolute form; a dedicated connection
+        // sends the origin form as is.
+        let base = if transport.wants_origin_form() {
+            uri.path().trim_end_matches('/').to_owned()
+        } else {
+            base
+        };
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                transport,
                 base,
+                host,
                 authorization,
                 retry: self.retry,
             }),
@@ -133,9 +153,13 @@ pub struct Client {
 }
 
 struct Inner {
-    http: Http,
-    /// `http://host:port[/prefix]`, without a trailing `/`.
+    transport: Transport,
+    /// `http://host:port[/prefix]` (or only `[/prefix]` on a dedicated
+    /// connection), without a trailing `/`.
     base: String,
+    /// `host[:port]`, set on every request here: the pooled client would
+    /// otherwise format it from the URI on every request.
+    host: HeaderValue,
     authorization: Option<HeaderValue>,
     retry: RetryPolicy,
 }
@@ -152,31 +176,30 @@ impl std::fmt::Debug for Client {
 /// One request as the client sends it, before retries.
 #[derive(Debug, Clone)]
 pub struct Call {
-    pub method: Method,
-    /// The path and query, from the first `/` (the base URL's prefix is
-    /// added in front).
-    pub path: String,
-    pub body: Bytes,
-    /// What a second send could do.
-    pub idempotence: Idempotence,
-    /// Whether the retry policy applies at all.
-    pub retry: bool,
+    method: Method,
+    /// Parsed once, whatever the retries.
+    uri: Uri,
+    body: Bytes,
+    idempotence: Idempotence,
+    retry: bool,
 }
 
 impl Call {
-    fn new(method: Method, path: String, idempotence: Idempotence) -> Self {
-        Call {
-            method,
-            path,
-            body: Bytes::new(),
-            idempotence,
-            retry: true,
-        }
-    }
-
-    fn body(mut self, body: Bytes) -> Self {
+    /// The request body.
+    pub fn body(mut self, body: Bytes) -> Self {
         self.body = body;
         self
+    }
+
+    /// Whether the retry policy applies at all (default: yes).
+    pub fn retry(mut self, retry: bool) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The request target as sent (with the base URL's prefix).
+    pub fn uri(&self) -> &Uri {
+        &self.uri
     }
 }
 
@@ -203,6 +226,7 @@ impl Client {
             max_idle_per_host: 64,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: None,
+            dedicated: false,
         }
     }
 
@@ -220,10 +244,19 @@ impl Client {
                 "invalid queue name {name:?}"
             )));
         }
+        let prefix = format!("/queues/{name}");
+        let publish = self
+            .prepare(
+                Method::POST,
+                &format!("{prefix}/publish"),
+                Idempotence::Publish,
+            )?
+            .uri;
         Ok(Queue {
             client: self.clone(),
-            name: name.to_owned(),
-            prefix: format!("/queues/{name}"),
+            name: name.into(),
+            prefix: prefix.into(),
+            publish,
         })
     }
 
@@ -231,10 +264,15 @@ impl Client {
     /// (`/publish`, `/fetch`, ...): the same queue as `queue("default")`,
     /// and the only form a part-1 broker (the original Go ubroker) knows.
     pub fn default_queue(&self) -> Queue {
+        let publish = self
+            .prepare(Method::POST, "/publish", Idempotence::Publish)
+            .expect("a base URL that parsed, with /publish appended, parses")
+            .uri;
         Queue {
             client: self.clone(),
-            name: "default".to_owned(),
-            prefix: String::new(),
+            name: "default".into(),
+            prefix: "".into(),
+            publish,
         }
     }
 
@@ -245,7 +283,7 @@ impl Client {
             queues: Vec<QueueInfo>,
         }
         let reply = self
-            .call(&Call::new(Method::GET, "/queues".into(), Idempotence::Safe))
+            .call(&self.prepare(Method::GET, "/queues", Idempotence::Safe)?)
             .await?;
         Ok(decode::<Queues>(&reply.body, "queues")?.queues)
     }
@@ -253,7 +291,7 @@ impl Client {
     /// `GET /stats`.
     pub async fn stats(&self) -> Result<Stats> {
         let reply = self
-            .call(&Call::new(Method::GET, "/stats".into(), Idempotence::Safe))
+            .call(&self.prepare(Method::GET, "/stats", Idempotence::Safe)?)
             .await?;
         decode(&reply.body, "stats")
     }
@@ -261,11 +299,7 @@ impl Client {
     /// `GET /metrics`: the Prometheus text, as the server wrote it.
     pub async fn metrics(&self) -> Result<String> {
         let reply = self
-            .call(&Call::new(
-                Method::GET,
-                "/metrics".into(),
-                Idempotence::Safe,
-            ))
+            .call(&self.prepare(Method::GET, "/metrics", Idempotence::Safe)?)
             .await?;
         String::from_utf8(reply.body.to_vec())
             .map_err(|e| Error::InvalidArgument(format!("metrics are not UTF-8: {e}")))
@@ -274,8 +308,9 @@ impl Client {
     /// `GET /health`, not retried: a `503` is an answer here
     /// ([`Health::Unavailable`]), not an error.
     pub async fn health(&self) -> Result<Health> {
-        let mut call = Call::new(Method::GET, "/health".into(), Idempotence::Safe);
-        call.retry = false;
+        let call = self
+            .prepare(Method::GET, "/health", Idempotence::Safe)?
+            .retry(false);
         match self.call(&call).await {
             Ok(_) => Ok(Health::Ok),
             Err(Error::Api(api)) if api.status == StatusCode::SERVICE_UNAVAILABLE => {
@@ -283,6 +318,44 @@ impl Client {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// A call of `method` to `path` (from its first `/`, query included;
+    /// the base URL's prefix goes in front), parsed once so that it can be
+    /// sent many times. `idempotence` says what a second send could do.
+    pub fn prepare(&self, method: Method, path: &str, idempotence: Idempotence) -> Result<Call> {
+        let base = &self.inner.base;
+        let mut uri = String::with_capacity(base.len() + path.len());
+        uri.push_str(base);
+        uri.push_str(path);
+        let uri = Uri::try_from(uri)
+            .map_err(|e| Error::InvalidArgument(format!("bad request path {path:?}: {e}")))?;
+        Ok(Call {
+            method,
+            uri,
+            body: Bytes::new(),
+            idempotence,
+            retry: true,
+        })
+    }
+
+    /// [`Client::prepare`] of a target that already starts with the base
+    /// URL: parsed without another copy.
+    fn prepare_target(
+        &self,
+        method: Method,
+        target: String,
+        idempotence: Idempotence,
+    ) -> Result<Call> {
+        let uri = Uri::try_from(target)
+            .map_err(|e| Error::InvalidArgument(format!("bad request target: {e}")))?;
+        Ok(Call {
+            method,
+            uri,
+            body: Bytes::new(),
+            idempotence,
+            retry: true,
+        })
     }
 
     /// Sends `call`, retrying as the policy says; a `2xx` is a [`Reply`],
@@ -307,7 +380,7 @@ impl Client {
             };
             tracing::debug!(
                 method = %call.method,
-                path = %call.path,
+                uri = %call.uri,
                 retry = retries + 1,
                 wait_ms = wait.as_millis() as u64,
                 "retrying after: {error}"
@@ -319,48 +392,31 @@ impl Client {
 
     async fn send_once(&self, call: &Call) -> Result<Reply> {
         let inner = &*self.inner;
-        let mut uri = String::with_capacity(inner.base.len() + call.path.len());
-        uri.push_str(&inner.base);
-        uri.push_str(&call.path);
-        let uri = Uri::try_from(uri).map_err(|e| {
-            Error::InvalidArgument(format!("bad request path {:?}: {e}", call.path))
-        })?;
         // Built field by field: `Request::builder()` re-validates what is
         // known to be valid, on every request.
         let mut req = Request::new(Full::new(call.body.clone()));
         *req.method_mut() = call.method.clone();
-        *req.uri_mut() = uri;
+        *req.uri_mut() = call.uri.clone();
         let headers = req.headers_mut();
+        headers.insert(HOST, inner.host.clone());
         if !call.body.is_empty() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(authorization) = &inner.authorization {
             headers.insert(AUTHORIZATION, authorization.clone());
         }
-        let response = inner
-            .http
-            .request(req)
-            .await
-            .map_err(|e| Error::Transport {
-                connect: e.is_connect(),
-                source: Box::new(e),
-            })?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| Error::Transport {
-                connect: false,
-                source: Box::new(e),
-            })?
-            .to_bytes();
-        if parts.status.is_success() {
+        let answer = inner.transport.send(req).await?;
+        if answer.status.is_success() {
             Ok(Reply {
-                status: parts.status,
-                body,
+                status: answer.status,
+                body: answer.body,
             })
         } else {
-            Err(Error::Api(api_error(parts.status, &parts.headers, &body)))
+            Err(Error::Api(api_error(
+                answer.status,
+                &answer.headers,
+                &answer.body,
+            )))
         }
     }
 }
@@ -414,9 +470,12 @@ fn valid_queue_name(name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Queue {
     client: Client,
-    name: String,
+    // Shared, so that a clone (one per consumer task) allocates nothing.
+    name: Arc<str>,
     /// `/queues/{name}`, or empty for the unprefixed routes.
-    prefix: String,
+    prefix: Arc<str>,
+    /// `.../publish`, parsed once.
+    publish: Uri,
 }
 
 /// Appends `?name=value` or `&name=value` to `path`.
@@ -441,8 +500,23 @@ impl Queue {
         &self.client
     }
 
+    fn publish_call(&self) -> Call {
+        Call {
+            method: Method::POST,
+            uri: self.publish.clone(),
+            body: Bytes::new(),
+            idempotence: Idempotence::Publish,
+            retry: true,
+        }
+    }
+
+    /// The whole request target of `route` under this queue, base URL
+    /// included, with room for an id and a query: one allocation per
+    /// call, parsed by [`Client::prepare_target`].
     fn path(&self, route: &str) -> String {
-        let mut path = String::with_capacity(self.prefix.len() + route.len() + 24);
+        let base = &self.client.inner.base;
+        let mut path = String::with_capacity(base.len() + self.prefix.len() + route.len() + 32);
+        path.push_str(base);
         path.push_str(&self.prefix);
         path.push_str(route);
         path
@@ -461,12 +535,17 @@ impl Queue {
     }
 
     async fn publish_message(&self, message: Message<'_>) -> Result<()> {
-        let mut path = self.path("/publish");
-        if let Some(delay) = message.delay {
-            query(&mut path, "delay", millis(delay));
+        let call = match message.delay {
+            // The common case, on a URI parsed when the queue was made.
+            None => self.publish_call(),
+            Some(delay) => {
+                let mut path = self.path("/publish");
+                query(&mut path, "delay", millis(delay));
+                self.client
+                    .prepare_target(Method::POST, path, Idempotence::Publish)?
+            }
         }
-        let call = Call::new(Method::POST, path, Idempotence::Publish)
-            .body(single_publish_body(message.body)?);
+        .body(single_publish_body(message.body)?);
         self.client.call(&call).await.map(drop)
     }
 
@@ -483,13 +562,12 @@ impl Queue {
 
     /// Publishes a batch encoded beforehand (sent again without copying).
     pub async fn publish_encoded(&self, batch: &EncodedBatch) -> Result<u64> {
-        let call = Call::new(Method::POST, self.path("/publish"), Idempotence::Publish)
-            .body(batch.body().clone());
+        let call = self.publish_call().body(batch.body().clone());
         let reply = self.client.call(&call).await?;
         decode_count(&reply.body, "published")
     }
 
-    fn fetch_call(&self, max: Option<usize>, wait: Option<Duration>) -> Call {
+    fn fetch_call(&self, max: Option<usize>, wait: Option<Duration>) -> Result<Call> {
         let mut path = self.path("/fetch");
         if let Some(max) = max {
             query(&mut path, "max", max as u64);
@@ -497,7 +575,8 @@ impl Queue {
         if let Some(wait) = wait {
             query(&mut path, "wait", millis(wait));
         }
-        Call::new(Method::GET, path, Idempotence::Safe)
+        self.client
+            .prepare_target(Method::GET, path, Idempotence::Safe)
     }
 
     /// `GET .../fetch[?wait=<ms>]`: the head of the queue, now leased, or
@@ -506,7 +585,7 @@ impl Queue {
     /// retried; the lease it may have taken expires after the TTL and the
     /// message is delivered again (at least once).
     pub async fn fetch(&self, wait: Option<Duration>) -> Result<Option<Delivery>> {
-        match self.client.call(&self.fetch_call(None, wait)).await {
+        match self.client.call(&self.fetch_call(None, wait)?).await {
             Ok(reply) => decode_delivery(&reply.body).map(Some),
             Err(error) if is_timeout(&error) => Ok(None),
             Err(error) => Err(error),
@@ -534,7 +613,7 @@ impl Queue {
                 "fetch max must be at least 1".into(),
             ));
         }
-        match self.client.call(&self.fetch_call(Some(max), wait)).await {
+        match self.client.call(&self.fetch_call(Some(max), wait)?).await {
             Ok(reply) => {
                 let before = out.len();
                 decode_deliveries(&reply.body, out)?;
@@ -553,7 +632,9 @@ impl Queue {
         }
         // Settlements are retried freely: a second acknowledge or requeue
         // of the same id is `invalid`, never a second effect.
-        let call = Call::new(Method::POST, path, Idempotence::Safe);
+        let call = self
+            .client
+            .prepare_target(Method::POST, path, Idempotence::Safe)?;
         self.client.call(&call).await.map(drop)
     }
 
@@ -567,7 +648,10 @@ impl Queue {
         if let Some((name, value)) = param {
             query(&mut path, name, value);
         }
-        let call = Call::new(Method::POST, path, Idempotence::Safe).body(ids_body(ids)?);
+        let call = self
+            .client
+            .prepare_target(Method::POST, path, Idempotence::Safe)?
+            .body(ids_body(ids)?);
         let reply = self.client.call(&call).await?;
         let results = decode_results(&reply.body)?;
         if results.len() != ids.len() {
@@ -629,8 +713,10 @@ impl Queue {
     pub async fn put(&self, settings: QueueSettings) -> Result<QueueInfo> {
         let body = serde_json::to_vec(&settings)
             .map_err(|e| Error::InvalidArgument(format!("cannot encode settings: {e}")))?;
-        let call =
-            Call::new(Method::PUT, self.admin_path(), Idempotence::Safe).body(Bytes::from(body));
+        let call = self
+            .client
+            .prepare(Method::PUT, &self.admin_path(), Idempotence::Safe)?
+            .body(Bytes::from(body));
         let reply = self.client.call(&call).await?;
         decode(&reply.body, "put queue")
     }
@@ -638,7 +724,9 @@ impl Queue {
     /// `GET /queues/{queue}`: `Err` with code `not_found` if it does not
     /// exist.
     pub async fn info(&self) -> Result<QueueInfo> {
-        let call = Call::new(Method::GET, self.admin_path(), Idempotence::Safe);
+        let call = self
+            .client
+            .prepare(Method::GET, &self.admin_path(), Idempotence::Safe)?;
         let reply = self.client.call(&call).await?;
         decode(&reply.body, "get queue")
     }
@@ -647,7 +735,9 @@ impl Queue {
     /// how many. Retried like the rest: a retry after a lost answer gets
     /// `not_found`.
     pub async fn delete(&self) -> Result<u64> {
-        let call = Call::new(Method::DELETE, self.admin_path(), Idempotence::Safe);
+        let call = self
+            .client
+            .prepare(Method::DELETE, &self.admin_path(), Idempotence::Safe)?;
         let reply = self.client.call(&call).await?;
         decode_count(&reply.body, "deleted")
     }
@@ -655,11 +745,11 @@ impl Queue {
     /// `POST /queues/{queue}.dead/redrive` (call it on the `.dead` queue):
     /// moves its ready messages back to the source queue; answers how many.
     pub async fn redrive(&self) -> Result<u64> {
-        let call = Call::new(
+        let call = self.client.prepare(
             Method::POST,
-            format!("{}/redrive", self.admin_path()),
+            &format!("{}/redrive", self.admin_path()),
             Idempotence::Safe,
-        );
+        )?;
         let reply = self.client.call(&call).await?;
         decode_count(&reply.body, "moved")
     }

@@ -6,10 +6,11 @@
 //!
 //! # Layout
 //!
-//! * `client`: [`Client`] (the pooled keep-alive connections, the bearer
-//!   token, the retry loop, `/queues`, `/stats`, `/metrics`, `/health`)
+//! * `client`: [`Client`] (the bearer token, the retry loop, `/queues`, `/stats`, `/metrics`, `/health`)
 //!   and [`Queue`] (publish, fetch, acknowledge, requeue, touch, single
 //!   and batch; queue settings, delete, redrive).
+//! * `transport`: the two ways to the broker: hyper-util's pooled client
+//!   (the default) or one dedicated connection.
 //! * `model`: the bodies as Rust types, and how each answer is decoded
 //!   (fetched bodies are slices of the response buffer, not copies).
 //! * `error`: [`Error`], one enum for every failure, keeping the server's
@@ -79,6 +80,7 @@ mod dedup;
 mod error;
 mod model;
 mod retry;
+mod transport;
 
 pub use client::{Call, Client, ClientBuilder, Queue, Reply};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};

@@ -294,3 +294,48 @@ async fn batches() {
     assert_eq!((e.status.as_u16(), e.code), (400, Code::InvalidRequest));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_connection_serves_every_call_and_its_clones_take_turns() {
+    let server = TestBroker::start(config()).await;
+    let client = Client::builder(&server.url())
+        .dedicated_connection(true)
+        .build()
+        .unwrap();
+    let q = client.queue("solo").unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move { q.publish(&i.to_string()).await }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let mut seen = Vec::new();
+    while let Some(d) = q.fetch(NOW).await.unwrap() {
+        q.acknowledge(d.id).await.unwrap();
+        seen.push(d.text().parse::<u32>().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    assert_eq!(client.queues().await.unwrap().len(), 2);
+    let e = api(q.acknowledge(1 << 40).await.unwrap_err());
+    assert_eq!(e.code, Code::InvalidId);
+    // Still usable after an error answer.
+    assert_eq!(client.health().await.unwrap(), Health::Ok);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_base_url_path_prefixes_every_route() {
+    let server = common::Scripted::start(vec![common::response("200 OK", &[], "{}")]).await;
+    for dedicated in [false, true] {
+        let client = Client::builder(&format!("{}/broker/", server.url()))
+            .dedicated_connection(dedicated)
+            .build()
+            .unwrap();
+        client.queue("q").unwrap().acknowledge(3).await.unwrap();
+    }
+    let lines: Vec<String> = server.requests().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines, ["POST /broker/queues/q/acknowledge/3 HTTP/1.1"; 2]);
+}

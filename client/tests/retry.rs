@@ -143,6 +143,12 @@ async fn a_publish_whose_answer_is_lost_is_not_retried_unless_asked() {
 
 #[tokio::test]
 async fn fetches_and_settlements_are_retried_after_a_lost_answer() {
+    for dedicated in [false, true] {
+        lost_answers_are_retried(dedicated).await;
+    }
+}
+
+async fn lost_answers_are_retried(dedicated: bool) {
     let server = Scripted::start(vec![
         Step::Close,
         response(
@@ -154,7 +160,11 @@ async fn fetches_and_settlements_are_retried_after_a_lost_answer() {
         response("200 OK", &[], EMPTY_OK),
     ])
     .await;
-    let q = client(&server.url(), quick_retries())
+    let q = Client::builder(&server.url())
+        .retry(quick_retries())
+        .dedicated_connection(dedicated)
+        .build()
+        .unwrap()
         .queue("jobs")
         .unwrap();
     let d = q.fetch(None).await.unwrap().unwrap();
@@ -168,7 +178,8 @@ async fn fetches_and_settlements_are_retried_after_a_lost_answer() {
             "GET /queues/jobs/fetch HTTP/1.1",
             "POST /queues/jobs/acknowledge/5 HTTP/1.1",
             "POST /queues/jobs/acknowledge/5 HTTP/1.1",
-        ]
+        ],
+        "dedicated: {dedicated}"
     );
 }
 

@@ -224,6 +224,23 @@ struct Timing {
     counted: bool,
 }
 
+/// Awaits `call` and times it; a response (any status) moves the progress
+/// counter. A free function, so that `call` may borrow the driver's
+/// connection while the driver's tally is updated after.
+async fn timed<T>(
+    control: &Control,
+    call: impl Future<Output = ClientResult<T>>,
+) -> (ClientResult<T>, Timing) {
+    let sent = Instant::now();
+    let result = call.await;
+    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if !matches!(result, Err(ClientError::Transport { .. })) {
+        control.responses.fetch_add(1, Relaxed);
+    }
+    let counted = control.phase() == MEASURE;
+    (result, Timing { micros, counted })
+}
+
 /// What the loop does after a failed request.
 #[derive(PartialEq, Eq)]
 enum Next {
@@ -243,22 +260,6 @@ struct Driver {
 }
 
 impl Driver {
-    /// Awaits `call` and times it; a response (any status) moves the
-    /// progress counter.
-    async fn timed<T>(
-        &mut self,
-        call: impl Future<Output = ClientResult<T>>,
-    ) -> (ClientResult<T>, Timing) {
-        let sent = Instant::now();
-        let result = call.await;
-        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-        if !matches!(result, Err(ClientError::Transport { .. })) {
-            self.control.responses.fetch_add(1, Relaxed);
-        }
-        let counted = self.control.phase() == MEASURE;
-        (result, Timing { micros, counted })
-    }
-
     /// Counts a 2xx response, as described in the module docs.
     fn record(&mut self, timing: Timing) {
         if timing.counted {
@@ -300,8 +301,8 @@ impl Driver {
                 return;
             }
             let next = if self.batch == 1 {
-                let queue = self.connection.queue.clone();
-                match self.timed(queue.publish(&payload.body)).await {
+                let queue = &self.connection.queue;
+                match timed(&self.control, queue.publish(&payload.body)).await {
                     (Ok(()), timing) => {
                         self.record(timing);
                         if timing.counted {
@@ -320,8 +321,8 @@ impl Driver {
                     short = payload.short(claimed as usize);
                     &short
                 };
-                let queue = self.connection.queue.clone();
-                match self.timed(queue.publish_encoded(batch)).await {
+                let queue = &self.connection.queue;
+                match timed(&self.control, queue.publish_encoded(batch)).await {
                     (Ok(published), timing) => {
                         self.record(timing);
                         if timing.counted {
@@ -377,9 +378,8 @@ impl Driver {
     }
 
     async fn fetch_one(&mut self, long_poll: bool, ids: &mut Vec<u64>) -> Fetched {
-        let client = self.connection.client.clone();
-        let call = self.connection.fetch_call(long_poll).clone();
-        match self.timed(client.call(&call)).await {
+        let call = self.connection.fetch_call(long_poll);
+        match timed(&self.control, self.connection.client.call(call)).await {
             (Ok(reply), timing) => {
                 self.record(timing);
                 // The bare server's `{}` has no id: acknowledging 0 keeps
@@ -400,11 +400,11 @@ impl Driver {
         deliveries: &mut Vec<Delivery>,
         ids: &mut Vec<u64>,
     ) -> Fetched {
-        let queue = self.connection.queue.clone();
+        let queue = &self.connection.queue;
         let wait = self.connection.wait(long_poll);
         deliveries.clear();
         let fetched = queue.fetch_batch_into(self.batch, Some(wait), deliveries);
-        match self.timed(fetched).await {
+        match timed(&self.control, fetched).await {
             (Ok(0), timing) => Fetched::Empty {
                 counted: timing.counted,
             },
@@ -428,8 +428,8 @@ impl Driver {
     }
 
     async fn acknowledge_one(&mut self, id: u64) -> Next {
-        let queue = self.connection.queue.clone();
-        match self.timed(queue.acknowledge(id)).await {
+        let queue = &self.connection.queue;
+        match timed(&self.control, queue.acknowledge(id)).await {
             (Ok(()), timing) => {
                 self.record(timing);
                 self.acknowledged(1, timing);
@@ -440,8 +440,8 @@ impl Driver {
     }
 
     async fn acknowledge_many(&mut self, ids: &[u64]) -> Next {
-        let queue = self.connection.queue.clone();
-        match self.timed(queue.acknowledge_batch(ids)).await {
+        let queue = &self.connection.queue;
+        match timed(&self.control, queue.acknowledge_batch(ids)).await {
             (Ok(results), timing) => {
                 self.record(timing);
                 let ok = results.iter().filter(|r| **r == Settled::Ok).count() as u64;

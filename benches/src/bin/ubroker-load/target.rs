@@ -1,12 +1,13 @@
 //! A target broker and one connection to it, through `ubroker-client`.
 //!
 //! [`Target`] checks a base URL once and makes [`Connection`]s. A
-//! [`Connection`] is a `ubroker_client::Client` of its own, kept to one
-//! idle connection and never retrying: each task of the load generator
-//! sends one request at a time, so it uses exactly one keep-alive TCP
-//! connection (`TCP_NODELAY`), and the number of tasks is the concurrency
-//! the target sees. A failure is counted, never hidden by a retry; the
-//! client's pool reconnects on the next request.
+//! [`Connection`] is a `ubroker_client::Client` of its own on a dedicated
+//! connection (`ClientBuilder::dedicated_connection`), never retrying:
+//! each task of the load generator is exactly one keep-alive TCP
+//! connection (`TCP_NODELAY`) with one request in flight, never pooled or
+//! pipelined, so the number of tasks is the concurrency the target sees.
+//! A failure is counted, never hidden by a retry; the connection is
+//! reopened on the next request.
 //!
 //! The requests are the client's, on the original unprefixed routes
 //! (`/publish`, `/fetch`, `/acknowledge/{id}`), so the bare hyper server
@@ -18,7 +19,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::Method;
 use ubroker_client::{Call, Client, Idempotence, Queue, RetryPolicy};
 
@@ -49,24 +49,24 @@ impl Target {
     pub fn connection(&self) -> ubroker_client::Result<Connection> {
         let mut builder = Client::builder(&self.url)
             .retry(RetryPolicy::never())
-            .max_idle_connections(1)
-            // Never dropped for idleness between a run's phases.
-            .idle_timeout(Duration::from_secs(3600));
+            .dedicated_connection(true);
         if let Some(token) = &self.auth_token {
             builder = builder.token(token.clone());
         }
         let client = builder.build()?;
         let queue = client.default_queue();
-        let fetch = |wait: u64| Call {
-            method: Method::GET,
-            path: format!("/fetch?wait={wait}"),
-            body: Bytes::new(),
-            idempotence: Idempotence::Safe,
-            retry: false,
+        let fetch = |wait: u64| {
+            client
+                .prepare(
+                    Method::GET,
+                    &format!("/fetch?wait={wait}"),
+                    Idempotence::Safe,
+                )
+                .map(|call| call.retry(false))
         };
         Ok(Connection {
-            fetch_now: fetch(0),
-            fetch_long_poll: fetch(self.long_poll_ms),
+            fetch_now: fetch(0)?,
+            fetch_long_poll: fetch(self.long_poll_ms)?,
             long_poll: Duration::from_millis(self.long_poll_ms),
             client,
             queue,
@@ -122,8 +122,8 @@ mod tests {
     fn base_urls_are_checked() {
         let t = Target::parse("http://127.0.0.1:8080", 1000, None).unwrap();
         let c = t.connection().unwrap();
-        assert_eq!(c.fetch_call(false).path, "/fetch?wait=0");
-        assert_eq!(c.fetch_call(true).path, "/fetch?wait=1000");
+        assert_eq!(c.fetch_call(false).uri(), "/fetch?wait=0");
+        assert_eq!(c.fetch_call(true).uri(), "/fetch?wait=1000");
         assert!(Target::parse("http://localhost/broker/", 5, Some("s3cret")).is_ok());
         assert!(Target::parse("http://localhost/", 5, Some("bad\ntoken")).is_err());
         for bad in [
