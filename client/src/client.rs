@@ -23,8 +23,8 @@ use serde::Deserialize;
 use crate::error::{ApiError, Code, Error, Result};
 use crate::model::{
     decode, decode_count, decode_deliveries, decode_delivery, decode_results, ids_body, millis,
-    single_publish_body, Delivery, EncodedBatch, Health, Message, QueueInfo, QueueSettings,
-    Settled, Stats,
+    single_publish_body, Delivery, EncodedBatch, EncodedMessage, Health, Message, QueueInfo,
+    QueueSettings, Settled, Stats,
 };
 use crate::retry::{Idempotence, RetryPolicy};
 use crate::transport::Transport;
@@ -363,11 +363,33 @@ impl Client {
     /// public for what they do not cover (a load generator reading a
     /// server that answers `{}` to everything, for one).
     pub async fn call(&self, call: &Call) -> Result<Reply> {
-        let policy = &self.inner.retry;
+        let inner = &*self.inner;
+        let policy = &inner.retry;
         let mut retries = 0;
         loop {
-            let error = match self.send_once(call).await {
-                Ok(reply) => return Ok(reply),
+            // Inline rather than a helper `async fn`: each level of nested
+            // futures copies the whole call's state (see `transport`).
+            // Built field by field: `Request::builder()` re-validates what
+            // is known to be valid, on every request.
+            let mut req = Request::new(Full::new(call.body.clone()));
+            *req.method_mut() = call.method.clone();
+            *req.uri_mut() = call.uri.clone();
+            let headers = req.headers_mut();
+            headers.insert(HOST, inner.host.clone());
+            if !call.body.is_empty() {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            if let Some(authorization) = &inner.authorization {
+                headers.insert(AUTHORIZATION, authorization.clone());
+            }
+            let error = match inner.transport.send(req).await {
+                Ok(answer) if answer.status.is_success() => {
+                    return Ok(Reply {
+                        status: answer.status,
+                        body: answer.body,
+                    })
+                }
+                Ok(answer) => Error::Api(api_error(answer.status, &answer.headers, &answer.body)),
                 Err(error) => error,
             };
             let wait = if call.retry {
@@ -386,37 +408,9 @@ impl Client {
                 "retrying after: {error}"
             );
             retries += 1;
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    async fn send_once(&self, call: &Call) -> Result<Reply> {
-        let inner = &*self.inner;
-        // Built field by field: `Request::builder()` re-validates what is
-        // known to be valid, on every request.
-        let mut req = Request::new(Full::new(call.body.clone()));
-        *req.method_mut() = call.method.clone();
-        *req.uri_mut() = call.uri.clone();
-        let headers = req.headers_mut();
-        headers.insert(HOST, inner.host.clone());
-        if !call.body.is_empty() {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        if let Some(authorization) = &inner.authorization {
-            headers.insert(AUTHORIZATION, authorization.clone());
-        }
-        let answer = inner.transport.send(req).await?;
-        if answer.status.is_success() {
-            Ok(Reply {
-                status: answer.status,
-                body: answer.body,
-            })
-        } else {
-            Err(Error::Api(api_error(
-                answer.status,
-                &answer.headers,
-                &answer.body,
-            )))
+            // Boxed: the timer is rare and large; unboxed it would be part
+            // of every call's future.
+            Box::pin(tokio::time::sleep(wait)).await;
         }
     }
 }
@@ -558,6 +552,13 @@ impl Queue {
         M: Into<Message<'m>>,
     {
         self.publish_encoded(&EncodedBatch::new(messages)?).await
+    }
+
+    /// Publishes one message encoded beforehand (`{"body": ...}`, sent
+    /// again without copying), on the single route.
+    pub async fn publish_encoded_message(&self, message: &EncodedMessage) -> Result<()> {
+        let call = self.publish_call().body(message.body().clone());
+        self.client.call(&call).await.map(drop)
     }
 
     /// Publishes a batch encoded beforehand (sent again without copying).

@@ -87,7 +87,7 @@ pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};
 pub use dedup::Dedup;
 pub use error::{ApiError, Code, Error, Result};
 pub use model::{
-    DeadLetter, Delivery, EncodedBatch, Health, Message, QueueInfo, QueueSettings, QueueStats,
-    Settled, Stats,
+    DeadLetter, Delivery, EncodedBatch, EncodedMessage, Health, Message, QueueInfo, QueueSettings,
+    QueueStats, Settled, Stats,
 };
 pub use retry::{Backoff, Idempotence, RetryPolicy};

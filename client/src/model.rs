@@ -116,6 +116,26 @@ impl EncodedBatch {
     }
 }
 
+/// A single publish body, `{"body": "..."}`, encoded once: for a producer
+/// that sends the same body again and again (a heartbeat, a load
+/// generator). See [`crate::Queue::publish_encoded_message`].
+#[derive(Debug, Clone)]
+pub struct EncodedMessage {
+    body: Bytes,
+}
+
+impl EncodedMessage {
+    /// Encodes `body`.
+    pub fn new(body: &str) -> Result<Self> {
+        single_publish_body(body).map(|body| EncodedMessage { body })
+    }
+
+    /// The request body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
 /// A single publish body, `{"body": "..."}`.
 pub(crate) fn single_publish_body(body: &str) -> Result<Bytes> {
     #[derive(Serialize)]

@@ -24,13 +24,12 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::future::Future;
-
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use ubroker_client::{
-    Code, Delivery, EncodedBatch, Error as ClientError, Result as ClientResult, Settled,
+    Code, Delivery, EncodedBatch, EncodedMessage, Error as ClientError, Result as ClientResult,
+    Settled,
 };
 
 use crate::cpu::CpuSample;
@@ -89,6 +88,8 @@ pub struct Plan {
 pub struct Payload {
     /// One message's body.
     pub body: String,
+    /// The body of every single publish.
+    pub single: EncodedMessage,
     /// `--batch` messages, the body of every batch publish.
     pub batch: EncodedBatch,
 }
@@ -99,7 +100,12 @@ impl Payload {
         let body = "x".repeat(body_bytes);
         let batch = EncodedBatch::new(std::iter::repeat_n(body.as_str(), batch.max(1)))
             .map_err(|e| e.to_string())?;
-        Ok(Payload { body, batch })
+        let single = EncodedMessage::new(&body).map_err(|e| e.to_string())?;
+        Ok(Payload {
+            body,
+            single,
+            batch,
+        })
     }
 
     /// A batch of `n` (the last one under `--messages`).
@@ -224,21 +230,27 @@ struct Timing {
     counted: bool,
 }
 
-/// Awaits `call` and times it; a response (any status) moves the progress
-/// counter. A free function, so that `call` may borrow the driver's
-/// connection while the driver's tally is updated after.
-async fn timed<T>(
-    control: &Control,
-    call: impl Future<Output = ClientResult<T>>,
-) -> (ClientResult<T>, Timing) {
-    let sent = Instant::now();
-    let result = call.await;
+/// Awaits `$call` and times it; a response (any status) moves the progress
+/// counter. A macro rather than an `async fn` taking the call's future:
+/// passing a future down moves (copies) all of its state once more per
+/// request.
+macro_rules! timed {
+    ($control:expr, $call:expr) => {{
+        let sent = Instant::now();
+        let result = $call.await;
+        let timing = timing(&$control, sent, &result);
+        (result, timing)
+    }};
+}
+
+/// The timing of a response that arrived now, sent at `sent`.
+fn timing<T>(control: &Control, sent: Instant, result: &ClientResult<T>) -> Timing {
     let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
     if !matches!(result, Err(ClientError::Transport { .. })) {
         control.responses.fetch_add(1, Relaxed);
     }
     let counted = control.phase() == MEASURE;
-    (result, Timing { micros, counted })
+    Timing { micros, counted }
 }
 
 /// What the loop does after a failed request.
@@ -302,7 +314,7 @@ impl Driver {
             }
             let next = if self.batch == 1 {
                 let queue = &self.connection.queue;
-                match timed(&self.control, queue.publish(&payload.body)).await {
+                match timed!(self.control, queue.publish_encoded_message(&payload.single)) {
                     (Ok(()), timing) => {
                         self.record(timing);
                         if timing.counted {
@@ -322,7 +334,7 @@ impl Driver {
                     &short
                 };
                 let queue = &self.connection.queue;
-                match timed(&self.control, queue.publish_encoded(batch)).await {
+                match timed!(self.control, queue.publish_encoded(batch)) {
                     (Ok(published), timing) => {
                         self.record(timing);
                         if timing.counted {
@@ -379,7 +391,7 @@ impl Driver {
 
     async fn fetch_one(&mut self, long_poll: bool, ids: &mut Vec<u64>) -> Fetched {
         let call = self.connection.fetch_call(long_poll);
-        match timed(&self.control, self.connection.client.call(call)).await {
+        match timed!(self.control, self.connection.client.call(call)) {
             (Ok(reply), timing) => {
                 self.record(timing);
                 // The bare server's `{}` has no id: acknowledging 0 keeps
@@ -404,7 +416,7 @@ impl Driver {
         let wait = self.connection.wait(long_poll);
         deliveries.clear();
         let fetched = queue.fetch_batch_into(self.batch, Some(wait), deliveries);
-        match timed(&self.control, fetched).await {
+        match timed!(self.control, fetched) {
             (Ok(0), timing) => Fetched::Empty {
                 counted: timing.counted,
             },
@@ -429,7 +441,7 @@ impl Driver {
 
     async fn acknowledge_one(&mut self, id: u64) -> Next {
         let queue = &self.connection.queue;
-        match timed(&self.control, queue.acknowledge(id)).await {
+        match timed!(self.control, queue.acknowledge(id)) {
             (Ok(()), timing) => {
                 self.record(timing);
                 self.acknowledged(1, timing);
@@ -441,7 +453,7 @@ impl Driver {
 
     async fn acknowledge_many(&mut self, ids: &[u64]) -> Next {
         let queue = &self.connection.queue;
-        match timed(&self.control, queue.acknowledge_batch(ids)).await {
+        match timed!(self.control, queue.acknowledge_batch(ids)) {
             (Ok(results), timing) => {
                 self.record(timing);
                 let ok = results.iter().filter(|r| **r == Settled::Ok).count() as u64;
