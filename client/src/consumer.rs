@@ -386,9 +386,12 @@ async fn fetch_loop<H, F, E>(
             return_unhandled(&shared, &batch).await;
             break;
         }
+        // `held` has n permits, one per delivery; the spare ones drop with
+        // it. A server that answered more than n (it must not) gets the
+        // surplus back at once rather than leased and left to expire.
+        let surplus = batch.len().saturating_sub(n);
+        let extra: Vec<Delivery> = batch.drain(batch.len() - surplus..).collect();
         for delivery in batch.drain(..) {
-            // `held` has n ≥ batch.len() permits; the spare ones drop
-            // with it below.
             let Some(permit) = held.split(1) else {
                 break;
             };
@@ -400,6 +403,10 @@ async fn fetch_loop<H, F, E>(
                 acks.clone(),
                 abandon.clone(),
             ));
+        }
+        if !extra.is_empty() {
+            let ids: Vec<u64> = extra.iter().map(|d| d.id).collect();
+            settle_many(&shared, Settle::Requeue, &ids).await;
         }
     }
     // Running handlers finish (or are abandoned by `stop`); then the
@@ -482,6 +489,16 @@ fn single_result(result: Result<(), Error>) -> Result<Settled, Error> {
     }
 }
 
+/// A handler's task, aborted if its `handle_one` is dropped (the consumer
+/// was dropped or aborted: a crash), so that no handler runs on orphaned.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a handler ended.
 enum Outcome {
     Succeeded,
@@ -507,7 +524,7 @@ async fn handle_one<H, F, E>(
     let counters = &shared.counters;
     // A task of its own, so that a panic is caught as a JoinError and the
     // message is requeued rather than left to expire.
-    let mut work = tokio::spawn(handler(delivery));
+    let mut work = AbortOnDrop(tokio::spawn(handler(delivery)));
     let heartbeat = match shared.config.heartbeat {
         f if f > 0.0 => shared.ttl().await.map(|ttl| ttl.mul_f64(f)),
         _ => None,
@@ -516,7 +533,7 @@ async fn handle_one<H, F, E>(
         heartbeat.map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let outcome = loop {
         tokio::select! {
-            joined = &mut work => break match joined {
+            joined = &mut work.0 => break match joined {
                 Ok(Ok(())) => {
                     counters.succeeded.fetch_add(1, Relaxed);
                     Outcome::Succeeded
@@ -533,7 +550,7 @@ async fn handle_one<H, F, E>(
                 }
             },
             () = wait_until_set(&mut abandon) => {
-                work.abort();
+                work.0.abort();
                 counters.returned_on_stop.fetch_add(1, Relaxed);
                 break Outcome::Abandoned;
             }

@@ -474,7 +474,9 @@ mod tests {
         .unwrap();
         assert_eq!((out.len(), out[0].id, out[0].text()), (1, 9, "s"));
         assert!(decode_deliveries(&Bytes::from_static(b"{}"), &mut out).is_err());
-        assert!(decode_deliveries(&Bytes::from_static(b"{\"messages\":[\xff]}"), &mut out).is_err());
+        assert!(
+            decode_deliveries(&Bytes::from_static(b"{\"messages\":[\xff]}"), &mut out).is_err()
+        );
         assert!(decode_results(&Bytes::from_static(b"\xfe")).is_err());
 
         // A part-1 server sends neither message_id nor attempt.
