@@ -10,18 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
-use ubroker_engine::QueueUpdate;
+use ubroker_engine::{NewMessage, QueueUpdate};
 
 use crate::config::Config;
 use crate::error::ApiError;
-
-/// A message of a batch publish, as the engine takes it.
-// Until the engine's `NewMessage` lands, the same shape, defined here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewMessage {
-    pub body: Bytes,
-    pub delay: Duration,
-}
 
 /// What a publish request asks for.
 #[derive(Debug, PartialEq, Eq)]
