@@ -28,8 +28,8 @@ pub enum Publish {
 struct PublishRequest<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     body: Option<JsonStr<'a>>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    messages: Option<Entries<'a>>,
+    #[serde(default, deserialize_with = "present")]
+    messages: Option<Entries>,
 }
 
 /// A JSON string, borrowed from the request when it holds no escapes.
@@ -76,13 +76,11 @@ impl JsonStr<'_> {
 }
 
 /// One entry of `messages`: `{"body": "<string>", "delay_ms": u64?}`,
-/// other fields ignored.
-struct Entry<'a> {
-    body: JsonStr<'a>,
-    delay_ms: Option<u64>,
-}
+/// other fields ignored; made into the engine's message as it is parsed
+/// (its delay is checked against `--max-delay` afterwards).
+struct Entry(NewMessage);
 
-impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
+impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(field_identifier, rename_all = "snake_case")]
@@ -94,7 +92,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
         }
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Entry<'de>;
+            type Value = Entry;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an object with a string field \"body\"")
             }
@@ -121,7 +119,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
                     }
                 }
                 let body = body.ok_or_else(|| A::Error::missing_field("body"))?;
-                Ok(Entry { body, delay_ms })
+                Ok(Entry(NewMessage {
+                    body: body.into_body(),
+                    delay: Duration::from_millis(delay_ms.unwrap_or(0)),
+                }))
             }
         }
         d.deserialize_map(Visitor)
@@ -129,13 +130,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
 }
 
 /// `messages`: a JSON array of entries. An entry's error names its index.
-struct Entries<'a>(Vec<Entry<'a>>);
+struct Entries(Vec<NewMessage>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+impl<'de> Deserialize<'de> for Entries {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Entries<'de>;
+            type Value = Entries;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an array of messages")
             }
@@ -145,8 +146,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
             ) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(1024));
                 loop {
-                    match seq.next_element::<Entry<'de>>() {
-                        Ok(Some(entry)) => entries.push(entry),
+                    match seq.next_element::<Entry>() {
+                        Ok(Some(Entry(message))) => entries.push(message),
                         Ok(None) => return Ok(Entries(entries)),
                         Err(error) => {
                             // serde_json adds the position once more on the
@@ -187,24 +188,14 @@ pub fn parse_publish(raw: &[u8], config: &Config) -> Result<Publish, ApiError> {
                     entries.len()
                 )));
             }
-            if let Some(index) = entries
-                .iter()
-                .position(|entry| entry.delay_ms.is_some_and(|ms| ms > config.max_delay))
-            {
+            let max_delay = Duration::from_millis(config.max_delay);
+            if let Some(index) = entries.iter().position(|entry| entry.delay > max_delay) {
                 return Err(ApiError::BadBody(format!(
                     "messages[{index}]: delay_ms must be from 0 to {}",
                     config.max_delay
                 )));
             }
-            Ok(Publish::Batch(
-                entries
-                    .into_iter()
-                    .map(|entry| NewMessage {
-                        delay: Duration::from_millis(entry.delay_ms.unwrap_or(0)),
-                        body: entry.body.into_body(),
-                    })
-                    .collect(),
-            ))
+            Ok(Publish::Batch(entries))
         }
         (Some(_), Some(_)) => Err(ApiError::BadBody(
             "give either \"body\" or \"messages\", not both".into(),
@@ -718,12 +709,11 @@ mod tests {
     }
 
     #[test]
-    fn batch_bodies_borrow_unescaped_strings() {
-        let raw = br#"{"messages":[{"body":"plain"},{"body":"esc\"aped"}]}"#;
-        let request: PublishRequest<'_> = serde_json::from_slice(raw).unwrap();
-        let entries = request.messages.unwrap().0;
-        assert!(matches!(entries[0].body.0, Cow::Borrowed("plain")));
-        assert!(matches!(&entries[1].body.0, Cow::Owned(s) if s == "esc\"aped"));
+    fn bodies_borrow_unescaped_strings() {
+        let plain: JsonStr<'_> = serde_json::from_slice(br#""plain""#).unwrap();
+        assert!(matches!(plain.0, Cow::Borrowed("plain")));
+        let escaped: JsonStr<'_> = serde_json::from_slice(br#""esc\"aped""#).unwrap();
+        assert!(matches!(&escaped.0, Cow::Owned(s) if s == "esc\"aped"));
         let single: PublishRequest<'_> = serde_json::from_slice(br#"{"body":"x"}"#).unwrap();
         assert!(matches!(single.body.unwrap().0, Cow::Borrowed("x")));
     }

@@ -98,12 +98,7 @@ pub fn deliveries(deliveries: &[Delivery]) -> Response<Body> {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"message\":{\"body\":\"");
-        // Bodies arrive as JSON strings, so they are UTF-8; the lossy
-        // fallback is for bodies an embedding process published.
-        match std::str::from_utf8(&delivery.body) {
-            Ok(text) => push_escaped(&mut out, text),
-            Err(_) => push_escaped(&mut out, &String::from_utf8_lossy(&delivery.body)),
-        }
+        push_body(&mut out, &delivery.body);
         out.extend_from_slice(b"\"},\"id\":");
         push_u64(&mut out, delivery.id);
         out.extend_from_slice(b",\"message_id\":");
@@ -161,6 +156,27 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[start..]);
+}
+
+/// Appends a message body as the inside of a JSON string.
+///
+/// The common body (ASCII, nothing to escape) is found by one branch-free
+/// pass that the compiler vectorises, and copied as it is: the profile of a
+/// batch fetch had the byte-by-byte escaper and the UTF-8 check at a fifth
+/// of the server's instructions. Bodies arrive as JSON strings, so they are
+/// UTF-8; the lossy fallback is for bodies an embedding process published.
+fn push_body(out: &mut Vec<u8>, body: &[u8]) {
+    let special = body.iter().fold(false, |special, &b| {
+        special | (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x80)
+    });
+    if !special {
+        out.extend_from_slice(body);
+        return;
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => push_escaped(out, text),
+        Err(_) => push_escaped(out, &String::from_utf8_lossy(body)),
+    }
 }
 
 /// Appends `text` escaped as the inside of a JSON string, exactly as
@@ -492,6 +508,37 @@ mod tests {
         push_escaped(&mut out, &text);
         let expected = serde_json::to_string(&text).unwrap();
         assert_eq!(format!("\"{}\"", String::from_utf8(out).unwrap()), expected);
+    }
+
+    #[test]
+    fn bodies_are_written_as_serde_json_writes_them_with_or_without_escapes() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"plain ascii, nothing to escape ~ \x7f".to_vec(),
+            "é".as_bytes().to_vec(),
+            b"tab\there".to_vec(),
+            b"quote\" and back\\slash".to_vec(),
+            vec![b'x'; 1000],
+        ];
+        // Every single byte, at the start, the middle and the end of a body
+        // long enough for a vectorised scan.
+        for byte in 0u8..=255 {
+            for at in [0, 17, 63] {
+                let mut body = vec![b'a'; 64];
+                body[at] = byte;
+                cases.push(body);
+            }
+        }
+        for body in cases {
+            let mut out = Vec::new();
+            push_body(&mut out, &body);
+            let expected = serde_json::to_string(&String::from_utf8_lossy(&body)).unwrap();
+            assert_eq!(
+                format!("\"{}\"", String::from_utf8(out).unwrap()),
+                expected,
+                "{body:?}"
+            );
+        }
     }
 
     #[tokio::test]
