@@ -143,19 +143,10 @@ pub fn published(n: u64) -> Response<Body> {
     json(StatusCode::OK, Bytes::from(out))
 }
 
-/// Appends `n` in decimal.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
+/// Appends `n` in decimal (itoa, as serde_json writes integers: a
+/// per-digit loop was a tenth of a batch fetch's instructions).
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Appends a message body as the inside of a JSON string.
