@@ -29,7 +29,10 @@
 
 pub mod baseline;
 mod bench_broker;
+#[cfg(test)]
+mod conformance;
 pub mod contended;
 pub mod memory;
+pub mod shim; // SHIM
 
 pub use bench_broker::BenchBroker;
