@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ubroker_benches::baseline::MutexBroker;
-use ubroker_benches::shim::NewMessage; // SHIM
+
 use ubroker_benches::BenchBroker;
-use ubroker_engine::{Broker, Config, Delivery, ManualClock, SystemClock};
+use ubroker_engine::{Broker, Config, Delivery, ManualClock, NewMessage, SystemClock};
 
 const BODY: Bytes = Bytes::from_static(b"0123456789abcdef0123456789abcdef");
 const BATCH: usize = 100;

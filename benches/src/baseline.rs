@@ -55,11 +55,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use crate::shim::NewMessage; // SHIM
 use bytes::Bytes;
 use ubroker_engine::{
-    validate_queue_name, Clock, Config, Delivery, Error, QueueInfo, QueueName, QueueStats,
-    QueueUpdate, Stats, Sweep, SystemClock, Timestamp, MAX_ID, MESSAGE_OVERHEAD,
+    validate_queue_name, Clock, Config, Delivery, Error, NewMessage, QueueInfo, QueueName,
+    QueueStats, QueueUpdate, Stats, Sweep, SystemClock, Timestamp, MAX_ID, MESSAGE_OVERHEAD,
 };
 
 /// Ids are refused this far below [`MAX_ID`], as in the engine.

@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ubroker_engine::{
-    Broker, Clock, Config, Delivery, Error, QueueInfo, QueueName, QueueStats, QueueUpdate, Stats,
-    Sweep,
+    Broker, Clock, Config, Delivery, Error, NewMessage, QueueInfo, QueueName, QueueStats,
+    QueueUpdate, Stats, Sweep,
 };
 
 use crate::baseline::MutexBroker;
-use crate::shim::{BatchShim, NewMessage}; // SHIM
 
 /// A broker as the benches see it: the non-waiting half of
 /// [`ubroker_engine::Broker`]'s API over named queues, with the same
@@ -124,7 +123,7 @@ pub trait BenchBroker: Send + Sync + 'static {
 /// have the trait's names and signatures: both implementations do, by
 /// design, so the forwarding is written once.
 macro_rules! forward {
-    ($ty:ident, $name:literal, $batch:ident) => {
+    ($ty:ident, $name:literal) => {
         impl<C: Clock> BenchBroker for $ty<C> {
             type Clock = C;
             const NAME: &'static str = $name;
@@ -162,7 +161,7 @@ macro_rules! forward {
                 queue: &str,
                 messages: Vec<NewMessage>,
             ) -> Result<Range<u64>, Error> {
-                $batch::publish_batch(self, queue, messages)
+                $ty::publish_batch(self, queue, messages)
             }
 
             fn try_fetch_batch_from(
@@ -172,11 +171,11 @@ macro_rules! forward {
                 max_bytes: usize,
                 out: &mut Vec<Delivery>,
             ) -> Result<usize, Error> {
-                $batch::try_fetch_batch_from(self, queue, max, max_bytes, out)
+                $ty::try_fetch_batch_from(self, queue, max, max_bytes, out)
             }
 
             fn acknowledge_batch_in(&self, queue: &str, ids: &[u64]) -> Result<Vec<bool>, Error> {
-                $batch::acknowledge_batch_in(self, queue, ids)
+                $ty::acknowledge_batch_in(self, queue, ids)
             }
 
             fn requeue_batch_in(
@@ -185,7 +184,7 @@ macro_rules! forward {
                 ids: &[u64],
                 delay: Duration,
             ) -> Result<Vec<bool>, Error> {
-                $batch::requeue_batch_in(self, queue, ids, delay)
+                $ty::requeue_batch_in(self, queue, ids, delay)
             }
 
             fn touch_batch_in(
@@ -194,7 +193,7 @@ macro_rules! forward {
                 ids: &[u64],
                 ttl: Option<Duration>,
             ) -> Result<Vec<bool>, Error> {
-                $batch::touch_batch_in(self, queue, ids, ttl)
+                $ty::touch_batch_in(self, queue, ids, ttl)
             }
 
             fn put_queue(&self, queue: &str, update: QueueUpdate) -> Result<QueueInfo, Error> {
@@ -216,5 +215,5 @@ macro_rules! forward {
     };
 }
 
-forward!(Broker, "ubroker", BatchShim); // SHIM
-forward!(MutexBroker, "mutex-baseline", MutexBroker); // SHIM
+forward!(Broker, "ubroker");
+forward!(MutexBroker, "mutex-baseline");

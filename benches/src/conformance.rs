@@ -13,9 +13,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ubroker_engine::{Config, Delivery, Error, ManualClock, QueueUpdate, MESSAGE_OVERHEAD};
+use ubroker_engine::{
+    Config, Delivery, Error, ManualClock, NewMessage, QueueUpdate, MESSAGE_OVERHEAD,
+};
 
-use crate::shim::NewMessage; // SHIM
 use crate::BenchBroker;
 
 const TTL: Duration = Duration::from_secs(10);

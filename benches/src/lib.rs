@@ -33,6 +33,5 @@ mod bench_broker;
 mod conformance;
 pub mod contended;
 pub mod memory;
-pub mod shim; // SHIM
 
 pub use bench_broker::BenchBroker;
