@@ -443,14 +443,18 @@ fn oversubscribed_one<B: BenchBroker<Clock = SystemClock>>(
     let all = RefCell::new(None::<Histogram<u64>>);
     group.bench_function(BenchmarkId::new(B::NAME, "4p4c"), |b| {
         b.iter_custom(|iters| {
-            let outcome = oversubscribed(&fresh::<B>(), QUEUE, 4, 4, BODY, iters);
+            // At least 100,000 messages per sample, so that every sample has
+            // a tail to measure (criterion's first samples are a handful of
+            // iterations); the time is scaled back to `iters`.
+            let messages = iters.max(100_000);
+            let outcome = oversubscribed(&fresh::<B>(), QUEUE, 4, 4, BODY, messages);
             let operations = outcome.operations();
             let mut all = all.borrow_mut();
             match all.as_mut() {
                 Some(all) => all.add(&operations).expect("same bounds"),
                 None => *all = Some(operations),
             }
-            outcome.elapsed
+            outcome.elapsed.mul_f64(iters as f64 / messages as f64)
         })
     });
     all.into_inner().expect("criterion ran the bench")
