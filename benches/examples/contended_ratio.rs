@@ -17,7 +17,9 @@
 //! Usage: `cargo run --release -p ubroker-benches --example contended_ratio
 //! -- [ROUNDS] [MESSAGES] [WORKLOAD...]` (defaults: 9 rounds, 500,000
 //! messages per round and implementation, every workload; name workloads as
-//! `contended/2p2c` or `oversubscribed/4p4c`).
+//! `contended/2p2c` or `oversubscribed/4p4c`). With `WARM=1` in the
+//! environment each measured round runs on a broker that has run the same
+//! round once before (steady-state memory; see `measured`).
 
 use bytes::Bytes;
 use ubroker_benches::baseline::MutexBroker;
@@ -47,14 +49,36 @@ fn round<B: BenchBroker>(broker: &B, workload: &str, messages: u64) -> (f64, Opt
         ),
         "oversubscribed" => {
             let outcome = oversubscribed(broker, QUEUE, threads, threads, BODY, messages);
-            let p999 = outcome.operations().value_at_quantile(0.999) as f64 / 1_000.0;
-            (per(outcome.elapsed), Some(p999))
+            let us = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.999) as f64 / 1_000.0;
+            // Which side of the cycle the tail is on.
+            let all = outcome.operations();
+            println!(
+                "  {}: p99.9 publish {:.1} us, fetch+ack {:.1} us; all operations p99.99 {:.1} us, max {:.1} us",
+                B::NAME,
+                us(&outcome.publish),
+                us(&outcome.consume),
+                all.value_at_quantile(0.9999) as f64 / 1_000.0,
+                all.max() as f64 / 1_000.0
+            );
+            (per(outcome.elapsed), Some(us(&outcome.operations())))
         }
         other => {
             eprintln!("unknown workload {other:?}; known: {WORKLOADS:?}");
             std::process::exit(2);
         }
     }
+}
+
+/// One measured round on a fresh broker, or with `WARM` set in the
+/// environment, on a broker that has already run the same round once: its
+/// queue blocks, tables and the allocator's free lists are then warm, which
+/// separates the cost of growing memory (fresh pages fault) from the steady
+/// state.
+fn measured<B: BenchBroker>(broker: B, workload: &str, messages: u64) -> (f64, Option<f64>) {
+    if std::env::var_os("WARM").is_some() {
+        round(&broker, workload, messages);
+    }
+    round(&broker, workload, messages)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -86,9 +110,10 @@ fn main() {
         let (mut ratios, mut tails) = (Vec::new(), Vec::new());
         let (mut engine_ns, mut baseline_ns) = (Vec::new(), Vec::new());
         for r in 1..=rounds {
-            let (engine, engine_p999) = round(&Broker::new(Config::default()), workload, messages);
+            let (engine, engine_p999) =
+                measured(Broker::new(Config::default()), workload, messages);
             let (baseline, baseline_p999) =
-                round(&MutexBroker::new(Config::default()), workload, messages);
+                measured(MutexBroker::new(Config::default()), workload, messages);
             let ratio = baseline / engine;
             print!(
                 "round {r}: {workload}  ubroker {engine:.0} ns/msg  baseline {baseline:.0} ns/msg  \
