@@ -33,6 +33,11 @@ CONSUMER_PROCS=${CONSUMER_PROCS:-3}
 CONSUMER_SECONDS=${CONSUMER_SECONDS:-10}
 PY=${PYTHON:-/usr/bin/python3}
 VALUE=$(printf 'v%.0s' $(seq 30))          # 30 bytes
+for tool in redis-server redis-benchmark redis-cli; do
+    command -v "$tool" >/dev/null || { echo "redis-compare: $tool not found (apt-get install redis-server)" >&2; exit 1; }
+done
+"$PY" -c 'import redis' 2>/dev/null ||
+    { echo "redis-compare: $PY has no redis module (apt-get install python3-redis, or PYTHON=...)" >&2; exit 1; }
 TICK=$(getconf CLK_TCK)
 
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

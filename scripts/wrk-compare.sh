@@ -26,6 +26,9 @@ ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 TICK=$(getconf CLK_TCK)
+for tool in wrk curl; do
+    command -v "$tool" >/dev/null || { echo "wrk-compare: $tool not found (apt-get install wrk curl)" >&2; exit 1; }
+done
 
 cargo build --release --quiet -p ubroker-server -p ubroker-benches --bin ubroker --bin bare-hyper
 bin="${CARGO_TARGET_DIR:-target}/release"
