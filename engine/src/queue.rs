@@ -47,7 +47,7 @@ use crate::lease::{Lease, LeaseTable};
 use crate::message::{Message, QueueName};
 use crate::stats::{Counters, QueueInfo, QueueStats};
 use crate::sync::{read, write, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard};
-use crate::timer::{lease_id, Entry, Hint, Timer};
+use crate::timer::{lease_ids, Entry, Hint, Timer};
 use crate::waiters::WaitList;
 
 /// `head_ready_at` when the ready queue is (or was last seen) empty.
@@ -239,12 +239,7 @@ impl Queue {
             message.ready_at = now;
         }
         self.ready.push_all(messages);
-        let _ = self.head_ready_at.compare_exchange(
-            NO_HEAD,
-            now.as_nanos(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        self.note_head_ready_at(now);
         // After the push: the woken fetches must find the messages.
         self.waiters.notify_many(n);
     }
@@ -254,14 +249,23 @@ impl Queue {
         message.ready_at = now;
         self.ready.push(message);
         // Into an empty queue, this message is the head.
-        let _ = self.head_ready_at.compare_exchange(
-            NO_HEAD,
-            now.as_nanos(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        self.note_head_ready_at(now);
         // After the push: the woken fetch must find the message.
         self.waiters.notify_one();
+    }
+
+    /// Records `now` as the head's ready time if the ready queue was seen
+    /// empty. A load first: a `lock cmpxchg` costs as much when it fails,
+    /// and on a busy queue it almost always would.
+    fn note_head_ready_at(&self, now: Timestamp) {
+        if self.head_ready_at.load(Ordering::Relaxed) == NO_HEAD {
+            let _ = self.head_ready_at.compare_exchange(
+                NO_HEAD,
+                now.as_nanos(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// How long the head of the ready queue has been ready, if any message
@@ -277,7 +281,7 @@ impl Queue {
     /// on a stalled queue fires no later than it should. A push racing the
     /// fetch that empties the queue can leave it unknown (`None` while
     /// messages are ready) until the next fetch. It costs the hot path one
-    /// relaxed store per fetch and one failed CAS per publish.
+    /// relaxed store per fetch and one relaxed load per publish.
     pub(crate) fn oldest_ready_age(&self, now: Timestamp) -> Option<Duration> {
         if self.ready.len() == 0 {
             return None;
@@ -583,33 +587,45 @@ impl Queue {
         let Some(_alive) = self.alive() else {
             return (0, 0, Vec::new());
         };
-        let (mut expired, mut came_due, mut dead) = (0, 0, Vec::new());
-        for (key, entry) in self.timer.take_due(now, &self.hint(shared)) {
+        let due = self.timer.take_due(now, &self.hint(shared));
+        let max = self.max_deliveries.load(Ordering::Relaxed);
+        // Everything that comes back joins the tail as one run, in due
+        // order, with one wake-up pass: a sweep of many pays per sweep what
+        // it can (the push, the counters, the notification).
+        let mut back = Vec::with_capacity(due.len());
+        let (mut expired, mut came_due, mut dead, mut dead_bytes) = (0, 0, Vec::new(), 0);
+        for (key, entry) in due {
             match entry {
-                Entry::Lease => {
+                Entry::Leases(len) => {
                     // A lease touched since this entry was taken has a later
                     // deadline and stays; one settled since is gone.
-                    let id = lease_id(&key);
-                    if let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now) {
+                    for id in lease_ids(&key, len) {
+                        let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now)
+                        else {
+                            continue;
+                        };
                         expired += 1;
-                        let ended = self.end_delivery(
-                            shared,
-                            lease.message,
-                            Duration::ZERO,
-                            now,
-                            &self.counters.expired,
-                        );
-                        if let Ended::DeadLetter(message) = ended {
+                        let message = lease.message;
+                        if max > 0 && message.attempts >= max {
+                            dead_bytes += message.body.len() as u64;
                             dead.push(message);
+                        } else {
+                            back.push(message);
                         }
                     }
                 }
                 Entry::Delayed(message) => {
                     came_due += 1;
-                    self.make_ready(message, now);
+                    back.push(message);
                 }
             }
         }
+        if dead_bytes > 0 {
+            self.bytes.fetch_sub(dead_bytes, Ordering::Relaxed);
+        }
+        Counters::add(&self.counters.dead_lettered, dead.len() as u64);
+        Counters::add(&self.counters.expired, (expired - dead.len()) as u64);
+        self.make_all_ready(back, now);
         self.leases.shrink_if_sparse();
         (expired, came_due, dead)
     }
