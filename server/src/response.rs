@@ -1,8 +1,10 @@
 //! Building responses: one small function per kind of answer.
 //!
 //! Every response is JSON with `Content-Type: application/json`. Bodies are
-//! built directly (static bytes or one `serde_json` write), with no builder
-//! that could fail, so nothing here can panic.
+//! built directly (static bytes, one `serde_json` write, or, for the batch
+//! answers, bytes written by hand into one buffer sized for the whole
+//! answer, which the unit tests compare with `serde_json`'s output), with
+//! no builder that could fail, so nothing here can panic.
 
 use bytes::Bytes;
 use http_body_util::Full;
