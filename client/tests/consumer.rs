@@ -258,3 +258,45 @@ async fn never_more_than_max_in_flight() {
     assert!(server_peak <= 4, "leases at once: {server_peak}");
     server.stop().await;
 }
+
+/// The `ubroker_http_requests_total` samples whose labels contain `route`.
+fn requests_on(metrics: &str, route: &str) -> u64 {
+    let label = format!("route=\"{route}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ubroker_http_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_go_in_batches_where_the_server_takes_them() {
+    const N: usize = 200;
+    let server = TestBroker::start(config()).await;
+    let q = queue_with_ttl(&server, "batched", 60_000).await;
+    q.publish_batch((0..N).map(|i| i.to_string()).collect::<Vec<_>>().iter())
+        .await
+        .unwrap();
+    let consumer = Consumer::builder(q.clone())
+        .max_in_flight(50)
+        .run(|_| async { Ok::<(), String>(()) });
+    eventually("all acknowledged", || async {
+        consumer.stats().acknowledged == N as u64
+    })
+    .await;
+    let stats = consumer.stop().await;
+    assert_eq!(stats.fetched, N as u64, "{stats:?}");
+    let metrics = q.client().metrics().await.unwrap();
+    let batch_acks = requests_on(&metrics, "/queues/{queue}/acknowledge");
+    let single_acks = requests_on(&metrics, "/queues/{queue}/acknowledge/{id}");
+    let fetches = requests_on(&metrics, "/queues/{queue}/fetch");
+    assert!(batch_acks > 0, "no batch acknowledge:\n{metrics}");
+    assert!(
+        batch_acks + single_acks < N as u64 / 2,
+        "{batch_acks} batch + {single_acks} single acknowledges for {N} messages"
+    );
+    assert!(fetches < N as u64 / 2, "{fetches} fetches for {N} messages");
+    let (ready, in_flight, delayed, acked) = counts(&q).await;
+    assert_eq!((ready, in_flight, delayed, acked), (0, 0, 0, N as u64));
+    server.stop().await;
+}
