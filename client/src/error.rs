@@ -125,8 +125,9 @@ pub enum Error {
     Api(ApiError),
     /// The request may never have reached the server, or its answer was
     /// lost: connect refused, connection reset, malformed response.
-    /// `connect` is true when no connection was made, so the request
-    /// certainly was not sent.
+    /// `connect` is true when the request certainly was not sent: no
+    /// connection could be made, or the connection closed before the
+    /// request was written.
     #[error("transport error{}: {source}", if *.connect { " (connect)" } else { "" })]
     Transport {
         connect: bool,
