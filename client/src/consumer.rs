@@ -61,8 +61,9 @@ impl ConsumerBuilder {
         self
     }
 
-    /// At most `n` messages per fetch (default 100; the server's
-    /// `--max-batch` caps it too). 1 uses only the single fetch route.
+    /// At most `n` messages per fetch (default 100; keep it within the
+    /// server's `--max-batch`, default 1000, or fetches are refused). 1
+    /// uses only the single fetch route.
     pub fn fetch_max(mut self, n: usize) -> Self {
         self.fetch_max = n.max(1);
         self
