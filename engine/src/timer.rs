@@ -74,7 +74,7 @@
 //! Decide a settlement, or take a lease-table lock while holding its own
 //! (lock order: lease-table shard, then timer, then agenda).
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::ops::Range;
 use std::sync::Weak;
 
@@ -159,20 +159,47 @@ impl Inner {
         self.hint_for(due, hint);
     }
 
-    /// Counts lease `id` (deadline `deadline`) out of its run, and drops the
-    /// run once none of its leases is live. Nothing if the run is gone (a
-    /// sweep took it first).
-    fn cancel(&mut self, deadline: Timestamp, id: u64) {
-        let Some((&key, run)) = self.leases.range_mut(..=(deadline, id)).next_back() else {
-            return;
+    /// Counts `keys[0]`'s lease out of its run, with every following key
+    /// in the same run (a batch settled together), and drops the run once
+    /// none of its leases is live. Returns how many keys it consumed.
+    /// Nothing changes for a run already gone (a sweep took it first).
+    ///
+    /// A single lease, or the first of a batch, is found by its exact key:
+    /// one search, and its removal reuses the handle. Any other lease of a
+    /// batch needs the greatest key at or before its own.
+    fn cancel_run(&mut self, keys: &[Key]) -> usize {
+        let (deadline, id) = keys[0];
+        let in_run = |first: u64, len: u32| {
+            let end = first + u64::from(len);
+            keys.iter()
+                .take_while(|&&(d, i)| d == deadline && (first..end).contains(&i))
+                .count()
+        };
+        if let btree_map::Entry::Occupied(mut found) = self.leases.entry((deadline, id)) {
+            let n = in_run(id, found.get().len);
+            let run = found.get_mut();
+            run.live = run.live.saturating_sub(n as u32);
+            if run.live == 0 {
+                found.remove();
+            }
+            return n;
+        }
+        let Some((&key, run)) = self.leases.range_mut(..(deadline, id)).next_back() else {
+            return 1;
         };
         if key.0 != deadline || id - key.1 >= u64::from(run.len) {
-            return;
+            return 1;
         }
-        run.live -= 1;
+        let n = in_run(key.1, run.len);
+        run.live = run.live.saturating_sub(n as u32);
         if run.live == 0 {
             self.leases.remove(&key);
         }
+        n
+    }
+
+    fn cancel(&mut self, deadline: Timestamp, id: u64) {
+        self.cancel_run(&[(deadline, id)]);
     }
 }
 
@@ -231,8 +258,10 @@ impl Timer {
             return;
         }
         let mut inner = lock(&self.inner);
-        for &(deadline, id) in keys {
-            inner.cancel(deadline, id);
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let n = inner.cancel_run(rest);
+            rest = &rest[n.max(1)..];
         }
     }
 
@@ -437,6 +466,31 @@ mod tests {
         assert_eq!(runs[0], 15..17);
         assert_eq!(timer.len(), 1);
         assert_eq!(agenda.next_due(), Some(t(80)));
+    }
+
+    #[test]
+    fn a_settled_batch_is_cancelled_run_by_run() {
+        let agenda = Agenda::new();
+        let weak = Weak::new();
+        let h = hint(&agenda, &weak);
+        let timer = Timer::new();
+        timer.schedule_leases(t(50), 10..14, &h);
+        timer.schedule_leases(t(50), 14..16, &h);
+        timer.schedule_lease(t(60), 16, &h);
+        // In one call: the first run whole, one lease of the second, the
+        // single, and an id no run holds.
+        timer.cancel_leases(&[
+            (t(50), 10),
+            (t(50), 11),
+            (t(50), 12),
+            (t(50), 13),
+            (t(50), 15),
+            (t(60), 16),
+            (t(60), 99),
+        ]);
+        assert_eq!(timer.len(), 1, "only the second run, with 14 live");
+        timer.cancel_leases(&[(t(50), 14)]);
+        assert_eq!(timer.len(), 0);
     }
 
     #[test]
