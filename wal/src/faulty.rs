@@ -32,6 +32,8 @@ struct Disk {
     /// Bytes that may still be written (`None`: unlimited).
     space: Option<u64>,
     syncs: u64,
+    /// How long a sync takes, before it makes anything durable.
+    sync_delay: std::time::Duration,
 }
 
 /// A shared in-memory disk with fault injection.
@@ -125,6 +127,12 @@ impl FaultyStorage {
     /// From now on, every sync fails (`true`) or works again.
     pub fn fail_syncs(&self, fail: bool) {
         self.disk().fail_syncs = fail;
+    }
+
+    /// Makes every sync take `delay` (a slow disk widens the window
+    /// between a write and its sync, where ordering bugs live).
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.disk().sync_delay = delay;
     }
 
     /// Leaves room for `bytes` more bytes (`None`: unlimited).
@@ -244,6 +252,10 @@ impl StorageFile for FaultyFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        let delay = self.storage.disk().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut disk = self.storage.disk();
         if disk.fail_syncs {
             return Err(injected("sync"));

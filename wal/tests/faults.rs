@@ -111,7 +111,9 @@ proptest! {
         segment_bytes in 200u64..3000,
     ) {
         let mut disk = FaultyStorage::new();
+        disk.set_sync_delay(Duration::from_micros(300));
         let (mut log, recovered, _) = Log::open(disk.clone(), options(segment_bytes)).unwrap();
+        let mut outstanding = 0usize;
         let mut next_id = recovered.next_message;
         let mut next_delivery = recovered.next_delivery;
         // Appended and not acknowledged (what may be live).
@@ -139,6 +141,7 @@ proptest! {
                             acked.lock().unwrap().insert(id);
                         }
                     }))).unwrap();
+                    outstanding += 1;
                     live.insert(id, (queue.clone(), body.clone()));
                     appended.insert(id, (queue, body));
                 }
@@ -161,6 +164,16 @@ proptest! {
                     }, None).unwrap();
                 }
                 Op::Crash(seed) => {
+                    // Crash as soon as a publish is answered: right where a
+                    // premature answer would be caught.
+                    let started = std::time::Instant::now();
+                    while outstanding > 0
+                        && acked.lock().unwrap().is_empty()
+                        && started.elapsed() < Duration::from_secs(5)
+                    {
+                        std::thread::yield_now();
+                    }
+                    outstanding = 0;
                     // What was answered durable before the crash.
                     for id in acked.lock().unwrap().drain() {
                         if let Some(entry) = live.get(&id) {
@@ -174,6 +187,7 @@ proptest! {
                     });
                     log.close();
                     disk = image;
+                    disk.set_sync_delay(Duration::from_micros(300));
                     let (reopened, recovered, _) = Log::open(disk.clone(), options(segment_bytes)).unwrap();
                     log = reopened;
                     let seen = check(&recovered, &required, &appended);
