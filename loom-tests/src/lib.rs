@@ -56,6 +56,12 @@
 //! | 12 | `m12_fetch_timeout.rs` | a waiting fetch's timeout (a `Trigger` fired by another thread) vs. a publish | `Err(Timeout)` leased nothing (the message is still ready, `delivered` 0); `Ok` leased it exactly once | 2 252 | 0.4 s |
 //! | 13 | `m13_dead_letter.rs` | with `max_deliveries` 1: requeue vs. expiry of the last delivery | exactly one ends it; the message is ready in `jobs.dead` once and nowhere else, with its origin and attempt 1; counted in `jobs`'s `dead_lettered`, not `requeued`/`expired` | 508 | 0.08 s |
 //! | 14 | `m14_delete_queue.rs` | delete of `jobs` vs. publish to it, acknowledge of its lease, fetch from it | acknowledged + counted by the delete + held by the recreated queue = every message; none lands in the dropped queue; the byte budget releases what was dropped; an acknowledge after the delete fails | 26 822 | 7 s |
+//! | w01 | `w01_group_commit.rs` | the write-ahead log's group commit: two publishers append with waiters, one writer takes, writes, syncs, answers | every waiter answered once, `Ok`, and only after a sync covering its record; one shared sync and one sync each both reached | 938 | 0.12 s |
+//! | w02 | `w02_log_failure.rs` | two publishers append while the writer's sync fails | every publisher hears of the failure exactly once (waiter `Err`, or refused at append), never `Ok`; the sync is not retried | 2 431 | 0.12 s |
+//!
+//! Models w01 and w02 check `ubroker-wal`'s `commit` module, which takes
+//! its `Mutex` and `Condvar` from its own `sync` facade; the engine's
+//! invariant below does not apply to them.
 //!
 //! Every model ends with the conservation invariant: each published,
 //! unacknowledged message is in exactly one place (a ready queue, one live
@@ -121,6 +127,8 @@
 //! | 11b | `Queue::end_delivery`: an expiry (counter `expired`) notifies, then pushes | loom: "deadlock; threads = [(Id(0), Blocked), (Id(1), Blocked), (Id(2), Terminated)]" |
 //! | 12 | `Broker::poll_fetch`: when the timeout is ready, lease from the queue anyway (dropping the delivery) and return `Timeout`; or: poll the timeout before returning a message just leased, and return `Timeout` if it is ready | both: "a fetch that timed out leased the message: Stats { ready: 0, in_flight: 1, .. delivered: 1 .. }" |
 //! | 13 | `Queue::end_delivery`: the dead-letter branch also pushes the message back to the source's ready queue | "the message is not out of its source queue exactly once: QueueStats { ready: 1, .. dead_lettered: 1 .. }" |
+//! | w01 | `ubroker_wal::commit`: answer the group's waiters after the write, before the sync | "record 1 answered before a sync covered it (written [1], synced 0)" |
+//! | w02 | `CommitQueue::fail` poisons but does not hand back the waiters still pending | "every publisher heard of the failure once" (`left: 1, right: 2`: a publisher left waiting forever) |
 //! | 14 | `Queue::accept` ignores the `deleted` flag (publishes into a dropped queue); or: `Queue::delete` empties the queue before taking the life-cycle write lock | "every message is acknowledged, counted by the delete, or held by the recreated queue (acknowledged 0, deleted 2)" (`left: 2, right: 3`, `queued_bytes: 65` still charged); the second: "(acknowledged 1, deleted 1)" (`left: 2, right: 3`) |
 //!
 //! # How faithful the models are
