@@ -11,6 +11,7 @@
 //! until [`Broker::next_due`] or [`Broker::due_changed`].
 
 use std::future::{poll_fn, Future};
+use std::ops::Range;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +24,7 @@ use crate::agenda::{Agenda, DueSignal};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::Error;
 use crate::message::{validate, Message, QueueName, MAX_ID};
-use crate::queue::{Ended, Queue, QueueSettings, Shared};
+use crate::queue::{Ended, Leased, Queue, QueueSettings, Shared};
 use crate::registry::{QueueRef, Registry};
 use crate::stats::{QueueInfo, QueueStats, Stats};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -75,6 +76,15 @@ pub struct Delivery {
     /// For a message that reached a dead-letter queue by exhausting its
     /// deliveries: the queue it came from.
     pub dead_letter: Option<QueueName>,
+}
+
+/// One entry of a batch publish ([`Broker::publish_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The message body.
+    pub body: Bytes,
+    /// Held this long before it joins the tail; zero: at once.
+    pub delay: Duration,
 }
 
 /// What one timekeeping pass did.
@@ -251,6 +261,69 @@ impl<C: Clock> Broker<C> {
         Ok(message_id)
     }
 
+    /// Publishes a batch to `queue` (created if it does not exist), all or
+    /// nothing: the whole batch is charged to the byte budget first
+    /// ([`Error::QueueFull`] if it does not fit, and nothing is published).
+    /// Entries without a delay join the tail in order and contiguous, with
+    /// no concurrent publish between them; delayed entries are held as
+    /// single delayed publishes would be. Returns the message ids, one per
+    /// entry in entry order; an empty batch publishes nothing.
+    ///
+    /// The batch costs one reservation, one id range, one clock read, one
+    /// push onto the ready queue and one wake-up pass.
+    pub fn publish_batch(
+        &self,
+        queue: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Range<u64>, Error> {
+        self.check_open()?;
+        validate(queue)?;
+        if messages.is_empty() {
+            return Ok(0..0);
+        }
+        let charge = messages.iter().fold(0u64, |sum, m| {
+            sum.saturating_add(crate::message::charge(m.body.len()))
+        });
+        let before = self.held_bytes.fetch_add(charge, Ordering::Relaxed);
+        if before.saturating_add(charge) > self.config.max_queue_bytes {
+            self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
+            return Err(Error::QueueFull);
+        }
+        let result = self.publish_batch_reserved(queue, messages);
+        if result.is_err() {
+            self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn publish_batch_reserved(
+        &self,
+        queue: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Range<u64>, Error> {
+        let n = messages.len() as u64;
+        let first = self.next_message_id.fetch_add(n, Ordering::Relaxed);
+        if first.saturating_add(n) >= MAX_ID - ID_HEADROOM {
+            return Err(Error::IdsExhausted);
+        }
+        let now = self.clock.now();
+        let delayed_count = messages.iter().filter(|m| !m.delay.is_zero()).count();
+        let mut ready = Vec::with_capacity(messages.len() - delayed_count);
+        let mut delayed = Vec::with_capacity(delayed_count);
+        for (id, entry) in (first..).zip(messages) {
+            let message = Message::new(id, entry.body);
+            if entry.delay.is_zero() {
+                ready.push(message);
+            } else {
+                delayed.push((entry.delay, message));
+            }
+        }
+        self.hand_over(queue, (ready, delayed), false, |found, (ready, delayed)| {
+            found.accept_batch(&self.shared, ready, delayed, now)
+        })?;
+        Ok(first..first + n)
+    }
+
     /// Hands `message` (already charged to the byte budget) to the queue
     /// named `queue`, created as needed, at its tail now or after `delay`.
     /// If the queue is deleted between finding it and handing over, the
@@ -261,10 +334,26 @@ impl<C: Clock> Broker<C> {
     fn accept_into(
         &self,
         queue: &str,
-        mut message: Message,
+        message: Message,
         delay: Duration,
         now: Timestamp,
         exempt: bool,
+    ) -> Result<(), Error> {
+        self.hand_over(queue, message, exempt, |found, message| {
+            found.accept(&self.shared, message, delay, now)
+        })
+    }
+
+    /// The find-or-create-and-retry loop under [`Broker::accept_into`] and
+    /// [`Broker::publish_batch`]: `hand` gives `parcel` to a queue found (or
+    /// created) by name, or gives it back if that queue was deleted
+    /// meanwhile, and then the queue that replaces it is tried.
+    fn hand_over<T>(
+        &self,
+        queue: &str,
+        mut parcel: T,
+        exempt: bool,
+        mut hand: impl FnMut(&Queue, T) -> Result<(), T>,
     ) -> Result<(), Error> {
         // The name is allocated only if the queue has to be created.
         let mut owned_name = None;
@@ -280,9 +369,9 @@ impl<C: Clock> Broker<C> {
                         .get_or_create(name, || self.new_queue_settings(name), exempt)?
                 }
             };
-            match found.accept(&self.shared, message, delay, now) {
+            match hand(&found, parcel) {
                 Ok(()) => return Ok(()),
-                Err(back) => message = back,
+                Err(back) => parcel = back,
             }
         }
     }
@@ -299,22 +388,39 @@ impl<C: Clock> Broker<C> {
     }
 
     fn lease_from(&self, queue: &Queue) -> Result<Option<Delivery>, Error> {
-        if self.shared.next_id.load(Ordering::Relaxed) >= MAX_ID - ID_HEADROOM {
-            return Err(Error::IdsExhausted);
-        }
+        self.check_ids()?;
         Ok(queue
             .try_fetch(&self.shared, || self.clock.now())
-            .map(|leased| Delivery {
-                id: leased.id,
-                message_id: leased.message.id,
-                attempt: leased.message.attempts,
-                dead_letter: if leased.message.dead_lettered {
-                    queue.dead_letter_origin()
-                } else {
-                    None
-                },
-                body: leased.message.body,
-            }))
+            .map(|leased| delivery(queue, leased)))
+    }
+
+    fn check_ids(&self) -> Result<(), Error> {
+        if self.shared.next_id.load(Ordering::Relaxed) >= MAX_ID - ID_HEADROOM {
+            Err(Error::IdsExhausted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Leases up to `max` messages from the head of `queue`, into `out`.
+    fn lease_batch_from(
+        &self,
+        queue: &Queue,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize, Error> {
+        self.check_ids()?;
+        let mut leased = Vec::new();
+        let taken = queue.try_fetch_batch(
+            &self.shared,
+            max,
+            max_bytes,
+            || self.clock.now(),
+            &mut leased,
+        );
+        out.extend(leased.into_iter().map(|leased| delivery(queue, leased)));
+        Ok(taken)
     }
 
     /// Leases the head of `queue`, waiting for a message until `timeout`
@@ -341,16 +447,65 @@ impl<C: Clock> Broker<C> {
         validate(queue)?;
         let mut timeout = pin!(timeout);
         let mut parked = Parked::default();
-        poll_fn(|cx| self.poll_fetch(cx, queue, &mut parked, timeout.as_mut())).await
+        let mut take = |found: &Queue| self.lease_from(found);
+        poll_fn(|cx| self.poll_fetch(cx, queue, &mut parked, &mut take, timeout.as_mut())).await
     }
 
-    fn poll_fetch<'a, T: Future<Output = ()>>(
+    /// Leases up to `max` messages from the head of `queue`, in queue
+    /// order, without waiting, stopping before their bodies pass
+    /// `max_bytes` in total (the first always fits). Appends them to `out`
+    /// and returns how many (0: the queue is empty or does not exist).
+    ///
+    /// The batch costs one pop under one lock, one clock read, one range of
+    /// delivery ids, one deadline and one timer lock.
+    pub fn try_fetch_batch_from(
+        &self,
+        queue: &str,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize, Error> {
+        self.check_open()?;
+        validate(queue)?;
+        match self.registry.get(queue) {
+            Some(found) if max > 0 => self.lease_batch_from(&found, max, max_bytes, out),
+            _ => Ok(0),
+        }
+    }
+
+    /// As [`Broker::fetch_from`] (fair, cancellation safe, the same
+    /// errors), but answers with 1 to `max` deliveries as soon as at least
+    /// one message is ready: it never lingers for more. See
+    /// [`Broker::try_fetch_batch_from`] for `max_bytes`.
+    pub async fn fetch_batch_from<T: Future<Output = ()>>(
+        &self,
+        queue: &str,
+        max: usize,
+        max_bytes: usize,
+        timeout: T,
+    ) -> Result<Vec<Delivery>, Error> {
+        validate(queue)?;
+        let max = max.max(1);
+        let mut timeout = pin!(timeout);
+        let mut parked = Parked::default();
+        let mut take = |found: &Queue| {
+            let mut out = Vec::new();
+            self.lease_batch_from(found, max, max_bytes, &mut out)
+                .map(|taken| (taken > 0).then_some(out))
+        };
+        poll_fn(|cx| self.poll_fetch(cx, queue, &mut parked, &mut take, timeout.as_mut())).await
+    }
+
+    /// One poll of a waiting fetch; `take` leases whatever the fetch takes
+    /// from a queue found by name (`None`: nothing ready).
+    fn poll_fetch<'a, R, T: Future<Output = ()>>(
         &'a self,
         cx: &mut Context<'_>,
         name: &str,
         parked: &mut Parked<'a>,
+        take: &mut impl FnMut(&Queue) -> Result<Option<R>, Error>,
         timeout: Pin<&mut T>,
-    ) -> Poll<Result<Delivery, Error>> {
+    ) -> Poll<Result<R, Error>> {
         loop {
             if let Err(error) = self.check_open() {
                 // `Parked::drop` deregisters and passes on any wake-up.
@@ -358,10 +513,10 @@ impl<C: Clock> Broker<C> {
             }
             let queue = self.registry.get(name);
             if let Some(found) = &queue {
-                match self.lease_from(found) {
-                    Ok(Some(delivery)) => {
+                match take(found) {
+                    Ok(Some(taken)) => {
                         parked.leave();
-                        return Poll::Ready(Ok(delivery));
+                        return Poll::Ready(Ok(taken));
                     }
                     Ok(None) => {}
                     Err(error) => return Poll::Ready(Err(error)),
@@ -431,6 +586,73 @@ impl<C: Clock> Broker<C> {
         }
         let found = self.existing(queue)?;
         found.touch(&self.shared, id, ttl, self.clock.now())
+    }
+
+    /// Acknowledges each of `ids` in `queue`: one result per id, in order,
+    /// `true` where the single [`Broker::acknowledge_in`] would have
+    /// succeeded. An id repeated in the batch succeeds at most once. A queue
+    /// that does not exist answers all `false`.
+    pub fn acknowledge_batch_in(&self, queue: &str, ids: &[u64]) -> Result<Vec<bool>, Error> {
+        let mut results = Vec::with_capacity(ids.len());
+        match self.existing(queue) {
+            Ok(found) => {
+                let charge = found.acknowledge_all(ids, self.clock.now(), &mut results);
+                self.release(charge);
+            }
+            Err(Error::InvalidId) => results.resize(ids.len(), false),
+            Err(error) => return Err(error),
+        }
+        Ok(results)
+    }
+
+    /// Requeues each of `ids` in `queue`, now or after `delay`: one result
+    /// per id, as [`Broker::acknowledge_batch_in`]. Those requeued at once
+    /// join the tail together, in the order of `ids`.
+    pub fn requeue_batch_in(
+        &self,
+        queue: &str,
+        ids: &[u64],
+        delay: Duration,
+    ) -> Result<Vec<bool>, Error> {
+        let mut results = Vec::with_capacity(ids.len());
+        match self.existing(queue) {
+            Ok(found) => {
+                let now = self.clock.now();
+                let dead = found.requeue_all(&self.shared, ids, delay, now, &mut results);
+                for message in dead {
+                    self.move_to_dead_letters(&found, message, now);
+                }
+            }
+            Err(Error::InvalidId) => results.resize(ids.len(), false),
+            Err(error) => return Err(error),
+        }
+        Ok(results)
+    }
+
+    /// Touches each of `ids` in `queue` (see [`Broker::touch_in`]): one
+    /// result per id; an id repeated in the batch is touched each time.
+    pub fn touch_batch_in(
+        &self,
+        queue: &str,
+        ids: &[u64],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<bool>, Error> {
+        if ttl == Some(Duration::ZERO) {
+            return Err(Error::ZeroTtl);
+        }
+        let mut results = Vec::with_capacity(ids.len());
+        match self.existing(queue) {
+            Ok(found) => {
+                let now = self.clock.now();
+                results.extend(
+                    ids.iter()
+                        .map(|&id| found.touch(&self.shared, id, ttl, now).is_ok()),
+                );
+            }
+            Err(Error::InvalidId) => results.resize(ids.len(), false),
+            Err(error) => return Err(error),
+        }
+        Ok(results)
     }
 
     /// Moves a message whose last allowed delivery ended to the tail of
@@ -654,6 +876,21 @@ impl<C: Clock> Broker<C> {
             .map(|queue| queue.timer_entries())
             .sum::<usize>()
             + self.shared.agenda.len()
+    }
+}
+
+/// What a consumer is told of a message leased from `queue`.
+fn delivery(queue: &Queue, leased: Leased) -> Delivery {
+    Delivery {
+        id: leased.id,
+        message_id: leased.message.id,
+        attempt: leased.message.attempts,
+        dead_letter: if leased.message.dead_lettered {
+            queue.dead_letter_origin()
+        } else {
+            None
+        },
+        body: leased.message.body,
     }
 }
 

@@ -5,14 +5,17 @@
 //! # Layout
 //!
 //! * `broker`: [`Broker`], the protocol over named queues: publish, fetch
-//!   (with and without waiting), acknowledge, requeue, touch, delays, dead
-//!   letters, redrive, queue administration, timekeeping, close, stats.
+//!   (with and without waiting), acknowledge, requeue, touch, each single
+//!   or in batches ([`NewMessage`]), delays, dead letters, redrive, queue
+//!   administration, timekeeping, close, stats.
 //! * `registry`: the named queues, the `max_queues` cap, and the fetches
 //!   waiting for a queue that does not exist yet.
 //! * `queue`: one queue: where each of its messages is (ready, leased,
 //!   delayed), its settings and counters, and its life cycle (delete).
-//! * `fifo`: the lock-free queue (`SegQueue`) under each ready queue, with a
-//!   loom model behind the same API.
+//! * `fifo`: the queue under each ready queue: producers push runs (one
+//!   message, or a whole batch, contiguous) onto a lock-free `SegQueue`;
+//!   consumers pop under a small head lock that keeps a partly taken run's
+//!   rest in front. A loom model stands behind the same API.
 //! * `lease`: `LeaseTable`, a queue's in-flight deliveries by id (`DashMap`,
 //!   or a loom model), whose atomic `remove_if` / `update_if` decide every
 //!   settlement and touch.
@@ -51,12 +54,16 @@
 //!
 //! Not everything is lock-free, and this says exactly what is:
 //!
-//! * Lock-free: the ready queue (`SegQueue` push and pop), id allocation,
+//! * Lock-free: publishing to the ready queue (a `SegQueue` push of one
+//!   run, whether one message or a batch), id allocation,
 //!   the byte budget and every counter (atomic RMWs), and the check a
 //!   producer makes for waiting fetches (one RMW; the wait list's mutex is
 //!   taken only when someone waits).
 //! * A queue's life-cycle `RwLock`, read side (two uncontended RMWs): held
 //!   by every operation on that queue, so that a delete excludes them.
+//! * A queue's ready-queue head `Mutex`: fetches only (single and batch),
+//!   around the pop; producers never take it. Fetches of one queue already
+//!   serialise on its timer lock, so it costs one uncontended lock.
 //! * A `DashMap` shard lock (one of several per queue, chosen by id): fetch
 //!   (insert), acknowledge, requeue, expiry (`remove_if`), touch.
 //! * A queue's timer `Mutex`: fetch (schedule the deadline), acknowledge and
@@ -68,7 +75,7 @@
 //!   deletion (write). The `default` queue is found without it.
 //!
 //! Lock order, outermost first: life cycle, lease shard, timer, agenda,
-//! signal; the wait list's mutex is a leaf. No lock is held across an
+//! signal; the ready-queue head and the wait list's mutex are leaves. No lock is held across an
 //! `.await` or while calling a waker.
 //!
 //! # How it is checked
@@ -83,8 +90,12 @@
 //! # Performance
 //!
 //! Publish is a lock-free push plus a few uncontended atomic RMWs; fetch a
-//! lock-free pop, one shard write lock and one timer insert; acknowledge one
-//! shard write lock and one timer remove. Nothing scans. The `benches`
+//! pop under the head lock, one shard write lock and one timer insert;
+//! acknowledge one shard write lock and one timer remove. Nothing scans.
+//! Batches pay the per-request costs once per batch: one byte reservation,
+//! id range, clock read, push and wake-up pass per publish; one pop, id
+//! range, deadline and timer lock per fetch; one timer lock and one counter
+//! update per acknowledge or requeue. The `benches`
 //! crate measures it against a `Mutex<VecDeque>` + `Mutex<HashMap>` engine
 //! written the obvious way, and `ubroker-load` over HTTP.
 
@@ -102,7 +113,7 @@ mod sync;
 mod timer;
 mod waiters;
 
-pub use broker::{Broker, Config, Delivery, QueueUpdate, Sweep};
+pub use broker::{Broker, Config, Delivery, NewMessage, QueueUpdate, Sweep};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use message::{validate as validate_queue_name, QueueName, MAX_ID, MESSAGE_OVERHEAD};

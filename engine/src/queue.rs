@@ -65,6 +65,10 @@ pub(crate) enum Ended {
     DeadLetter(Message),
 }
 
+/// A batch handed back by [`Queue::accept_batch`] because the queue was
+/// deleted: the messages to make ready, and those to delay.
+pub(crate) type Batch = (Vec<Message>, Vec<(Duration, Message)>);
+
 /// A delivery handed out by [`Queue::try_fetch`].
 pub(crate) struct Leased {
     pub(crate) id: u64,
@@ -188,6 +192,63 @@ impl Queue {
         Ok(())
     }
 
+    /// Accepts a batch (already charged against the byte budget): `ready`
+    /// joins the tail in order and contiguous, each of `delayed` is held
+    /// until its delay has passed. `Err` gives both back if the queue has
+    /// been deleted.
+    pub(crate) fn accept_batch(
+        &self,
+        shared: &Shared,
+        ready: Vec<Message>,
+        delayed: Vec<(Duration, Message)>,
+        now: Timestamp,
+    ) -> Result<(), Batch> {
+        let Some(_alive) = self.alive() else {
+            return Err((ready, delayed));
+        };
+        let bytes = ready
+            .iter()
+            .chain(delayed.iter().map(|(_, message)| message))
+            .map(|message| message.body.len() as u64)
+            .sum();
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Counters::add(
+            &self.counters.published,
+            (ready.len() + delayed.len()) as u64,
+        );
+        if !delayed.is_empty() {
+            self.timer.schedule_delayed_all(
+                delayed
+                    .into_iter()
+                    .map(|(delay, message)| (now.saturating_add(delay), message)),
+                &self.hint(shared),
+            );
+        }
+        self.make_all_ready(ready, now);
+        Ok(())
+    }
+
+    /// Appends `messages` at the tail, in order and contiguous, and wakes
+    /// as many waiting fetches in one pass.
+    fn make_all_ready(&self, mut messages: Vec<Message>, now: Timestamp) {
+        let n = messages.len();
+        if n == 0 {
+            return;
+        }
+        for message in &mut messages {
+            message.ready_at = now;
+        }
+        self.ready.push_all(messages);
+        let _ = self.head_ready_at.compare_exchange(
+            NO_HEAD,
+            now.as_nanos(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        // After the push: the woken fetches must find the messages.
+        self.waiters.notify_many(n);
+    }
+
     /// Appends `message` at the tail and wakes the oldest waiting fetch.
     fn make_ready(&self, mut message: Message, now: Timestamp) {
         message.ready_at = now;
@@ -227,9 +288,11 @@ impl Queue {
         }
     }
 
-    /// Whether a message is ready (for passing on a wake-up).
+    /// Whether a message is ready (for passing on a wake-up): exact, under
+    /// the ready queue's head lock, so a message a batch fetch is splitting
+    /// off is not missed.
     pub(crate) fn has_ready(&self) -> bool {
-        self.ready.len() > 0
+        self.ready.has_any()
     }
 
     /// Leases the head of the queue, if there is one. The clock is read
@@ -269,6 +332,74 @@ impl Queue {
         Some(Leased { id, message })
     }
 
+    /// Leases up to `max` messages from the head, in order, stopping before
+    /// their bodies pass `max_bytes` in total (the first always fits), into
+    /// `out`. One pop under one lock, one clock read, one id range, one
+    /// deadline and one timer lock for the whole batch. Returns how many.
+    pub(crate) fn try_fetch_batch(
+        &self,
+        shared: &Shared,
+        max: usize,
+        max_bytes: usize,
+        now: impl FnOnce() -> Timestamp,
+        out: &mut Vec<Leased>,
+    ) -> usize {
+        let Some(_alive) = self.alive() else {
+            return 0;
+        };
+        let mut messages = Vec::with_capacity(max.min(1024));
+        let (mut total, mut any) = (0usize, false);
+        let taken = self.ready.pop_many(
+            max,
+            |message| {
+                let len = message.body.len();
+                // The first message always fits, however large.
+                let fits = !any || total.saturating_add(len) <= max_bytes;
+                if fits {
+                    any = true;
+                    total = total.saturating_add(len);
+                }
+                fits
+            },
+            &mut messages,
+        );
+        if taken == 0 {
+            return 0;
+        }
+        // After the pop, as in `try_fetch`.
+        let now = now();
+        let head = if self.ready.len() == 0 {
+            NO_HEAD
+        } else {
+            messages[taken - 1].ready_at.as_nanos()
+        };
+        self.head_ready_at.store(head, Ordering::Relaxed);
+        // Nothing from here to the timer can fail, await or return early.
+        let first_id = shared.next_id.fetch_add(taken as u64, Ordering::Relaxed);
+        let deadline = now.saturating_add(self.settings().ttl);
+        out.reserve(taken);
+        for (id, mut message) in (first_id..).zip(messages) {
+            message.attempts = message.attempts.saturating_add(1);
+            self.leases.insert(
+                id,
+                Lease {
+                    message: message.clone(),
+                    deadline,
+                },
+            );
+            out.push(Leased { id, message });
+        }
+        // After the inserts, so that a sweep that sees an entry finds its
+        // lease.
+        self.timer.schedule_leases(
+            deadline,
+            first_id..first_id + taken as u64,
+            &self.hint(shared),
+        );
+        Counters::add(&self.counters.delivered, taken as u64);
+        taken
+    }
+
     /// Removes the live lease `id`: the one place a consumer wins a
     /// delivery against expiry.
     fn take_lease(&self, id: u64, now: Timestamp) -> Result<Lease, Error> {
@@ -289,6 +420,87 @@ impl Queue {
             .fetch_sub(lease.message.body.len() as u64, Ordering::Relaxed);
         Counters::bump(&self.counters.acknowledged);
         Ok(lease.message.charge())
+    }
+
+    /// Acknowledges each of `ids`, pushing one result per id onto
+    /// `results`; returns what the settled messages were charged.
+    pub(crate) fn acknowledge_all(
+        &self,
+        ids: &[u64],
+        now: Timestamp,
+        results: &mut Vec<bool>,
+    ) -> u64 {
+        let Some(_alive) = self.alive() else {
+            results.extend(ids.iter().map(|_| false));
+            return 0;
+        };
+        let mut keys = Vec::with_capacity(ids.len());
+        let (mut bytes, mut charge) = (0u64, 0u64);
+        for &id in ids {
+            let lease = self.leases.remove_if(id, |lease| now < lease.deadline);
+            results.push(lease.is_some());
+            if let Some(lease) = lease {
+                keys.push((lease.deadline, id));
+                bytes += lease.message.body.len() as u64;
+                charge += lease.message.charge();
+            }
+        }
+        self.timer.cancel_leases(&keys);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        Counters::add(&self.counters.acknowledged, keys.len() as u64);
+        charge
+    }
+
+    /// Requeues each of `ids` (see [`Queue::requeue`]), pushing one result
+    /// per id onto `results`. Those requeued at once join the tail as one
+    /// run; returns the messages whose last allowed delivery this was, for
+    /// the caller to move to the dead-letter queue.
+    pub(crate) fn requeue_all(
+        &self,
+        shared: &Shared,
+        ids: &[u64],
+        delay: Duration,
+        now: Timestamp,
+        results: &mut Vec<bool>,
+    ) -> Vec<Message> {
+        let Some(_alive) = self.alive() else {
+            results.extend(ids.iter().map(|_| false));
+            return Vec::new();
+        };
+        let mut keys = Vec::with_capacity(ids.len());
+        let mut back = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let lease = self.leases.remove_if(id, |lease| now < lease.deadline);
+            results.push(lease.is_some());
+            if let Some(lease) = lease {
+                keys.push((lease.deadline, id));
+                back.push(lease.message);
+            }
+        }
+        self.timer.cancel_leases(&keys);
+        let max = self.max_deliveries.load(Ordering::Relaxed);
+        let mut dead = Vec::new();
+        if max > 0 {
+            let (out, stay): (Vec<Message>, Vec<Message>) = back
+                .into_iter()
+                .partition(|message| message.attempts >= max);
+            back = stay;
+            let bytes: u64 = out.iter().map(|message| message.body.len() as u64).sum();
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            Counters::add(&self.counters.dead_lettered, out.len() as u64);
+            dead = out;
+        }
+        Counters::add(&self.counters.requeued, back.len() as u64);
+        if delay.is_zero() {
+            self.make_all_ready(back, now);
+        } else {
+            let due = now.saturating_add(delay);
+            self.timer.schedule_delayed_all(
+                back.into_iter().map(|message| (due, message)),
+                &self.hint(shared),
+            );
+        }
+        dead
     }
 
     /// Requeues `id` to the tail, now or after `delay`, unless that was its

@@ -135,6 +135,13 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n` (a batch's worth); adding 0 touches nothing.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn read(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

@@ -184,6 +184,49 @@ impl Timer {
     /// Removes and returns every entry due at or before `now`, in order, and
     /// re-hints the agenda at the first entry left. Called by the sweep
     /// after the agenda handed it this queue's hint.
+    /// Schedules the deadlines of a batch of leases that share one
+    /// `deadline`: one lock, and the agenda hinted at most once.
+    pub(crate) fn schedule_leases(
+        &self,
+        deadline: Timestamp,
+        ids: impl IntoIterator<Item = u64>,
+        hint: &Hint<'_>,
+    ) {
+        let mut inner = lock(&self.inner);
+        let mut ids = ids.into_iter();
+        let Some(first) = ids.next() else { return };
+        // The first insert hints the agenda if needed; the rest share its
+        // deadline, so they cannot move the hint.
+        inner.insert((deadline, first), Entry::Lease, hint);
+        inner.leases.extend(ids.map(|id| (deadline, id)));
+    }
+
+    /// Cancels the deadlines of settled leases, under one lock.
+    pub(crate) fn cancel_leases(&self, keys: &[Key]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        for key in keys {
+            inner.leases.remove(key);
+        }
+    }
+
+    /// Holds delayed messages, each until its own due time, under one lock;
+    /// ties keep the order given.
+    pub(crate) fn schedule_delayed_all(
+        &self,
+        messages: impl IntoIterator<Item = (Timestamp, Message)>,
+        hint: &Hint<'_>,
+    ) {
+        let mut inner = lock(&self.inner);
+        for (due, message) in messages {
+            let seq = DELAYED | inner.next_delay_seq;
+            inner.next_delay_seq += 1;
+            inner.insert((due, seq), Entry::Delayed(message), hint);
+        }
+    }
+
     pub(crate) fn take_due(&self, now: Timestamp, hint: &Hint<'_>) -> Vec<(Key, Entry)> {
         let mut inner = lock(&self.inner);
         // The hint that brought the sweep here is gone from the agenda.

@@ -1,0 +1,643 @@
+//! Integration tests for the contract's part 2 section "Batches", through
+//! the engine's public API only: batch publish, batch fetch (with and
+//! without waiting) and batch acknowledge, requeue and touch.
+//!
+//! Time is a `ManualClock`: no test sleeps to make a TTL or a delay pass.
+
+use std::collections::HashSet;
+use std::future::{pending, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ubroker_engine::{
+    Broker, Config, Delivery, Error, ManualClock, NewMessage, QueueUpdate, MESSAGE_OVERHEAD,
+};
+
+const TTL: Duration = Duration::from_secs(10);
+const ALL: usize = usize::MAX;
+
+type TestBroker = Broker<ManualClock>;
+
+fn broker_with(config: Config) -> TestBroker {
+    Broker::with_clock(config, ManualClock::new())
+}
+
+fn broker() -> TestBroker {
+    broker_with(Config {
+        ttl: TTL,
+        ..Config::default()
+    })
+}
+
+fn entries(items: &[&str]) -> Vec<NewMessage> {
+    items
+        .iter()
+        .map(|s| NewMessage {
+            body: Bytes::copy_from_slice(s.as_bytes()),
+            delay: Duration::ZERO,
+        })
+        .collect()
+}
+
+fn fetch_batch(b: &TestBroker, queue: &str, max: usize, max_bytes: usize) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    let n = b
+        .try_fetch_batch_from(queue, max, max_bytes, &mut out)
+        .unwrap_or_else(|e| panic!("batch fetch from {queue}: {e}"));
+    assert_eq!(n, out.len(), "the count returned matches what was appended");
+    out
+}
+
+fn bodies(ds: &[Delivery]) -> Vec<&str> {
+    ds.iter()
+        .map(|d| std::str::from_utf8(&d.body).expect("utf-8 test bodies"))
+        .collect()
+}
+
+fn ids(ds: &[Delivery]) -> Vec<u64> {
+    ds.iter().map(|d| d.id).collect()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// `published = acknowledged + dead_lettered + ready + in_flight + delayed`
+/// for every queue.
+fn assert_identity(b: &TestBroker) {
+    for (name, s) in b.all_queue_stats() {
+        assert_eq!(
+            s.published,
+            s.acknowledged
+                + s.dead_lettered
+                + s.ready as u64
+                + s.in_flight as u64
+                + s.delayed as u64,
+            "counter identity broken for {name}: {s:?}"
+        );
+    }
+}
+
+struct CountingWaker {
+    thread: thread::Thread,
+    wakes: AtomicUsize,
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+    let w = Arc::new(CountingWaker {
+        thread: thread::current(),
+        wakes: AtomicUsize::new(0),
+    });
+    (w.clone(), Waker::from(w))
+}
+
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let (_, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        thread::park();
+    }
+}
+
+type BatchFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, Error>> + 'a>>;
+
+/// A `fetch_batch_from` polled by hand.
+struct Hand<'a> {
+    fut: BatchFuture<'a>,
+    wake: Arc<CountingWaker>,
+    waker: Waker,
+}
+
+impl<'a> Hand<'a> {
+    fn new(b: &'a TestBroker, queue: &'a str, max: usize) -> Self {
+        let (wake, waker) = counting_waker();
+        Hand {
+            fut: Box::pin(b.fetch_batch_from(queue, max, ALL, pending())),
+            wake,
+            waker,
+        }
+    }
+
+    fn poll(&mut self) -> Poll<Result<Vec<Delivery>, Error>> {
+        self.fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&self.waker))
+    }
+
+    fn wakes(&self) -> usize {
+        self.wake.wakes.load(Ordering::SeqCst)
+    }
+
+    #[track_caller]
+    fn deliveries(&mut self) -> Vec<Delivery> {
+        match self.poll() {
+            Poll::Ready(Ok(d)) => d,
+            other => panic!("expected deliveries, got {other:?}"),
+        }
+    }
+}
+
+// ----- publish ---------------------------------------------------------------
+
+#[test]
+fn a_batch_joins_the_tail_in_order_with_consecutive_message_ids() {
+    let b = broker();
+    b.publish_to("jobs", Bytes::from_static(b"before"), Duration::ZERO)
+        .unwrap();
+    let range = b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+    assert_eq!(range.end - range.start, 3);
+    b.publish_to("jobs", Bytes::from_static(b"after"), Duration::ZERO)
+        .unwrap();
+    let got = fetch_batch(&b, "jobs", 10, ALL);
+    assert_eq!(bodies(&got), ["before", "a", "b", "c", "after"]);
+    let message_ids: Vec<u64> = got[1..4].iter().map(|d| d.message_id).collect();
+    assert_eq!(message_ids, range.collect::<Vec<_>>());
+    assert!(got.iter().all(|d| d.attempt == 1));
+    let s = b.queue_stats("jobs").unwrap();
+    assert_eq!((s.published, s.delivered, s.in_flight), (5, 5, 5));
+    assert_eq!(s.bytes, "beforeabcafter".len() as u64);
+    assert_identity(&b);
+}
+
+#[test]
+fn a_batch_that_does_not_fit_the_byte_budget_publishes_nothing() {
+    let b = broker_with(Config {
+        ttl: TTL,
+        // Room for exactly three one-byte messages.
+        max_queue_bytes: 3 * (1 + MESSAGE_OVERHEAD),
+        ..Config::default()
+    });
+    b.publish_to("jobs", Bytes::from_static(b"x"), Duration::ZERO)
+        .unwrap();
+    assert_eq!(
+        b.publish_batch("jobs", entries(&["a", "b", "c"])),
+        Err(Error::QueueFull)
+    );
+    let s = b.queue_stats("jobs").unwrap();
+    assert_eq!((s.published, s.ready), (1, 1));
+    assert_eq!(b.stats().queued_bytes, 1 + MESSAGE_OVERHEAD);
+    // Two do fit, exactly.
+    b.publish_batch("jobs", entries(&["a", "b"])).unwrap();
+    assert_eq!(b.queue_stats("jobs").unwrap().ready, 3);
+    assert_eq!(
+        b.publish_batch("other", entries(&["z"])),
+        Err(Error::QueueFull)
+    );
+    // A refused batch creates no queue either.
+    assert!(b.queue_info("other").is_err());
+}
+
+#[test]
+fn an_empty_batch_publishes_nothing_and_bad_names_and_closing_are_refused() {
+    let b = broker();
+    assert_eq!(b.publish_batch("jobs", Vec::new()), Ok(0..0));
+    assert!(b.queue_info("jobs").is_err(), "no queue created");
+    assert_eq!(
+        b.publish_batch("bad name", entries(&["a"])),
+        Err(Error::InvalidQueueName)
+    );
+    assert_eq!(b.stats().queued_bytes, 0);
+    b.close();
+    assert_eq!(b.publish_batch("jobs", entries(&["a"])), Err(Error::Closed));
+}
+
+#[test]
+fn delayed_entries_come_due_as_single_delayed_publishes_would() {
+    let b = broker();
+    let mut batch = entries(&["now1", "later20", "now2", "later10a", "later10b"]);
+    batch[1].delay = ms(20);
+    batch[3].delay = ms(10);
+    batch[4].delay = ms(10);
+    b.publish_batch("jobs", batch).unwrap();
+    let s = b.queue_stats("jobs").unwrap();
+    assert_eq!((s.ready, s.delayed, s.published), (2, 3, 5));
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, ALL)), ["now1", "now2"]);
+    b.clock().advance(ms(10));
+    assert_eq!(b.expire_due().came_due, 2);
+    assert_eq!(
+        bodies(&fetch_batch(&b, "jobs", 10, ALL)),
+        ["later10a", "later10b"]
+    );
+    b.clock().advance(ms(10));
+    b.expire_due();
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, ALL)), ["later20"]);
+    assert_identity(&b);
+}
+
+#[test]
+fn a_batch_stays_contiguous_while_single_publishes_race_it() {
+    const BATCHES: usize = 200;
+    const SIZE: usize = 25;
+    let b = Arc::new(broker());
+    let start = Arc::new(Barrier::new(3));
+    let batcher = {
+        let (b, start) = (b.clone(), start.clone());
+        thread::spawn(move || {
+            start.wait();
+            for n in 0..BATCHES {
+                let batch = (0..SIZE)
+                    .map(|i| NewMessage {
+                        body: Bytes::from(format!("b{n}:{i}")),
+                        delay: Duration::ZERO,
+                    })
+                    .collect();
+                b.publish_batch("jobs", batch).unwrap();
+            }
+        })
+    };
+    let singles: Vec<_> = (0..2)
+        .map(|t| {
+            let (b, start) = (b.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                for n in 0..BATCHES * 5 {
+                    b.publish_to("jobs", Bytes::from(format!("s{t}:{n}")), Duration::ZERO)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    batcher.join().unwrap();
+    for single in singles {
+        single.join().unwrap();
+    }
+    let got = fetch_batch(&b, "jobs", ALL, ALL);
+    let got = bodies(&got);
+    assert_eq!(got.len(), BATCHES * SIZE + 2 * BATCHES * 5);
+    let mut i = 0;
+    let mut batches_seen = 0;
+    while i < got.len() {
+        if got[i].starts_with('s') {
+            i += 1;
+            continue;
+        }
+        let n = &got[i][1..got[i].find(':').unwrap()];
+        for k in 0..SIZE {
+            assert_eq!(got[i + k], format!("b{n}:{k}"), "batch {n} broken at {k}");
+        }
+        batches_seen += 1;
+        i += SIZE;
+    }
+    assert_eq!(batches_seen, BATCHES);
+}
+
+// ----- fetch -----------------------------------------------------------------
+
+#[test]
+fn a_batch_fetch_takes_up_to_max_in_order_and_leaves_the_rest_at_the_head() {
+    let b = broker();
+    b.publish_batch("jobs", entries(&["1", "2", "3", "4", "5"]))
+        .unwrap();
+    let first = fetch_batch(&b, "jobs", 2, ALL);
+    assert_eq!(bodies(&first), ["1", "2"]);
+    // A single fetch takes the next one, from the middle of the batch.
+    let single = b.try_fetch_from("jobs").unwrap().unwrap();
+    assert_eq!(&single.body[..], b"3");
+    b.publish_to("jobs", Bytes::from_static(b"6"), Duration::ZERO)
+        .unwrap();
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, ALL)), ["4", "5", "6"]);
+    assert!(fetch_batch(&b, "jobs", 10, ALL).is_empty());
+    // Delivery ids are fresh and distinct.
+    let mut all: Vec<u64> = ids(&first);
+    all.push(single.id);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 3);
+    assert_eq!(b.queue_stats("jobs").unwrap().in_flight, 6);
+}
+
+#[test]
+fn a_batch_fetch_stops_before_the_bodies_pass_max_bytes_but_one_always_fits() {
+    let b = broker();
+    b.publish_batch("jobs", entries(&["aaaa", "bbbb", "cc", "dddddddd", "e"]))
+        .unwrap();
+    // 4 + 4 = 8 fits in 9; + 2 would pass it.
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, 9)), ["aaaa", "bbbb"]);
+    // The first always fits, even alone over the cap.
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, 1)), ["cc"]);
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, 3)), ["dddddddd"]);
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, 3)), ["e"]);
+    // A refused single message stays at the head too.
+    b.publish_to("jobs", Bytes::from_static(b"xx"), Duration::ZERO)
+        .unwrap();
+    b.publish_to("jobs", Bytes::from_static(b"yyyy"), Duration::ZERO)
+        .unwrap();
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, 5)), ["xx"]);
+    assert_eq!(b.queue_stats("jobs").unwrap().ready, 1);
+    assert_eq!(
+        &b.try_fetch_from("jobs").unwrap().unwrap().body[..],
+        b"yyyy"
+    );
+}
+
+#[test]
+fn a_batch_fetch_from_a_missing_queue_or_with_max_zero_takes_nothing() {
+    let b = broker();
+    assert!(fetch_batch(&b, "nowhere", 10, ALL).is_empty());
+    b.publish_batch("jobs", entries(&["a"])).unwrap();
+    assert!(fetch_batch(&b, "jobs", 0, ALL).is_empty());
+    assert_eq!(b.queue_stats("jobs").unwrap().ready, 1);
+    let mut out = Vec::new();
+    assert_eq!(
+        b.try_fetch_batch_from("bad name", 1, ALL, &mut out),
+        Err(Error::InvalidQueueName)
+    );
+}
+
+#[test]
+fn batch_leases_expire_together_and_come_back_in_order() {
+    let b = broker();
+    b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+    let got = fetch_batch(&b, "jobs", 3, ALL);
+    assert_eq!(b.timer_entries(), 3 + 1, "three lease entries, one hint");
+    b.clock().advance(TTL);
+    assert_eq!(b.expire_due().expired, 3);
+    // Past the deadline, the old ids are invalid.
+    assert_eq!(
+        b.acknowledge_batch_in("jobs", &ids(&got)).unwrap(),
+        [false; 3]
+    );
+    let again = fetch_batch(&b, "jobs", 3, ALL);
+    assert_eq!(bodies(&again), ["a", "b", "c"]);
+    assert!(again.iter().all(|d| d.attempt == 2));
+    assert_eq!(b.queue_stats("jobs").unwrap().expired, 3);
+    assert_identity(&b);
+}
+
+#[test]
+fn a_waiting_batch_fetch_answers_as_soon_as_one_message_is_ready() {
+    let b = broker();
+    let mut hand = Hand::new(&b, "jobs", 10);
+    assert!(hand.poll().is_pending());
+    b.publish_to("jobs", Bytes::from_static(b"one"), Duration::ZERO)
+        .unwrap();
+    assert_eq!(hand.wakes(), 1);
+    let got = hand.deliveries();
+    assert_eq!(bodies(&got), ["one"], "no lingering for more");
+}
+
+#[test]
+fn one_batch_publish_wakes_as_many_waiting_fetches_as_it_has_messages() {
+    let b = broker();
+    // An existing queue: a creation would wake everyone waiting for it.
+    b.put_queue("jobs", QueueUpdate::default()).unwrap();
+    let mut hands: Vec<Hand> = (0..4).map(|_| Hand::new(&b, "jobs", 1)).collect();
+    for hand in &mut hands {
+        assert!(hand.poll().is_pending());
+    }
+    b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+    let woken: Vec<usize> = hands.iter().map(Hand::wakes).collect();
+    assert_eq!(woken, [1, 1, 1, 0], "the three oldest, once each");
+    let got: Vec<String> = hands[..3]
+        .iter_mut()
+        .map(|hand| String::from_utf8(hand.deliveries()[0].body.to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, ["a", "b", "c"]);
+    assert!(hands[3].poll().is_pending());
+}
+
+#[test]
+fn waiting_batch_fetches_on_threads_share_a_stream_of_batches_without_loss() {
+    const CONSUMERS: usize = 3;
+    const BATCHES: usize = 300;
+    const SIZE: usize = 10;
+    let b = Arc::new(broker());
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|_| {
+            let b = b.clone();
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                loop {
+                    match block_on(b.fetch_batch_from("jobs", 7, ALL, pending())) {
+                        Ok(got) => {
+                            assert!(!got.is_empty() && got.len() <= 7);
+                            let done = b.acknowledge_batch_in("jobs", &ids(&got)).unwrap();
+                            assert!(done.iter().all(|&ok| ok));
+                            seen.extend(got.into_iter().map(|d| d.message_id));
+                        }
+                        Err(Error::Closed) => return seen,
+                        Err(e) => panic!("fetch failed: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 0..BATCHES {
+        let batch = (0..SIZE)
+            .map(|i| NewMessage {
+                body: Bytes::from(format!("{n}:{i}")),
+                delay: Duration::ZERO,
+            })
+            .collect();
+        b.publish_batch("jobs", batch).unwrap();
+    }
+    while b.queue_stats("jobs").unwrap().acknowledged < (BATCHES * SIZE) as u64 {
+        thread::yield_now();
+    }
+    b.close();
+    let mut all: Vec<u64> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), BATCHES * SIZE, "every message delivered once");
+}
+
+// ----- settle ----------------------------------------------------------------
+
+#[test]
+fn a_batch_acknowledge_answers_per_id_and_a_repeated_id_succeeds_once() {
+    let b = broker();
+    b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+    b.publish_batch("other", entries(&["z"])).unwrap();
+    let got = fetch_batch(&b, "jobs", 3, ALL);
+    let foreign = fetch_batch(&b, "other", 1, ALL);
+    let request = [got[0].id, got[0].id, 999_999, foreign[0].id, got[2].id];
+    assert_eq!(
+        b.acknowledge_batch_in("jobs", &request).unwrap(),
+        [true, false, false, false, true]
+    );
+    let s = b.queue_stats("jobs").unwrap();
+    assert_eq!((s.acknowledged, s.in_flight, s.bytes), (2, 1, 1));
+    assert_eq!(b.queue_stats("other").unwrap().in_flight, 1);
+    assert_eq!(b.stats().queued_bytes, 2 * (1 + MESSAGE_OVERHEAD));
+    // A queue that does not exist: every id is invalid. A bad name is an
+    // error of the request.
+    assert_eq!(
+        b.acknowledge_batch_in("nowhere", &[1, 2]).unwrap(),
+        [false, false]
+    );
+    assert_eq!(
+        b.acknowledge_batch_in("bad name", &[1]),
+        Err(Error::InvalidQueueName)
+    );
+    assert_identity(&b);
+    // Settled leases leave no timer entry behind.
+    b.acknowledge_batch_in("jobs", &[got[1].id]).unwrap();
+    b.acknowledge_batch_in("other", &[foreign[0].id]).unwrap();
+    assert_eq!(b.stats().queued_bytes, 0);
+    assert_eq!(b.timer_entries(), 2, "only the two queues' agenda hints");
+    // The sweep at the old deadline finds nothing left to expire, and no
+    // entry (nor agenda hint) stays behind.
+    b.clock().advance(TTL);
+    assert_eq!(b.expire_due().expired, 0);
+    assert_eq!(b.timer_entries(), 0);
+}
+
+#[test]
+fn a_batch_requeue_returns_messages_to_the_tail_in_id_order_or_after_a_delay() {
+    let b = broker();
+    b.publish_batch("jobs", entries(&["a", "b", "c", "d"]))
+        .unwrap();
+    let got = fetch_batch(&b, "jobs", 4, ALL);
+    b.publish_to("jobs", Bytes::from_static(b"e"), Duration::ZERO)
+        .unwrap();
+    assert_eq!(
+        b.requeue_batch_in("jobs", &[got[2].id, got[0].id, got[2].id], Duration::ZERO)
+            .unwrap(),
+        [true, true, false]
+    );
+    assert_eq!(
+        b.requeue_batch_in("jobs", &[got[1].id], ms(50)).unwrap(),
+        [true]
+    );
+    let again = fetch_batch(&b, "jobs", 10, ALL);
+    assert_eq!(bodies(&again), ["e", "c", "a"]);
+    assert_eq!(again[1].attempt, 2);
+    let s = b.queue_stats("jobs").unwrap();
+    assert_eq!((s.requeued, s.delayed), (3, 1));
+    b.clock().advance(ms(50));
+    b.expire_due();
+    assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, ALL)), ["b"]);
+    assert_identity(&b);
+}
+
+#[test]
+fn a_batch_requeue_of_last_deliveries_moves_them_to_the_dead_queue_in_order() {
+    let b = broker();
+    b.put_queue(
+        "jobs",
+        QueueUpdate {
+            max_deliveries: Some(1),
+            ..QueueUpdate::default()
+        },
+    )
+    .unwrap();
+    b.publish_batch("jobs", entries(&["a", "b"])).unwrap();
+    let got = fetch_batch(&b, "jobs", 2, ALL);
+    assert_eq!(
+        b.requeue_batch_in("jobs", &ids(&got), ms(5)).unwrap(),
+        [true, true]
+    );
+    let s = b.queue_stats("jobs").unwrap();
+    assert_eq!(
+        (s.dead_lettered, s.requeued, s.delayed, s.bytes),
+        (2, 0, 0, 0)
+    );
+    let dead = fetch_batch(&b, "jobs.dead", 10, ALL);
+    assert_eq!(bodies(&dead), ["a", "b"]);
+    assert!(dead.iter().all(|d| d.attempt == 1));
+    assert_eq!(dead[0].dead_letter.as_ref().unwrap().as_str(), "jobs");
+    assert_identity(&b);
+}
+
+#[test]
+fn a_batch_touch_extends_each_lease_and_touches_a_repeated_id_each_time() {
+    let b = broker();
+    b.publish_batch("jobs", entries(&["a", "b"])).unwrap();
+    let got = fetch_batch(&b, "jobs", 2, ALL);
+    b.clock().advance(TTL - ms(1));
+    assert_eq!(
+        b.touch_batch_in("jobs", &[got[0].id, got[0].id, 424_242], Some(ms(100)))
+            .unwrap(),
+        [true, true, false]
+    );
+    b.clock().advance(ms(1));
+    // The untouched lease expired; the touched one lives on.
+    assert_eq!(b.expire_due().expired, 1);
+    assert_eq!(
+        b.touch_batch_in("jobs", &[got[1].id, got[0].id], None)
+            .unwrap(),
+        [false, true]
+    );
+    assert_eq!(
+        b.touch_batch_in("jobs", &[got[0].id], Some(Duration::ZERO)),
+        Err(Error::ZeroTtl)
+    );
+    assert_eq!(
+        b.acknowledge_batch_in("jobs", &[got[0].id]).unwrap(),
+        [true]
+    );
+    assert_identity(&b);
+}
+
+#[test]
+fn batch_settlements_on_a_closed_broker_fail_as_single_ones_do() {
+    let b = broker();
+    b.publish_batch("jobs", entries(&["a"])).unwrap();
+    let got = fetch_batch(&b, "jobs", 1, ALL);
+    b.close();
+    assert_eq!(
+        b.acknowledge_batch_in("jobs", &ids(&got)),
+        Err(Error::Closed)
+    );
+    assert_eq!(
+        b.requeue_batch_in("jobs", &ids(&got), Duration::ZERO),
+        Err(Error::Closed)
+    );
+    assert_eq!(
+        b.touch_batch_in("jobs", &ids(&got), None),
+        Err(Error::Closed)
+    );
+    let mut out = Vec::new();
+    assert_eq!(
+        b.try_fetch_batch_from("jobs", 1, ALL, &mut out),
+        Err(Error::Closed)
+    );
+}
+
+#[test]
+fn a_batch_publish_racing_a_delete_lands_whole_in_the_recreated_queue_or_is_dropped_whole() {
+    for _ in 0..50 {
+        let b = Arc::new(broker());
+        b.publish_batch("jobs", entries(&["seed"])).unwrap();
+        let start = Arc::new(Barrier::new(2));
+        let publisher = {
+            let (b, start) = (b.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+            })
+        };
+        start.wait();
+        let deleted = b.delete_queue("jobs").unwrap();
+        publisher.join().unwrap();
+        let left = b.queue_info("jobs").map(|info| info.ready).unwrap_or(0);
+        // Either the batch landed before the delete (dropped with it) or
+        // after (whole, in the new queue): never split.
+        assert!(
+            (deleted == 4 && left == 0) || (deleted == 1 && left == 3),
+            "deleted {deleted}, left {left}"
+        );
+        assert_eq!(
+            b.stats().queued_bytes,
+            left as u64 * (1 + MESSAGE_OVERHEAD),
+            "the byte budget follows what is held"
+        );
+    }
+}
