@@ -3,8 +3,8 @@
 //! Two publishers append a record each, with a waiter, while the writer's
 //! sync fails. Every waiter is answered exactly once, and never `Ok`: one in
 //! the failed group, one still pending when the log was poisoned, or one
-//! refused at append (`Err` from `push`, waiter never called). Nothing
-//! after the failure is synced again.
+//! refused at append (`Err` from `push`, its waiter answered `Err` at
+//! once). Nothing after the failure is synced again.
 #![cfg(loom)]
 
 use std::io;
@@ -67,7 +67,8 @@ fn w02_log_failure() {
         assert!(queue.failed());
         assert_eq!(sink.syncs, 1, "a failed sync was retried");
         let (failed, refused) = (failed.load(Ordering::Acquire), refused.load(Ordering::Acquire));
-        assert_eq!(failed + refused, 2, "every publisher heard of the failure once");
+        assert_eq!(failed, 2, "every publisher heard of the failure once");
+        assert!(refused <= 2);
         OUTCOMES.record(match refused {
             0 => "both answered Err",
             _ => "one refused at append",

@@ -88,10 +88,15 @@ impl CommitQueue {
 
     /// Appends a record (`encode` writes its bytes), with a waiter if its
     /// caller waits for it to be durable. `Err` if the log has failed: then
-    /// nothing was appended and `waiter` is dropped uncalled.
+    /// nothing was appended and `waiter` has been called with `Err`. Either
+    /// way every waiter is called exactly once.
     pub fn push(&self, encode: impl FnOnce(&mut Vec<u8>), waiter: Option<Waiter>) -> Result<(), Failed> {
         let mut pending = lock(&self.pending);
         if pending.failed {
+            drop(pending);
+            if let Some(waiter) = waiter {
+                waiter(Err(Failed));
+            }
             return Err(Failed);
         }
         encode(&mut pending.bytes);

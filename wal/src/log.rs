@@ -294,9 +294,10 @@ impl Log {
         ))
     }
 
-    /// Appends `record`. With a `waiter`, it is called once the record is
-    /// durable (under [`FsyncMode::Always`]; under the other modes once it
-    /// is written) or the log fails. `Err` if the log has failed already.
+    /// Appends `record`. With a `waiter`, it is called exactly once: when
+    /// the record is durable (under [`FsyncMode::Always`]; under the other
+    /// modes once it is written), or with `Err` when the log fails (at once
+    /// if it has failed already, and then this returns `Err` too).
     pub fn append(&self, record: &Record, waiter: Option<Waiter>) -> Result<(), Failed> {
         self.queue.push(|out| encode(record, out), waiter)
     }
@@ -341,19 +342,8 @@ impl Log {
             }
             done(result);
         });
-        // A failed log drops the waiter uncalled: answer it here.
-        let pending: Arc<Mutex<Option<Waiter>>> = Arc::new(Mutex::new(Some(waiter)));
-        let inner = pending.clone();
-        let forward: Waiter = Box::new(move |result| {
-            if let Some(waiter) = inner.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                waiter(result);
-            }
-        });
-        if self.append(&record, Some(forward)).is_err() {
-            if let Some(waiter) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                waiter(Err(Failed));
-            }
-        }
+        // A failed log answers the waiter itself.
+        let _ = self.append(&record, Some(waiter));
         true
     }
 
