@@ -420,7 +420,11 @@ impl<C: Clock> Broker<C> {
             || self.clock.now(),
             &mut leased,
         );
-        out.extend(leased.into_iter().map(|leased| self.delivered(queue, leased)));
+        out.extend(
+            leased
+                .into_iter()
+                .map(|leased| self.delivered(queue, leased)),
+        );
         Ok(taken)
     }
 
@@ -597,7 +601,8 @@ impl<C: Clock> Broker<C> {
         let mut results = Vec::with_capacity(ids.len());
         match self.existing(queue) {
             Ok(found) => {
-                let charge = found.acknowledge_all(&self.shared, ids, self.clock.now(), &mut results);
+                let charge =
+                    found.acknowledge_all(&self.shared, ids, self.clock.now(), &mut results);
                 self.release(charge);
             }
             Err(Error::InvalidId) => results.resize(ids.len(), false),

@@ -253,9 +253,19 @@ impl Queue {
 
     /// Reports a message going back to this queue's tail (now, or after
     /// `delay`), before it is visible there.
-    fn journal_back(&self, journal: &dyn crate::journal::Journal, message: &Message, delay: Duration) {
+    fn journal_back(
+        &self,
+        journal: &dyn crate::journal::Journal,
+        message: &Message,
+        delay: Duration,
+    ) {
         if delay.is_zero() {
-            journal.ready(&self.name, message.id, message.attempts, message.dead_lettered);
+            journal.ready(
+                &self.name,
+                message.id,
+                message.attempts,
+                message.dead_lettered,
+            );
         } else {
             journal.delayed(&self.name, message.id, message.attempts, delay);
         }
@@ -425,7 +435,12 @@ impl Queue {
 
     /// Acknowledges `id`; returns what the message was charged, for the
     /// caller to release from the byte budget.
-    pub(crate) fn acknowledge(&self, shared: &Shared, id: u64, now: Timestamp) -> Result<u64, Error> {
+    pub(crate) fn acknowledge(
+        &self,
+        shared: &Shared,
+        id: u64,
+        now: Timestamp,
+    ) -> Result<u64, Error> {
         let _alive = self.alive().ok_or(Error::InvalidId)?;
         let lease = self.take_lease(id, now)?;
         if let Some(journal) = &shared.journal {

@@ -38,7 +38,13 @@ impl Journal for Recorder {
         // Peek: the message must not be fetchable yet. A peek that finds a
         // ready message leases it, so only look when the queue is expected
         // to be empty apart from it (the tests arrange that).
-        if let Some(broker) = self.broker.lock().unwrap().as_ref().and_then(|b| b.upgrade()) {
+        if let Some(broker) = self
+            .broker
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|b| b.upgrade())
+        {
             if let Ok(info) = broker.queue_info(queue.as_str()) {
                 if info.ready > 0 {
                     self.visible_too_early.lock().unwrap().push(id);
@@ -117,7 +123,10 @@ fn every_change_is_reported_and_ready_before_it_is_visible() {
         .commit_publish(broker.prepare_publish("jobs", one("a")).unwrap())
         .unwrap()
         .start;
-    assert!(take(&recorder).is_empty(), "publishes are the caller's to log");
+    assert!(
+        take(&recorder).is_empty(),
+        "publishes are the caller's to log"
+    );
 
     let d1 = broker.try_fetch_from("jobs").unwrap().unwrap();
     broker.requeue_in("jobs", d1.id, Duration::ZERO).unwrap();
@@ -173,11 +182,11 @@ fn batches_and_deletes_report_every_message() {
         .commit_publish(broker.prepare_publish("q", entries).unwrap())
         .unwrap();
     let mut out = Vec::new();
-    broker.try_fetch_batch_from("q", 3, usize::MAX, &mut out).unwrap();
-    let leased: Vec<u64> = out.iter().map(|d| d.id).collect();
     broker
-        .acknowledge_batch_in("q", &leased[..1])
+        .try_fetch_batch_from("q", 3, usize::MAX, &mut out)
         .unwrap();
+    let leased: Vec<u64> = out.iter().map(|d| d.id).collect();
+    broker.acknowledge_batch_in("q", &leased[..1]).unwrap();
     broker
         .requeue_batch_in("q", &leased[1..2], Duration::ZERO)
         .unwrap();
@@ -245,13 +254,34 @@ fn restore_rebuilds_queues_messages_and_id_marks() {
         .restore_queue("jobs", Some(Duration::from_secs(3)), Some(4))
         .unwrap();
     broker
-        .restore_message("jobs", 40, Bytes::from_static(b"x"), 2, false, Duration::ZERO)
+        .restore_message(
+            "jobs",
+            40,
+            Bytes::from_static(b"x"),
+            2,
+            false,
+            Duration::ZERO,
+        )
         .unwrap();
     broker
-        .restore_message("jobs.dead", 41, Bytes::from_static(b"y"), 0, true, Duration::ZERO)
+        .restore_message(
+            "jobs.dead",
+            41,
+            Bytes::from_static(b"y"),
+            0,
+            true,
+            Duration::ZERO,
+        )
         .unwrap();
     broker
-        .restore_message("jobs", 42, Bytes::from_static(b"z"), 0, false, Duration::from_secs(5))
+        .restore_message(
+            "jobs",
+            42,
+            Bytes::from_static(b"z"),
+            0,
+            false,
+            Duration::from_secs(5),
+        )
         .unwrap();
     broker.restore_ids(1 << 40, 100);
     let info = broker.queue_info("jobs").unwrap();
@@ -268,9 +298,20 @@ fn restore_rebuilds_queues_messages_and_id_marks() {
     assert_eq!(broker.try_fetch_from("jobs").unwrap(), None);
     broker.clock().advance(Duration::from_secs(5));
     broker.expire_due();
-    assert_eq!(broker.try_fetch_from("jobs").unwrap().unwrap().message_id, 42);
-    assert_eq!(broker.publish_to("other", Bytes::new(), Duration::ZERO), Err(Error::TooManyQueues));
+    assert_eq!(
+        broker.try_fetch_from("jobs").unwrap().unwrap().message_id,
+        42
+    );
+    assert_eq!(
+        broker.publish_to("other", Bytes::new(), Duration::ZERO),
+        Err(Error::TooManyQueues)
+    );
     // Message ids continue from the mark (the refused publish above used
     // one up).
-    assert!(broker.publish_to("jobs", Bytes::new(), Duration::ZERO).unwrap() >= 100);
+    assert!(
+        broker
+            .publish_to("jobs", Bytes::new(), Duration::ZERO)
+            .unwrap()
+            >= 100
+    );
 }

@@ -66,7 +66,10 @@ fn w02_log_failure() {
         }
         assert!(queue.failed());
         assert_eq!(sink.syncs, 1, "a failed sync was retried");
-        let (failed, refused) = (failed.load(Ordering::Acquire), refused.load(Ordering::Acquire));
+        let (failed, refused) = (
+            failed.load(Ordering::Acquire),
+            refused.load(Ordering::Acquire),
+        );
         assert_eq!(failed, 2, "every publisher heard of the failure once");
         assert!(refused <= 2);
         OUTCOMES.record(match refused {

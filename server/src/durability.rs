@@ -143,7 +143,8 @@ impl Durability {
     ) -> Result<(Arc<Broker<C>>, Durability), String> {
         let storage = FsStorage::new(dir)
             .map_err(|error| format!("cannot create --data-dir {}: {error}", dir.display()))?;
-        let lock = DirLock::acquire(dir).map_err(|error| format!("cannot lock --data-dir: {error}"))?;
+        let lock =
+            DirLock::acquire(dir).map_err(|error| format!("cannot lock --data-dir: {error}"))?;
         Self::open(storage, Some(lock), options, engine, clock)
     }
 
@@ -160,9 +161,8 @@ impl Durability {
         let (log, recovered, report) =
             Log::open(storage, options).map_err(|error| error.to_string())?;
         let log = Arc::new(log);
-        let broker = Broker::with_clock(engine, clock).with_journal(Arc::new(LogJournal {
-            log: log.clone(),
-        }));
+        let broker = Broker::with_clock(engine, clock)
+            .with_journal(Arc::new(LogJournal { log: log.clone() }));
         for (name, settings) in &recovered.queues {
             broker
                 .restore_queue(

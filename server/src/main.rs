@@ -67,7 +67,12 @@ fn main() -> ExitCode {
                 None,
             ),
             Some(dir) => {
-                match Durability::open_dir(dir, config.log_options(), config.engine(), TokioClock::new()) {
+                match Durability::open_dir(
+                    dir,
+                    config.log_options(),
+                    config.engine(),
+                    TokioClock::new(),
+                ) {
                     Ok((broker, durable)) => (broker, Some(durable)),
                     Err(error) => {
                         tracing::error!("{error}");

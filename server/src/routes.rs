@@ -590,7 +590,11 @@ fn metrics<C: Clock>(state: &State<C>) -> Result<Response<Body>, ApiError> {
 /// `GET /health`: 200 while serving, 503 from SIGTERM (and through the
 /// drain) on.
 fn health<C: Clock>(state: &State<C>) -> Response<Body> {
-    if state.durable.as_ref().is_some_and(|durable| durable.failed()) {
+    if state
+        .durable
+        .as_ref()
+        .is_some_and(|durable| durable.failed())
+    {
         response::log_failed_health()
     } else if state.healthy() {
         response::healthy()

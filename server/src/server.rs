@@ -122,7 +122,8 @@ impl<C: Clock> Server<C> {
             ))
         });
         let state = Arc::new(
-            State::new(broker.clone(), config.clone(), shutting_down).with_durability(durable.clone()),
+            State::new(broker.clone(), config.clone(), shutting_down)
+                .with_durability(durable.clone()),
         );
         let mut listener = Listener::new(listener, state.clone(), gauge, &config);
 

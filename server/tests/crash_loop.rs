@@ -60,14 +60,18 @@ async fn drain(bin: &Binary, ledger: &Mutex<Ledger>) -> HashSet<String> {
             return seen;
         }
         let (id, body) = reply.delivery();
-        assert!(seen.insert(body.clone()), "{body} delivered twice in one drain");
+        assert!(
+            seen.insert(body.clone()),
+            "{body} delivered twice in one drain"
+        );
         assert_eq!(c.acknowledge(id).await.status, 200);
         ledger.lock().unwrap().acknowledged.insert(body);
     }
 }
 
 async fn publisher(addr: std::net::SocketAddr, ledger: Arc<Mutex<Ledger>>, tag: String) {
-    let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), Client::connect(addr)).await else {
+    let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), Client::connect(addr)).await
+    else {
         return;
     };
     for n in 0u64.. {
@@ -84,11 +88,15 @@ async fn publisher(addr: std::net::SocketAddr, ledger: Arc<Mutex<Ledger>>, tag: 
 }
 
 async fn consumer(addr: std::net::SocketAddr, ledger: Arc<Mutex<Ledger>>) {
-    let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), Client::connect(addr)).await else {
+    let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), Client::connect(addr)).await
+    else {
         return;
     };
     loop {
-        let Ok(reply) = c.try_send(Method::GET, "/fetch?wait=50", Bytes::new()).await else {
+        let Ok(reply) = c
+            .try_send(Method::GET, "/fetch?wait=50", Bytes::new())
+            .await
+        else {
             return;
         };
         if reply.status != 200 {

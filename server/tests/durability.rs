@@ -22,7 +22,8 @@ use ubroker_wal::FaultyStorage;
 
 /// A fresh, empty directory for one test.
 fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ubroker-durability-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("ubroker-durability-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -73,9 +74,13 @@ async fn serve(config: Config, broker: Arc<Broker<TokioClock>>, durable: Durabil
 
 async fn start(config: Config) -> Running {
     let dir = config.data_dir.clone().unwrap();
-    let (broker, durable) =
-        Durability::open_dir(&dir, config.log_options(), config.engine(), TokioClock::new())
-            .unwrap();
+    let (broker, durable) = Durability::open_dir(
+        &dir,
+        config.log_options(),
+        config.engine(),
+        TokioClock::new(),
+    )
+    .unwrap();
     serve(config, broker, durable).await
 }
 
@@ -93,16 +98,24 @@ async fn start_on(config: Config, storage: FaultyStorage) -> Running {
 
 async fn publish(c: &mut Client, queue: &str, body: &str, query: &str) -> u16 {
     let payload = serde_json::json!({ "body": body }).to_string();
-    c.send(Method::POST, &format!("/queues/{queue}/publish{query}"), payload)
-        .await
-        .status
-        .as_u16()
+    c.send(
+        Method::POST,
+        &format!("/queues/{queue}/publish{query}"),
+        payload,
+    )
+    .await
+    .status
+    .as_u16()
 }
 
 /// (id, message_id, attempt, body) of a fetch that must find a message.
 async fn fetch(c: &mut Client, queue: &str) -> (u64, u64, u64, String) {
     let reply = c
-        .send(Method::GET, &format!("/queues/{queue}/fetch?wait=0"), Bytes::new())
+        .send(
+            Method::GET,
+            &format!("/queues/{queue}/fetch?wait=0"),
+            Bytes::new(),
+        )
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     (
@@ -114,9 +127,13 @@ async fn fetch(c: &mut Client, queue: &str) -> (u64, u64, u64, String) {
 }
 
 async fn empty(c: &mut Client, queue: &str) -> bool {
-    c.send(Method::GET, &format!("/queues/{queue}/fetch?wait=0"), Bytes::new())
-        .await
-        .status
+    c.send(
+        Method::GET,
+        &format!("/queues/{queue}/fetch?wait=0"),
+        Bytes::new(),
+    )
+    .await
+    .status
         == 408
 }
 
@@ -136,23 +153,34 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
     for body in ["a", "b", "c", "d"] {
         assert_eq!(publish(&mut c, "jobs", body, "").await, 200);
     }
-    assert_eq!(publish(&mut c, "jobs", "later", "?delay=3600000").await, 200);
+    assert_eq!(
+        publish(&mut c, "jobs", "later", "?delay=3600000").await,
+        200
+    );
     assert_eq!(publish(&mut c, "gone", "x", "").await, 200);
     // a: delivered and requeued (attempt 1 recorded, now behind d).
     let (a, a_message, _, _) = fetch(&mut c, "jobs").await;
     assert_eq!(
-        c.send(Method::POST, &format!("/queues/jobs/requeue/{a}"), Bytes::new())
-            .await
-            .status,
+        c.send(
+            Method::POST,
+            &format!("/queues/jobs/requeue/{a}"),
+            Bytes::new()
+        )
+        .await
+        .status,
         200
     );
     // b: acknowledged, gone for good.
     let (b, _, _, body) = fetch(&mut c, "jobs").await;
     assert_eq!(body, "b");
     assert_eq!(
-        c.send(Method::POST, &format!("/queues/jobs/acknowledge/{b}"), Bytes::new())
-            .await
-            .status,
+        c.send(
+            Method::POST,
+            &format!("/queues/jobs/acknowledge/{b}"),
+            Bytes::new()
+        )
+        .await
+        .status,
         200
     );
     // c: leased when the broker stops: ready again after, attempt kept.
@@ -160,12 +188,20 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
     // d: its second delivery ends unacknowledged: a dead letter.
     let (d1, _, _, body) = fetch(&mut c, "jobs").await;
     assert_eq!(body, "d");
-    c.send(Method::POST, &format!("/queues/jobs/requeue/{d1}"), Bytes::new())
-        .await;
+    c.send(
+        Method::POST,
+        &format!("/queues/jobs/requeue/{d1}"),
+        Bytes::new(),
+    )
+    .await;
     let (a2, _, attempt, body) = fetch(&mut c, "jobs").await;
     assert_eq!((body.as_str(), attempt), ("a", 2));
-    c.send(Method::POST, &format!("/queues/jobs/requeue/{a2}"), Bytes::new())
-        .await;
+    c.send(
+        Method::POST,
+        &format!("/queues/jobs/requeue/{a2}"),
+        Bytes::new(),
+    )
+    .await;
     // `a` reached max_deliveries: now in jobs.dead.
     let (d2, _, attempt, body) = fetch(&mut c, "jobs").await;
     assert_eq!((body.as_str(), attempt), ("d", 2));
@@ -196,7 +232,10 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
     let jobs = c.send(Method::GET, "/queues/jobs", Bytes::new()).await;
     assert_eq!(jobs.json["ttl_ms"], 60000);
     assert_eq!(jobs.json["max_deliveries"], 2);
-    assert_eq!(jobs.json["delayed"], 1, "the delayed message keeps its delay");
+    assert_eq!(
+        jobs.json["delayed"], 1,
+        "the delayed message keeps its delay"
+    );
     // Leases came back ready, in the order last made ready: c (leased,
     // from its publish), d (leased on its second delivery, made ready by
     // its requeue).
@@ -210,7 +249,11 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
     // Delivery ids from before the restart settle nothing.
     for old in [c_id, d2, a2] {
         let reply = c
-            .send(Method::POST, &format!("/queues/jobs/acknowledge/{old}"), Bytes::new())
+            .send(
+                Method::POST,
+                &format!("/queues/jobs/acknowledge/{old}"),
+                Bytes::new(),
+            )
             .await;
         assert_eq!(reply.status, 400, "old id {old} settled something");
     }
@@ -249,8 +292,13 @@ async fn a_second_broker_on_the_same_directory_is_refused() {
     let server = start(config(&dir)).await;
     let cfg = config(&dir);
     let refused = Durability::open_dir(&dir, cfg.log_options(), cfg.engine(), TokioClock::new());
-    let error = refused.err().expect("a second broker started on a locked directory");
-    assert!(error.contains("in use by another ubroker process"), "{error}");
+    let error = refused
+        .err()
+        .expect("a second broker started on a locked directory");
+    assert!(
+        error.contains("in use by another ubroker process"),
+        "{error}"
+    );
     server.stop().await;
     // Released with the first broker.
     let again = Durability::open_dir(&dir, cfg.log_options(), cfg.engine(), TokioClock::new());
@@ -360,10 +408,7 @@ async fn a_failed_sync_answers_503_log_failed_and_the_broker_takes_no_more_write
     // Syncs work again; the log stays failed (nothing is retried).
     disk.fail_syncs(false);
     assert_eq!(publish(&mut c, "q", "after", "").await, 503);
-    assert_eq!(
-        c.send(Method::PUT, "/queues/other", "{}").await.status,
-        503
-    );
+    assert_eq!(c.send(Method::PUT, "/queues/other", "{}").await.status, 503);
     let health = c.send(Method::GET, "/health", Bytes::new()).await;
     assert_eq!(health.status, 503);
     assert_eq!(health.json["code"], "log_failed");
@@ -377,10 +422,14 @@ async fn a_failed_sync_answers_503_log_failed_and_the_broker_takes_no_more_write
 }
 
 async fn acknowledge_in(c: &mut Client, queue: &str, id: u64) -> u16 {
-    c.send(Method::POST, &format!("/queues/{queue}/acknowledge/{id}"), Bytes::new())
-        .await
-        .status
-        .as_u16()
+    c.send(
+        Method::POST,
+        &format!("/queues/{queue}/acknowledge/{id}"),
+        Bytes::new(),
+    )
+    .await
+    .status
+    .as_u16()
 }
 
 #[tokio::test]
@@ -399,7 +448,11 @@ async fn a_failed_write_of_a_batch_of_waiting_publishes_answers_every_one_503() 
     for task in tasks {
         assert_eq!(task.await.unwrap(), 503);
     }
-    assert_eq!(server.broker.stats().queued_bytes, 0, "aborted publishes give their charge back");
+    assert_eq!(
+        server.broker.stats().queued_bytes,
+        0,
+        "aborted publishes give their charge back"
+    );
     server.stop().await;
 }
 
@@ -428,8 +481,17 @@ async fn disk_follows_live_data_over_http() {
     let bytes = stats.json["log"]["bytes"].as_u64().unwrap();
     let on_disk: usize = disk.files().iter().map(|(_, len)| len).sum();
     let files = disk.files();
-    let last: u64 = files.last().unwrap().0.trim_end_matches(".wal").parse().unwrap();
-    assert!(last >= 8, "the churn should have written many segments: {files:?}");
+    let last: u64 = files
+        .last()
+        .unwrap()
+        .0
+        .trim_end_matches(".wal")
+        .parse()
+        .unwrap();
+    assert!(
+        last >= 8,
+        "the churn should have written many segments: {files:?}"
+    );
     assert!(peak as u64 <= 3 * 8192, "peak {peak} bytes on disk");
     assert!(
         bytes <= 3 * 8192 && on_disk as u64 <= 3 * 8192,

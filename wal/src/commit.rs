@@ -90,7 +90,11 @@ impl CommitQueue {
     /// caller waits for it to be durable. `Err` if the log has failed: then
     /// nothing was appended and `waiter` has been called with `Err`. Either
     /// way every waiter is called exactly once.
-    pub fn push(&self, encode: impl FnOnce(&mut Vec<u8>), waiter: Option<Waiter>) -> Result<(), Failed> {
+    pub fn push(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>),
+        waiter: Option<Waiter>,
+    ) -> Result<(), Failed> {
         let mut pending = lock(&self.pending);
         if pending.failed {
             drop(pending);
@@ -172,7 +176,12 @@ impl CommitQueue {
 /// One group: writes `batch`, syncs if `sync`, and only then answers its
 /// waiters. On failure poisons `queue` and answers every waiter, of this
 /// group and still pending, with `Err(Failed)`.
-pub fn commit(queue: &CommitQueue, batch: Batch, sink: &mut impl Sink, sync: bool) -> io::Result<()> {
+pub fn commit(
+    queue: &CommitQueue,
+    batch: Batch,
+    sink: &mut impl Sink,
+    sync: bool,
+) -> io::Result<()> {
     let written = if batch.bytes.is_empty() {
         Ok(())
     } else {

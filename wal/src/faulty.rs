@@ -196,7 +196,9 @@ impl Storage for FaultyStorage {
             .files
             .get_mut(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(file.data.len());
+        let len = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(file.data.len());
         file.data.truncate(len);
         file.synced = len;
         Ok(())
@@ -239,7 +241,7 @@ impl StorageFile for FaultyFile {
         }
         if let Some(space) = disk.space {
             if (data.len() as u64) > space {
-                return Err(io::Error::from(io::ErrorKind::StorageFull));
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
             disk.space = Some(space - data.len() as u64);
         }

@@ -184,7 +184,9 @@ impl Log {
                     let later: Vec<u64> = numbers[index + 1..].to_vec();
                     let mut later_bytes = 0;
                     for n in &later {
-                        later_bytes += storage.read(&segment::name(*n)).map_or(0, |d| d.len() as u64);
+                        later_bytes += storage
+                            .read(&segment::name(*n))
+                            .map_or(0, |d| d.len() as u64);
                     }
                     let cut = (data.len() - bad.offset) as u64;
                     if is_last {
@@ -373,11 +375,7 @@ impl Log {
     /// stops the writer. Idempotent; appends after it fail.
     pub fn close(&self) {
         self.queue.close();
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }
@@ -443,7 +441,9 @@ impl<S: Storage> Writer<S> {
                 Ok(()) => {
                     if sync {
                         last_sync = Instant::now();
-                        self.counters.committed.fetch_add(waiters, Ordering::Relaxed);
+                        self.counters
+                            .committed
+                            .fetch_add(waiters, Ordering::Relaxed);
                     }
                     if let Err(error) = self.reclaim() {
                         self.fail(&error);
@@ -530,7 +530,9 @@ impl<S: Storage> Writer<S> {
         let mut run_start = 0;
         while at < data.len() {
             let Decoded::Record(record, next) = decode(&data, at) else {
-                return Err(std::io::Error::other("internal error: an appended record does not decode"));
+                return Err(std::io::Error::other(
+                    "internal error: an appended record does not decode",
+                ));
             };
             let len = (next - at) as u64;
             if self.active_len + len > limit && self.active_len > self.snapshot_end {
@@ -541,7 +543,8 @@ impl<S: Storage> Writer<S> {
                 run_start = at;
                 self.roll()?;
             }
-            self.state.apply(self.active_number, self.active_len, record);
+            self.state
+                .apply(self.active_number, self.active_len, record);
             self.active_len += len;
             at = next;
         }
@@ -625,7 +628,12 @@ impl<S: Storage> Writer<S> {
         }
         tracing::debug!(segment = number, moved, "compacted a log segment forward");
         self.write_records(Bytes::from(out))?;
-        if self.state.usage().next().is_some_and(|(n, u)| n == number && u.live > 0) {
+        if self
+            .state
+            .usage()
+            .next()
+            .is_some_and(|(n, u)| n == number && u.live > 0)
+        {
             return Err(std::io::Error::other(format!(
                 "compaction left live messages in {}",
                 segment::name(number)
@@ -645,8 +653,12 @@ impl<S: Storage> Sink for Writer<S> {
         self.active.sync()?;
         let nanos = started.elapsed().as_nanos() as u64;
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.counters.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.counters.fsync_max_nanos.fetch_max(nanos, Ordering::Relaxed);
+        self.counters
+            .fsync_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
+        self.counters
+            .fsync_max_nanos
+            .fetch_max(nanos, Ordering::Relaxed);
         self.unsynced = false;
         Ok(())
     }

@@ -92,7 +92,10 @@ pub enum Record {
     QueueDeleted { queue: String },
     /// No delivery id below `next_delivery` and no message id below
     /// `next_message` may be handed out after a restart.
-    Marks { next_delivery: u64, next_message: u64 },
+    Marks {
+        next_delivery: u64,
+        next_message: u64,
+    },
     /// A message's state, moved forward by reclamation.
     Live(LiveState),
 }
@@ -468,7 +471,10 @@ mod tests {
             encode(&record, &mut out);
             for cut in 1..out.len() {
                 let data = Bytes::copy_from_slice(&out[..cut]);
-                assert!(matches!(decode(&data, 0), Decoded::Bad(_)), "{record:?} cut {cut}");
+                assert!(
+                    matches!(decode(&data, 0), Decoded::Bad(_)),
+                    "{record:?} cut {cut}"
+                );
             }
             for at in 0..out.len() {
                 for bit in 0..8 {

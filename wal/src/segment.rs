@@ -44,7 +44,11 @@ pub struct BadRecord {
 /// Calls `each(offset, record)` for every record of segment `number` in
 /// order, up to the end or the first bad record (or a bad header, at offset
 /// 0).
-pub fn scan(data: &Bytes, number: u64, mut each: impl FnMut(usize, Record)) -> Result<(), BadRecord> {
+pub fn scan(
+    data: &Bytes,
+    number: u64,
+    mut each: impl FnMut(usize, Record),
+) -> Result<(), BadRecord> {
     if data.len() < HEADER_LEN || data[..HEADER_LEN] != header(number) {
         return Err(BadRecord {
             offset: 0,
@@ -73,7 +77,12 @@ mod tests {
         assert_eq!(name(42), "00000000000000000042.wal");
         assert_eq!(parse_name(&name(42)), Some(42));
         assert!(name(9) < name(10));
-        for other in ["lock", "1.wal", "0000000000000000004x.wal", "00000000000000000042.tmp"] {
+        for other in [
+            "lock",
+            "1.wal",
+            "0000000000000000004x.wal",
+            "00000000000000000042.tmp",
+        ] {
             assert_eq!(parse_name(other), None, "{other}");
         }
     }

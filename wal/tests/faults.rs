@@ -86,7 +86,8 @@ fn check(
         assert_eq!(&m.body, body, "message {}", m.id);
         let _ = queue;
         assert!(
-            seen.insert(m.id, (m.queue.to_string(), m.body.clone())).is_none(),
+            seen.insert(m.id, (m.queue.to_string(), m.body.clone()))
+                .is_none(),
             "message {} recovered twice",
             m.id
         );
@@ -336,7 +337,8 @@ fn queues_settings_order_attempts_and_marks_come_back() {
     for id in 1..=5 {
         log.append(&publish("q", id, &body(id, 30)), None).unwrap();
     }
-    log.append(&Record::Leased { id: 2, attempts: 1 }, None).unwrap();
+    log.append(&Record::Leased { id: 2, attempts: 1 }, None)
+        .unwrap();
     log.append(
         &Record::Ready {
             id: 2,

@@ -68,7 +68,11 @@ impl<C: Clock> Broker<C> {
     /// First phase of a publish (single or batch, all or nothing): fails as
     /// `publish_batch` would, else charges the byte budget and reserves the
     /// message ids. Nothing is visible until [`Broker::commit_publish`].
-    pub fn prepare_publish(&self, queue: &str, entries: Vec<NewMessage>) -> Result<Prepared, Error> {
+    pub fn prepare_publish(
+        &self,
+        queue: &str,
+        entries: Vec<NewMessage>,
+    ) -> Result<Prepared, Error> {
         self.check_open()?;
         validate(queue)?;
         let total = entries
@@ -106,7 +110,10 @@ impl<C: Clock> Broker<C> {
             charge,
         } = prepared;
         let result = if entries.len() == 1 {
-            let entry = entries.into_iter().next().map(|e| (e.delay, Message::new(first, e.body)));
+            let entry = entries
+                .into_iter()
+                .next()
+                .map(|e| (e.delay, Message::new(first, e.body)));
             match entry {
                 Some((delay, message)) => self.accept_into(&queue, message, delay, now, false),
                 None => Ok(()),
@@ -122,9 +129,12 @@ impl<C: Clock> Broker<C> {
                     delayed.push((entry.delay, message));
                 }
             }
-            self.hand_over(&queue, (ready, delayed), false, |found, (ready, delayed)| {
-                found.accept_batch(&self.shared, ready, delayed, now)
-            })
+            self.hand_over(
+                &queue,
+                (ready, delayed),
+                false,
+                |found, (ready, delayed)| found.accept_batch(&self.shared, ready, delayed, now),
+            )
         };
         match result {
             Ok(()) => Ok(ids),
