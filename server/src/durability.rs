@@ -62,6 +62,7 @@ pub struct LogStatsBody {
     pub committed: u64,
     pub live_messages: u64,
     pub failed: bool,
+    pub disk_full: bool,
 }
 
 fn now_ms() -> u64 {
@@ -114,7 +115,11 @@ impl Journal for LogJournal {
     }
 
     fn delivered(&self, id: u64, attempts: u32) {
-        let _ = self.log.append(&Record::Leased { id, attempts }, None);
+        // On a full disk the reserve is kept for acknowledgements: a
+        // delivery's attempt may be forgotten (the contract allows it).
+        if !self.log.disk_full() {
+            let _ = self.log.append(&Record::Leased { id, attempts }, None);
+        }
     }
 
     fn gone(&self, id: u64) {
@@ -213,6 +218,14 @@ impl Durability {
         queue: &str,
         entries: Vec<NewMessage>,
     ) -> Result<Range<u64>, ApiError> {
+        if self.log.failed() {
+            return Err(ApiError::LogFailed);
+        }
+        // No room left to log this message's acknowledgement: refuse it,
+        // so that acknowledgements never stop.
+        if self.log.disk_full() {
+            return Err(ApiError::DiskFull);
+        }
         let prepared = broker.prepare_publish(queue, entries)?;
         let record = Record::Publish {
             queue: prepared.queue().to_owned(),
@@ -321,6 +334,7 @@ impl Durability {
             committed: s.committed,
             live_messages: s.live_messages,
             failed: s.failed,
+            disk_full: s.disk_full,
         }
     }
 

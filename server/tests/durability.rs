@@ -457,6 +457,67 @@ async fn a_failed_write_of_a_batch_of_waiting_publishes_answers_every_one_503() 
 }
 
 #[tokio::test]
+async fn a_full_disk_stops_publishes_with_503_disk_full_but_never_acknowledgements() {
+    let disk = FaultyStorage::new();
+    disk.set_space(Some(200_000));
+    let mut cfg = config(Path::new("unused"));
+    cfg.segment_bytes = 32_768;
+    let server = start_on(cfg.clone(), disk.clone()).await;
+    let mut c = server.client().await;
+    let body = "x".repeat(400);
+    let mut published = 0;
+    let refused = loop {
+        let payload = serde_json::json!({ "body": body }).to_string();
+        let reply = c.send(Method::POST, "/queues/q/publish", payload).await;
+        if reply.status != 200 {
+            break reply;
+        }
+        published += 1;
+        assert!(published < 2000, "the disk never filled up");
+    };
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.json["code"], "disk_full");
+    assert!(published > 10);
+    let stats = c.send(Method::GET, "/stats", Bytes::new()).await;
+    assert_eq!(stats.json["log"]["failed"], false, "{stats:?}");
+    assert_eq!(stats.json["log"]["disk_full"], true);
+    assert_eq!(
+        c.send(Method::GET, "/health", Bytes::new()).await.status,
+        200
+    );
+    // Every message published can still be acknowledged.
+    for _ in 0..published {
+        let (id, _, _, _) = fetch(&mut c, "q").await;
+        assert_eq!(acknowledge_in(&mut c, "q", id).await, 200);
+    }
+    let stats = c.send(Method::GET, "/stats", Bytes::new()).await;
+    assert_eq!(stats.json["log"]["failed"], false, "{stats:?}");
+    // Space comes back (the settled segments, and the operator): so do
+    // publishes.
+    disk.set_space(None);
+    let mut accepted = false;
+    for _ in 0..100 {
+        if publish(&mut c, "q", "again", "").await == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "publishes never resumed");
+    drop(c);
+    // A crash now: the acknowledgements were logged (the last publish's
+    // sync covered them), so only the last message comes back.
+    let image = disk.crash_image(|_, _| 0);
+    server.stop().await;
+    let server = start_on(cfg, image).await;
+    let mut c = server.client().await;
+    assert_eq!(fetch(&mut c, "q").await.3, "again");
+    assert!(empty(&mut c, "q").await);
+    drop(c);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn disk_follows_live_data_over_http() {
     let disk = FaultyStorage::new();
     let mut cfg = config(Path::new("unused"));

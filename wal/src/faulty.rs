@@ -31,6 +31,8 @@ struct Disk {
     fail_syncs: bool,
     /// Bytes that may still be written (`None`: unlimited).
     space: Option<u64>,
+    /// What the reserve file holds.
+    reserved: u64,
     syncs: u64,
     /// How long a sync takes, before it makes anything durable.
     sync_delay: std::time::Duration,
@@ -149,6 +151,16 @@ impl FaultyStorage {
             .collect()
     }
 
+    /// Free bytes left (`None`: unlimited).
+    pub fn space(&self) -> Option<u64> {
+        self.disk().space
+    }
+
+    /// What the reserve file holds.
+    pub fn reserved(&self) -> u64 {
+        self.disk().reserved
+    }
+
     /// Successful syncs so far.
     pub fn syncs(&self) -> u64 {
         self.disk().syncs
@@ -210,6 +222,10 @@ impl Storage for FaultyStorage {
             .files
             .remove(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let freed = contents.data.len() as u64;
+        if let Some(space) = disk.space.as_mut() {
+            *space += freed;
+        }
         disk.removed.insert(name.to_owned(), contents);
         Ok(())
     }
@@ -223,6 +239,19 @@ impl Storage for FaultyStorage {
         for file in disk.files.values_mut() {
             file.entry_synced = true;
         }
+        Ok(())
+    }
+
+    fn reserve(&self, len: u64) -> io::Result<()> {
+        let mut disk = self.disk();
+        let current = disk.reserved;
+        if let Some(space) = disk.space {
+            if len > current && len - current > space {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            disk.space = Some(space + current - len);
+        }
+        disk.reserved = len;
         Ok(())
     }
 }
@@ -239,17 +268,41 @@ impl StorageFile for FaultyFile {
         if disk.fail_writes {
             return Err(injected("write"));
         }
-        if let Some(space) = disk.space {
-            if (data.len() as u64) > space {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-            }
-            disk.space = Some(space - data.len() as u64);
+        // A write past the free space writes what fits, then fails, as a
+        // real `write(2)` loop does.
+        let (fits, full) = match disk.space {
+            Some(space) if (data.len() as u64) > space => (space as usize, true),
+            _ => (data.len(), false),
+        };
+        if let Some(space) = disk.space.as_mut() {
+            *space -= fits as u64;
         }
         let file = disk
             .files
             .get_mut(&self.name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        file.data.extend_from_slice(data);
+        file.data.extend_from_slice(&data[..fits]);
+        if full {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let mut disk = self.storage.disk();
+        let Some(file) = disk.files.get_mut(&self.name) else {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        };
+        let len = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(file.data.len());
+        let freed = (file.data.len() - len) as u64;
+        file.data.truncate(len);
+        file.synced = file.synced.min(len);
+        if let Some(space) = disk.space.as_mut() {
+            *space += freed;
+        }
         Ok(())
     }
 
@@ -309,9 +362,11 @@ mod tests {
         disk.fail_syncs(false);
         disk.set_space(Some(3));
         assert_eq!(
-            file.append(b"four").unwrap_err().kind(),
-            io::ErrorKind::StorageFull
+            file.append(b"four").unwrap_err().raw_os_error(),
+            Some(libc::ENOSPC)
         );
+        assert_eq!(disk.read("a").unwrap(), b"fou", "a partial write");
+        file.truncate(0).unwrap();
         file.append(b"abc").unwrap();
         disk.fail_writes(true);
         assert!(file.append(b"").is_err());

@@ -57,4 +57,4 @@ pub use log::{FsyncMode, Log, LogStats, Options, RecoveryReport, ID_BLOCK};
 pub use record::{LiveState, Published, Record, Settings};
 pub use segment::name as segment_name;
 pub use state::{Recovered, RecoveredMessage, State};
-pub use storage::{DirLock, FsStorage, Storage, StorageFile};
+pub use storage::{DirLock, FsStorage, Storage, StorageFile, RESERVE_FILE};

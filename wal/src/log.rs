@@ -58,6 +58,13 @@ pub const ID_BLOCK: u64 = 1 << 32;
 /// Lazy records wake the writer once this much is pending.
 const LAZY_LIMIT: usize = 1 << 20;
 
+/// What a `Gone` record takes: the room reserved per live message.
+const GONE_SIZE: u64 = 17;
+
+/// The reserve is kept this much ahead of the live messages' needs, so it
+/// is grown once per many publishes, not per publish.
+const RESERVE_SLACK: u64 = 64 << 10;
+
 /// When a publish is answered, relative to its record reaching the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncMode {
@@ -118,6 +125,9 @@ pub struct LogStats {
     pub committed: u64,
     pub live_messages: u64,
     pub failed: bool,
+    /// The disk could not make room for more acknowledgement records:
+    /// publishes are refused until it can.
+    pub disk_full: bool,
 }
 
 #[derive(Default)]
@@ -130,6 +140,7 @@ struct Counters {
     committed: AtomicU64,
     live: AtomicU64,
     failed: AtomicBool,
+    disk_full: AtomicBool,
 }
 
 /// An open write-ahead log. Appends come from any thread; one writer thread
@@ -264,11 +275,14 @@ impl Log {
             options,
             active_number: number,
             active_len: 0,
+            written_len: 0,
+            reserved: 0,
             snapshot_end: 0,
             counters: counters.clone(),
             unsynced: false,
             queue: queue.clone(),
         };
+        writer.ensure_reserve();
         writer
             .start_segment(granted)
             .and_then(|()| writer.active.sync())
@@ -306,6 +320,13 @@ impl Log {
 
     pub fn mode(&self) -> FsyncMode {
         self.mode
+    }
+
+    /// Whether the disk is full: the room reserved for acknowledgement
+    /// records cannot grow, so publishes must be refused (`503 disk_full`)
+    /// while everything else goes on.
+    pub fn disk_full(&self) -> bool {
+        self.counters.disk_full.load(Ordering::Relaxed)
     }
 
     /// Whether the log has failed (a write or sync error).
@@ -368,6 +389,7 @@ impl Log {
             committed: c.committed.load(Ordering::Relaxed),
             live_messages: c.live.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed) || self.queue.failed(),
+            disk_full: c.disk_full.load(Ordering::Relaxed),
         }
     }
 
@@ -397,6 +419,11 @@ struct Writer<S: Storage> {
     active: S::File,
     active_number: u64,
     active_len: u64,
+    /// Bytes really appended to the active file (`active_len` runs ahead
+    /// of it within a write).
+    written_len: u64,
+    /// What the reserve file holds.
+    reserved: u64,
     /// Where the active segment's snapshot ends: a segment is rolled only
     /// once it holds a record beyond it.
     snapshot_end: u64,
@@ -448,6 +475,8 @@ impl<S: Storage> Writer<S> {
                     if let Err(error) = self.reclaim() {
                         self.fail(&error);
                         failed = true;
+                    } else {
+                        self.ensure_reserve();
                     }
                 }
                 Err(error) => {
@@ -497,7 +526,8 @@ impl<S: Storage> Writer<S> {
             offsets.push(head.len() as u64);
             encode(record, &mut head);
         }
-        self.active.append(&head)?;
+        self.written_len = 0;
+        self.append_active(&head)?;
         self.unsynced = true;
         for (record, offset) in records.into_iter().zip(offsets) {
             self.state.apply(self.active_number, offset, record);
@@ -537,7 +567,7 @@ impl<S: Storage> Writer<S> {
             let len = (next - at) as u64;
             if self.active_len + len > limit && self.active_len > self.snapshot_end {
                 if run_start < at {
-                    self.active.append(&data[run_start..at])?;
+                    self.append_active(&data[run_start..at])?;
                 }
                 self.state.segment_grew(self.active_number, self.active_len);
                 run_start = at;
@@ -549,11 +579,63 @@ impl<S: Storage> Writer<S> {
             at = next;
         }
         if run_start < at {
-            self.active.append(&data[run_start..at])?;
+            self.append_active(&data[run_start..at])?;
             self.unsynced = true;
         }
         self.state.segment_grew(self.active_number, self.active_len);
         Ok(())
+    }
+
+    /// Appends to the active file. A full disk (`ENOSPC`) is not a failure
+    /// of the log: the partial write is cut back, the reserve kept for
+    /// acknowledgement records is given up to make room, publishes are
+    /// refused from now on (`disk_full`), and the write is tried once
+    /// more. Only if that fails too does the log fail.
+    fn append_active(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let at = self.written_len;
+        match self.active.append(data) {
+            Ok(()) => {}
+            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && self.reserved > 0 => {
+                self.active.truncate(at)?;
+                self.storage.reserve(0)?;
+                self.reserved = 0;
+                if !self.counters.disk_full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "disk full: the reserve for acknowledgements is in use; publishes get 503 disk_full until space is freed"
+                    );
+                }
+                self.active.append(data)?;
+            }
+            Err(error) => return Err(error),
+        }
+        self.written_len = at + data.len() as u64;
+        Ok(())
+    }
+
+    /// Keeps room for a `Gone` record of every live message in the
+    /// reserve file. While it cannot grow, the disk is full: publishes are
+    /// refused, acknowledgements use the reserve.
+    fn ensure_reserve(&mut self) {
+        let need = self.state.live() as u64 * GONE_SIZE + RESERVE_SLACK;
+        let grow = need > self.reserved;
+        let shrink = self.reserved > 2 * need;
+        if !grow && !shrink && !self.counters.disk_full.load(Ordering::Relaxed) {
+            return;
+        }
+        let target = need.div_ceil(RESERVE_SLACK) * RESERVE_SLACK;
+        match self.storage.reserve(target) {
+            Ok(()) => {
+                self.reserved = target;
+                if self.counters.disk_full.swap(false, Ordering::Relaxed) {
+                    tracing::info!("disk space is back: publishes accepted again");
+                }
+            }
+            Err(error) => {
+                if !self.counters.disk_full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "disk full: cannot reserve room for acknowledgements; publishes get 503 disk_full");
+                }
+            }
+        }
     }
 
     /// Deletes settled segments from the front; compacts the oldest when

@@ -25,11 +25,20 @@ pub trait Storage: Send + 'static {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes creations and removals in the directory durable.
     fn sync_dir(&self) -> io::Result<()>;
+    /// Makes the directory's reserve file hold `len` allocated bytes
+    /// (grown with `posix_fallocate`, so the space is really taken; shrunk
+    /// to give it back). `ENOSPC` if the disk cannot give that much.
+    fn reserve(&self, len: u64) -> io::Result<()>;
 }
+
+/// The name of the reserve file: room kept for acknowledgement records.
+pub const RESERVE_FILE: &str = "reserve";
 
 /// A file open for appending.
 pub trait StorageFile: Send + 'static {
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes (undoing a partial append).
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// `fdatasync`: everything appended so far is durable once this
     /// returns `Ok`.
     fn sync(&mut self) -> io::Result<()>;
@@ -92,11 +101,43 @@ impl Storage for FsStorage {
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
     }
+
+    fn reserve(&self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(RESERVE_FILE))?;
+        let current = file.metadata()?.len();
+        if len <= current {
+            return file.set_len(len);
+        }
+        let (Ok(offset), Ok(extra)) = (
+            libc::off_t::try_from(current),
+            libc::off_t::try_from(len - current),
+        ) else {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        // SAFETY: posix_fallocate takes a descriptor we own for the call and
+        // no pointers.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, extra) } {
+            0 => Ok(()),
+            errno => {
+                let _ = file.set_len(current);
+                Err(io::Error::from_raw_os_error(errno))
+            }
+        }
+    }
 }
 
 impl StorageFile for File {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.write_all(data)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
     }
 
     fn sync(&mut self) -> io::Result<()> {
