@@ -185,8 +185,19 @@ impl<C: Clock> Broker<C> {
     /// that does not exist means the id cannot be valid under it.
     fn existing(&self, name: &str) -> Result<QueueRef<'_>, Error> {
         self.check_open()?;
-        validate(name)?;
-        self.registry.get(name).ok_or(Error::InvalidId)
+        self.known(name)?.ok_or(Error::InvalidId)
+    }
+
+    /// The queue `name` if it exists, `None` if not; an invalid name is an
+    /// error. A name found in the registry was valid when its queue was
+    /// created, so it is checked only when the lookup misses: valid names
+    /// are the hot path, and checking them byte by byte cost about a sixth
+    /// of a fetch-and-acknowledge cycle.
+    fn known(&self, name: &str) -> Result<Option<QueueRef<'_>>, Error> {
+        match self.registry.get(name) {
+            Some(found) => Ok(Some(found)),
+            None => validate(name).map(|()| None),
+        }
     }
 
     // ----- part 1: the `default` queue -------------------------------------
@@ -223,7 +234,9 @@ impl<C: Clock> Broker<C> {
     /// exist), or holds it for `delay` first. Returns its message id.
     pub fn publish_to(&self, queue: &str, body: Bytes, delay: Duration) -> Result<u64, Error> {
         self.check_open()?;
-        validate(queue)?;
+        // The name is checked where the queue is looked up (a miss), or
+        // below if the budget refuses first: a bad name wins over a full
+        // budget either way.
         let charge = crate::message::charge(body.len());
         // Reserve first, undo on overflow: no CAS loop on the hot path. Two
         // publishers racing at the limit may both be refused where one would
@@ -231,6 +244,7 @@ impl<C: Clock> Broker<C> {
         let before = self.held_bytes.fetch_add(charge, Ordering::Relaxed);
         if before.saturating_add(charge) > self.config.max_queue_bytes {
             self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
+            validate(queue)?;
             return Err(Error::QueueFull);
         }
         let result = self.publish_reserved(queue, body, delay);
@@ -278,8 +292,8 @@ impl<C: Clock> Broker<C> {
         messages: Vec<NewMessage>,
     ) -> Result<Range<u64>, Error> {
         self.check_open()?;
-        validate(queue)?;
         if messages.is_empty() {
+            validate(queue)?;
             return Ok(0..0);
         }
         let charge = messages.iter().fold(0u64, |sum, m| {
@@ -288,6 +302,7 @@ impl<C: Clock> Broker<C> {
         let before = self.held_bytes.fetch_add(charge, Ordering::Relaxed);
         if before.saturating_add(charge) > self.config.max_queue_bytes {
             self.held_bytes.fetch_sub(charge, Ordering::Relaxed);
+            validate(queue)?;
             return Err(Error::QueueFull);
         }
         let result = self.publish_batch_reserved(queue, messages);
@@ -381,8 +396,7 @@ impl<C: Clock> Broker<C> {
     /// queue that does not exist is empty.
     pub fn try_fetch_from(&self, queue: &str) -> Result<Option<Delivery>, Error> {
         self.check_open()?;
-        validate(queue)?;
-        match self.registry.get(queue) {
+        match self.known(queue)? {
             Some(found) => self.lease_from(&found),
             None => Ok(None),
         }
@@ -449,7 +463,6 @@ impl<C: Clock> Broker<C> {
         queue: &str,
         timeout: T,
     ) -> Result<Delivery, Error> {
-        validate(queue)?;
         let mut timeout = pin!(timeout);
         let mut parked = Parked::default();
         let mut take = |found: &Queue| self.lease_from(found);
@@ -471,8 +484,7 @@ impl<C: Clock> Broker<C> {
         out: &mut Vec<Delivery>,
     ) -> Result<usize, Error> {
         self.check_open()?;
-        validate(queue)?;
-        match self.registry.get(queue) {
+        match self.known(queue)? {
             Some(found) if max > 0 => self.lease_batch_from(&found, max, max_bytes, out),
             _ => Ok(0),
         }
@@ -489,7 +501,6 @@ impl<C: Clock> Broker<C> {
         max_bytes: usize,
         timeout: T,
     ) -> Result<Vec<Delivery>, Error> {
-        validate(queue)?;
         let max = max.max(1);
         let mut timeout = pin!(timeout);
         let mut parked = Parked::default();
@@ -516,7 +527,10 @@ impl<C: Clock> Broker<C> {
                 // `Parked::drop` deregisters and passes on any wake-up.
                 return Poll::Ready(Err(error));
             }
-            let queue = self.registry.get(name);
+            let queue = match self.known(name) {
+                Ok(queue) => queue,
+                Err(error) => return Poll::Ready(Err(error)),
+            };
             if let Some(found) = &queue {
                 match take(found) {
                     Ok(Some(taken)) => {

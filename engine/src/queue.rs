@@ -241,12 +241,7 @@ impl Queue {
             message.ready_at = now;
         }
         self.ready.push_all(messages);
-        let _ = self.head_ready_at.compare_exchange(
-            NO_HEAD,
-            now.as_nanos(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        self.note_head_ready_at(now);
         // After the push: the woken fetches must find the messages.
         self.waiters.notify_many(n);
     }
@@ -276,14 +271,23 @@ impl Queue {
         message.ready_at = now;
         self.ready.push(message);
         // Into an empty queue, this message is the head.
-        let _ = self.head_ready_at.compare_exchange(
-            NO_HEAD,
-            now.as_nanos(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        self.note_head_ready_at(now);
         // After the push: the woken fetch must find the message.
         self.waiters.notify_one();
+    }
+
+    /// Records `now` as the head's ready time if the ready queue was seen
+    /// empty. A load first: a `lock cmpxchg` costs as much when it fails,
+    /// and on a busy queue it almost always would.
+    fn note_head_ready_at(&self, now: Timestamp) {
+        if self.head_ready_at.load(Ordering::Relaxed) == NO_HEAD {
+            let _ = self.head_ready_at.compare_exchange(
+                NO_HEAD,
+                now.as_nanos(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// How long the head of the ready queue has been ready, if any message
@@ -299,7 +303,7 @@ impl Queue {
     /// on a stalled queue fires no later than it should. A push racing the
     /// fetch that empties the queue can leave it unknown (`None` while
     /// messages are ready) until the next fetch. It costs the hot path one
-    /// relaxed store per fetch and one failed CAS per publish.
+    /// relaxed store per fetch and one relaxed load per publish.
     pub(crate) fn oldest_ready_age(&self, now: Timestamp) -> Option<Duration> {
         if self.ready.len() == 0 {
             return None;
@@ -625,8 +629,14 @@ impl Queue {
         let Some(_alive) = self.alive() else {
             return (0, 0, Vec::new());
         };
-        let (mut expired, mut came_due, mut dead) = (0, 0, Vec::new());
-        for (key, entry) in self.timer.take_due(now, &self.hint(shared)) {
+        let due = self.timer.take_due(now, &self.hint(shared));
+        let max = self.max_deliveries.load(Ordering::Relaxed);
+        // Everything that comes back joins the tail as one run, in due
+        // order, with one wake-up pass: a sweep of many pays per sweep what
+        // it can (the push, the counters, the notification).
+        let mut back = Vec::with_capacity(due.len());
+        let (mut expired, mut came_due, mut dead, mut dead_bytes) = (0, 0, Vec::new(), 0);
+        for (key, entry) in due {
             match entry {
                 Entry::Lease => {
                     // A lease touched since this entry was taken has a later
@@ -634,15 +644,15 @@ impl Queue {
                     let id = lease_id(&key);
                     if let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now) {
                         expired += 1;
-                        let ended = self.end_delivery(
-                            shared,
-                            lease.message,
-                            Duration::ZERO,
-                            now,
-                            &self.counters.expired,
-                        );
-                        if let Ended::DeadLetter(message) = ended {
+                        let message = lease.message;
+                        if max > 0 && message.attempts >= max {
+                            dead_bytes += message.body.len() as u64;
                             dead.push(message);
+                        } else {
+                            if let Some(journal) = &shared.journal {
+                                self.journal_back(journal.as_ref(), &message, Duration::ZERO);
+                            }
+                            back.push(message);
                         }
                     }
                 }
@@ -651,10 +661,16 @@ impl Queue {
                     if let Some(journal) = &shared.journal {
                         self.journal_back(journal.as_ref(), &message, Duration::ZERO);
                     }
-                    self.make_ready(message, now);
+                    back.push(message);
                 }
             }
         }
+        if dead_bytes > 0 {
+            self.bytes.fetch_sub(dead_bytes, Ordering::Relaxed);
+        }
+        Counters::add(&self.counters.dead_lettered, dead.len() as u64);
+        Counters::add(&self.counters.expired, (expired - dead.len()) as u64);
+        self.make_all_ready(back, now);
         self.leases.shrink_if_sparse();
         (expired, came_due, dead)
     }

@@ -169,6 +169,26 @@ fn every_change_is_reported_and_ready_before_it_is_visible() {
 }
 
 #[test]
+fn an_expiry_reports_the_message_ready_again() {
+    let (broker, recorder) = journaled();
+    let id = broker
+        .commit_publish(broker.prepare_publish("q", one("a")).unwrap())
+        .unwrap()
+        .start;
+    broker.try_fetch_from("q").unwrap().unwrap();
+    broker.clock().advance(TTL);
+    assert_eq!(broker.expire_due().expired, 1);
+    assert_eq!(
+        take(&recorder),
+        vec![
+            Event::Delivered(id, 1),
+            Event::Ready("q".into(), id, 1, false),
+        ]
+    );
+    assert!(recorder.visible_too_early.lock().unwrap().is_empty());
+}
+
+#[test]
 fn batches_and_deletes_report_every_message() {
     let (broker, recorder) = journaled();
     let entries: Vec<_> = ["a", "b", "c", "d"]
