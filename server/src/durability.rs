@@ -165,6 +165,7 @@ impl Durability {
         let started = std::time::Instant::now();
         let (log, recovered, report) =
             Log::open(storage, options).map_err(|error| error.to_string())?;
+        let read_ms = started.elapsed().as_millis() as u64;
         let log = Arc::new(log);
         let broker = Broker::with_clock(engine, clock)
             .with_journal(Arc::new(LogJournal { log: log.clone() }));
@@ -179,16 +180,35 @@ impl Durability {
         }
         let now = now_ms();
         let messages = recovered.messages.len();
+        // Ready messages in runs of one queue (one hand-over per run),
+        // delayed ones one by one.
+        let mut run: Vec<(u64, bytes::Bytes, u32, bool)> = Vec::new();
+        let mut run_queue: Option<Arc<str>> = None;
+        let flush = |queue: &Option<Arc<str>>, run: &mut Vec<_>| -> Result<(), String> {
+            if let Some(queue) = queue {
+                if !run.is_empty() {
+                    broker
+                        .restore_ready(queue, std::mem::take(run))
+                        .map_err(|error| format!("cannot restore messages of {queue}: {error}"))?;
+                }
+            }
+            Ok(())
+        };
         for m in recovered.messages {
-            let delay = Duration::from_millis(if m.due_ms == 0 {
-                0
-            } else {
-                m.due_ms.saturating_sub(now)
-            });
+            if m.due_ms == 0 {
+                if run_queue.as_deref() != Some(&*m.queue) {
+                    flush(&run_queue, &mut run)?;
+                    run_queue = Some(m.queue.clone());
+                }
+                run.push((m.id, m.body, m.attempts, m.dead_lettered));
+                continue;
+            }
+            let delay = Duration::from_millis(m.due_ms.saturating_sub(now));
             broker
                 .restore_message(&m.queue, m.id, m.body, m.attempts, m.dead_lettered, delay)
                 .map_err(|error| format!("cannot restore message {}: {error}", m.id))?;
         }
+        flush(&run_queue, &mut run)?;
         broker.restore_ids(recovered.next_delivery, recovered.next_message);
         let RecoveryReport {
             segments,
@@ -203,6 +223,7 @@ impl Durability {
             queues = recovered.queues.len(),
             torn_bytes,
             dropped_bytes,
+            read_ms,
             elapsed_ms = started.elapsed().as_millis() as u64,
             fsync = fsync_name(options.fsync),
             "recovered the write-ahead log"

@@ -58,6 +58,10 @@ pub const ID_BLOCK: u64 = 1 << 32;
 /// Lazy records wake the writer once this much is pending.
 const LAZY_LIMIT: usize = 1 << 20;
 
+/// A drained log's active segment is rolled (and the old one deleted) once
+/// it is this large.
+const EMPTY_ROLL: u64 = 256 << 10;
+
 /// What a `Gone` record takes: the room reserved per live message.
 const GONE_SIZE: u64 = 17;
 
@@ -667,6 +671,13 @@ impl<S: Storage> Writer<S> {
                 break;
             }
             self.compact(oldest)?;
+        }
+        // Nothing live at all, and the active segment has grown: start a
+        // new one so that this one can go too, and the disk goes back to
+        // next to nothing once the broker is drained.
+        if self.state.live() == 0 && self.active_len > self.snapshot_end + EMPTY_ROLL {
+            self.roll()?;
+            return self.reclaim();
         }
         if removed {
             self.storage.sync_dir()?;

@@ -195,6 +195,41 @@ impl<C: Clock> Broker<C> {
         self.accept_into(queue, message, delay, self.clock.now(), true)
     }
 
+    /// Restore: `messages` (id, body, attempts, dead-lettered) join the
+    /// tail of `queue` in order, as one run: what [`Broker::restore_message`]
+    /// does for each, at a fraction of the cost (recovery of a million
+    /// messages is one call per run of one queue).
+    pub fn restore_ready(
+        &self,
+        queue: &str,
+        messages: Vec<(u64, Bytes, u32, bool)>,
+    ) -> Result<(), Error> {
+        validate(queue)?;
+        let mut total = 0u64;
+        let mut max_id = 0;
+        let ready: Vec<Message> = messages
+            .into_iter()
+            .map(|(id, body, attempts, dead_lettered)| {
+                total = total.saturating_add(charge(body.len()));
+                max_id = max_id.max(id);
+                let mut message = Message::new(id, body);
+                message.attempts = attempts;
+                message.dead_lettered = dead_lettered;
+                message
+            })
+            .collect();
+        self.held_bytes.fetch_add(total, Ordering::Relaxed);
+        self.next_message_id
+            .fetch_max(max_id.saturating_add(1), Ordering::Relaxed);
+        let now = self.clock.now();
+        self.hand_over(
+            queue,
+            (ready, Vec::new()),
+            true,
+            |found, (ready, delayed)| found.accept_batch(&self.shared, ready, delayed, now),
+        )
+    }
+
     /// Restore: hands out no delivery id below `next_delivery` and no
     /// message id below `next_message` from now on.
     pub fn restore_ids(&self, next_delivery: u64, next_message: u64) {
