@@ -1,0 +1,132 @@
+//! Model 15: a batch fetch racing a single fetch and an expiry sweep.
+//!
+//! `a` is leased before the threads start (deadline `TTL`); `b` and `c`
+//! were published as one batch. One thread fetches a batch of up to two,
+//! one fetches a single message, and the timekeeper moves the clock to
+//! `TTL` and sweeps, which expires `a` back to the tail. Whatever the
+//! interleaving:
+//!
+//! * the batch is a contiguous run of the queue's order `b, c, a`, and no
+//!   message goes to both fetches;
+//! * `a`'s lease expires exactly once;
+//! * a fetch that takes `a` after its expiry gets a live lease (attempt 2,
+//!   a deadline after the sweep's clock): a batch fetch that read the clock
+//!   before it popped would hand out a lease born expired;
+//! * every lease stays reachable by timekeeping (the conservation check's
+//!   final sweep): a batch that scheduled its deadlines before inserting
+//!   its leases could lose one to a sweep in between.
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use loom_tests::{assert_conserved, check, lease, msg, new_broker, Outcomes, TTL};
+use ubroker_engine::{Clock as _, Delivery, NewMessage};
+
+const ORDER: [&str; 3] = ["b", "c", "a"];
+
+fn position(delivery: &Delivery) -> usize {
+    ORDER
+        .iter()
+        .position(|body| msg(body) == delivery.body)
+        .expect("a known body")
+}
+
+#[test]
+fn m15_batch_fetch_vs_fetch_and_expiry() {
+    static OUTCOMES: Outcomes = Outcomes::new();
+    check("m15_batch_fetch_vs_fetch_and_expiry", || {
+        let broker = new_broker();
+        let (first, _) = lease(&broker, "a");
+        let batch = ["b", "c"]
+            .iter()
+            .map(|body| NewMessage {
+                body: msg(body),
+                delay: std::time::Duration::ZERO,
+            })
+            .collect();
+        broker.publish_batch("default", batch).unwrap();
+
+        let batcher = {
+            let broker = Arc::clone(&broker);
+            thread::spawn(move || {
+                let mut out = Vec::new();
+                broker
+                    .try_fetch_batch_from("default", 2, usize::MAX, &mut out)
+                    .unwrap();
+                out
+            })
+        };
+        let single = {
+            let broker = Arc::clone(&broker);
+            thread::spawn(move || broker.try_fetch().unwrap())
+        };
+        let timekeeper = {
+            let broker = Arc::clone(&broker);
+            thread::spawn(move || {
+                broker.clock().advance(TTL);
+                broker.expire_due()
+            })
+        };
+        let batch = batcher.join().unwrap();
+        let single = single.join().unwrap();
+        let sweep = timekeeper.join().unwrap();
+
+        assert!(batch.len() <= 2);
+        let positions: Vec<usize> = batch.iter().map(position).collect();
+        assert!(
+            positions.windows(2).all(|w| w[1] == w[0] + 1),
+            "the batch is not a contiguous run of the queue: {positions:?}"
+        );
+        let mut all: Vec<&Delivery> = batch.iter().chain(single.iter()).collect();
+        all.sort_by_key(|d| position(d));
+        assert!(
+            all.windows(2).all(|w| position(w[0]) != position(w[1])),
+            "a message went to two fetches"
+        );
+        if let Some(single) = &single {
+            assert!(
+                !positions.contains(&position(single)),
+                "the single fetch took a message inside the batch"
+            );
+        }
+        assert!(
+            sweep.expired >= 1,
+            "a's lease, due at TTL, survived the sweep"
+        );
+        for delivery in &all {
+            assert_ne!(delivery.id, first.id, "a delivery id was reused");
+            if delivery.body == msg("a") {
+                assert_eq!(delivery.attempt, 2);
+                // Taken after the sweep made it ready again, so after the
+                // clock reached TTL: its lease must still be live there.
+                assert_eq!(
+                    broker.touch_in("default", delivery.id, None),
+                    Ok(()),
+                    "a lease taken after its message expired was born expired"
+                );
+            } else {
+                assert_eq!(delivery.attempt, 1);
+            }
+        }
+        let a_again = all.iter().any(|d| d.body == msg("a"));
+        OUTCOMES.record(match (batch.len(), single.is_some(), a_again) {
+            // Three deliveries are all three messages, `a` after its expiry.
+            (2, true, true) => "batch of two and a single, one of them the expired a",
+            (2, true, false) => unreachable!("three deliveries without a"),
+            (2, false, _) => "batch of two, the single fetch found nothing",
+            // `a` comes after `b` and `c`, so a batch of one beside a single
+            // fetch can only be one of those two.
+            (1, true, true) => unreachable!("a overtook b or c"),
+            (1, true, false) => "batch of one and a single",
+            (1, false, _) => "batch of one, the single fetch found nothing",
+            (0, _, _) => "the batch found nothing",
+            _ => unreachable!("at most two"),
+        });
+        assert_conserved(&broker, &["a", "b", "c"]);
+    });
+    OUTCOMES.assert_seen(&[
+        "batch of one and a single",
+        "batch of two and a single, one of them the expired a",
+        "batch of two, the single fetch found nothing",
+    ]);
+}
