@@ -9,24 +9,44 @@
 //! * `fetch_ack/N`: N fetch + acknowledge cycles on a broker holding N.
 //! * `fetch_requeue/N`: N fetch + requeue cycles on a broker holding N.
 //! * `expiry/N`: one sweep that expires N leases.
+//! * `publish_batch/N`: N publishes in batches of 100.
+//! * `fetch_ack_batch/N`: N messages fetched 100 at a time, each batch
+//!   acknowledged with one batch acknowledge.
 //! * `contended/PpCc`: full publish, fetch, acknowledge cycles with P
 //!   producer and C consumer threads.
+//! * `oversubscribed/4p4c`: the same with 8 threads pinned to 2 CPUs; also
+//!   prints each implementation's p99.9 operation latency at the end.
 //!
-//! Run: `cargo bench -p ubroker-benches --bench engine`. Biases common to
+//! Every group works on one named queue, `jobs`, which both implementations
+//! find in a hash map behind a read lock (the engine finds `default`
+//! without one; `scripts/engine-profile.sh` measures that path too).
+//!
+//! Run: `cargo bench -p ubroker-benches --bench engine` (`-- --quick` for a
+//! short run), then `cargo run --release -p ubroker-benches --example
+//! bench_ratios` for the table of ratios. Biases common to
 //! all groups: bodies are one static 32-byte `Bytes`, so no group pays for
 //! allocating or freeing bodies (a server would, equally for both
 //! implementations, which would pull every ratio towards 1); and nothing
 //! waits in a long-polling fetch, so the engine's wait list is exercised
 //! only through its "is anyone waiting" RMW.
 
+use std::cell::RefCell;
 use std::hint::black_box;
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use hdrhistogram::Histogram;
 use ubroker_benches::baseline::MutexBroker;
-use ubroker_benches::contended::full_cycles;
+use ubroker_benches::contended::{full_cycles, oversubscribed};
 use ubroker_benches::BenchBroker;
-use ubroker_engine::{Broker, Config, ManualClock, SystemClock};
+use ubroker_engine::{Broker, Config, Delivery, ManualClock, NewMessage, SystemClock};
+
+/// The queue every group works on.
+const QUEUE: &str = "jobs";
+
+/// Entries per batch in the batch groups.
+const BATCH: usize = 100;
 
 /// The body every message carries. Static, so cloning it is a copy of the
 /// handle: the benches measure the broker, not the allocator.
@@ -53,7 +73,9 @@ fn fresh<B: BenchBroker<Clock = SystemClock>>() -> B {
 fn filled<B: BenchBroker<Clock = SystemClock>>(n: usize) -> B {
     let broker = fresh::<B>();
     for _ in 0..n {
-        broker.publish(BODY).expect("open");
+        broker
+            .publish_to(QUEUE, BODY, Duration::ZERO)
+            .expect("open");
     }
     broker
 }
@@ -86,7 +108,9 @@ fn publish_one<B: BenchBroker<Clock = SystemClock>>(
             fresh::<B>,
             |broker| {
                 for _ in 0..n {
-                    broker.publish(black_box(BODY)).expect("open");
+                    broker
+                        .publish_to(QUEUE, black_box(BODY), Duration::ZERO)
+                        .expect("open");
                 }
                 broker
             },
@@ -105,7 +129,9 @@ fn publish_one<B: BenchBroker<Clock = SystemClock>>(
 /// in L1 (the engine's DashMap pays a shard lock that is just as
 /// uncontended).
 fn fetch_ack(c: &mut Criterion) {
-    cycle_group(c, "fetch_ack", |broker, id| broker.acknowledge(id));
+    cycle_group(c, "fetch_ack", |broker, id| {
+        broker.acknowledge_in(QUEUE, id)
+    });
 }
 
 /// `fetch_requeue/N`: one thread fetches and requeues each of N queued
@@ -116,7 +142,9 @@ fn fetch_ack(c: &mut Criterion) {
 /// pushes back onto the ready queue, so the baseline takes its ready lock
 /// twice per cycle and the engine does two lock-free queue operations.
 fn fetch_requeue(c: &mut Criterion) {
-    cycle_group(c, "fetch_requeue", |broker, id| broker.requeue(id));
+    cycle_group(c, "fetch_requeue", |broker, id| {
+        broker.requeue_in(QUEUE, id, Duration::ZERO)
+    });
 }
 
 /// Shared body of `fetch_ack` and `fetch_requeue`: `settle` is called with
@@ -139,17 +167,27 @@ fn cycle_group(
 /// The two settling calls, object-safe, so one cycle function serves both
 /// groups. The indirect call costs the same for both implementations.
 trait Settle {
-    fn acknowledge(&self, id: u64) -> Result<(), ubroker_engine::Error>;
-    fn requeue(&self, id: u64) -> Result<(), ubroker_engine::Error>;
+    fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), ubroker_engine::Error>;
+    fn requeue_in(
+        &self,
+        queue: &str,
+        id: u64,
+        delay: Duration,
+    ) -> Result<(), ubroker_engine::Error>;
 }
 
 impl<B: BenchBroker> Settle for B {
-    fn acknowledge(&self, id: u64) -> Result<(), ubroker_engine::Error> {
-        BenchBroker::acknowledge(self, id)
+    fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), ubroker_engine::Error> {
+        BenchBroker::acknowledge_in(self, queue, id)
     }
 
-    fn requeue(&self, id: u64) -> Result<(), ubroker_engine::Error> {
-        BenchBroker::requeue(self, id)
+    fn requeue_in(
+        &self,
+        queue: &str,
+        id: u64,
+        delay: Duration,
+    ) -> Result<(), ubroker_engine::Error> {
+        BenchBroker::requeue_in(self, queue, id, delay)
     }
 }
 
@@ -165,7 +203,7 @@ fn cycle_one<B: BenchBroker<Clock = SystemClock>>(
             || filled::<B>(n),
             |broker| {
                 for _ in 0..n {
-                    let delivery = broker.try_fetch().expect("open").expect("queued");
+                    let delivery = broker.try_fetch_from(QUEUE).expect("open").expect("queued");
                     settle(&broker, black_box(delivery.id)).expect("live lease");
                 }
                 broker
@@ -208,10 +246,12 @@ fn expiry_one<B: BenchBroker<Clock = ManualClock>>(
             || {
                 let broker = B::with_clock(config, ManualClock::new());
                 for _ in 0..n {
-                    broker.publish(BODY).expect("open");
+                    broker
+                        .publish_to(QUEUE, BODY, Duration::ZERO)
+                        .expect("open");
                 }
                 for _ in 0..n {
-                    broker.try_fetch().expect("open").expect("queued");
+                    broker.try_fetch_from(QUEUE).expect("open").expect("queued");
                 }
                 broker.clock().advance(config.ttl);
                 broker
@@ -264,8 +304,160 @@ fn contended_one<B: BenchBroker<Clock = SystemClock>>(
 ) {
     let param = format!("{threads}p{threads}c");
     group.bench_function(BenchmarkId::new(B::NAME, param), |b| {
-        b.iter_custom(|iters| full_cycles(&fresh::<B>(), threads, threads, BODY, iters))
+        b.iter_custom(|iters| full_cycles(&fresh::<B>(), QUEUE, threads, threads, BODY, iters))
     });
+}
+
+/// `publish_batch/N`: one thread publishes N messages in batches of 100
+/// into an empty broker.
+///
+/// Models a producer using `POST .../publish` with `{"messages": [...]}`.
+/// The batches are built in the untimed setup (a server builds them from the
+/// request either way). Biased as `publish`.
+fn publish_batch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish_batch");
+    for n in SIZES {
+        group.throughput(Throughput::Elements(n as u64));
+        group.sample_size(sample_size(n));
+        publish_batch_one::<Broker>(&mut group, n);
+        publish_batch_one::<MutexBroker>(&mut group, n);
+    }
+    group.finish();
+}
+
+fn publish_batch_one<B: BenchBroker<Clock = SystemClock>>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: usize,
+) {
+    group.bench_function(BenchmarkId::new(B::NAME, n), |b| {
+        b.iter_batched(
+            || {
+                let batches: Vec<Vec<NewMessage>> = (0..n / BATCH)
+                    .map(|_| {
+                        (0..BATCH)
+                            .map(|_| NewMessage {
+                                body: BODY,
+                                delay: Duration::ZERO,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                (fresh::<B>(), batches)
+            },
+            |(broker, batches)| {
+                for batch in batches {
+                    broker.publish_batch(QUEUE, black_box(batch)).expect("open");
+                }
+                broker
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}
+
+/// `fetch_ack_batch/N`: one thread drains N queued messages 100 at a time,
+/// acknowledging each batch with one batch acknowledge.
+///
+/// Models a consumer using `GET .../fetch?max=100` and `POST
+/// .../acknowledge` with `{"ids": [...]}`. The delivery and id vectors are
+/// reused across batches, as a server would reuse its buffers.
+fn fetch_ack_batch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fetch_ack_batch");
+    for n in SIZES {
+        group.throughput(Throughput::Elements(n as u64));
+        group.sample_size(sample_size(n));
+        fetch_ack_batch_one::<Broker>(&mut group, n);
+        fetch_ack_batch_one::<MutexBroker>(&mut group, n);
+    }
+    group.finish();
+}
+
+fn fetch_ack_batch_one<B: BenchBroker<Clock = SystemClock>>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: usize,
+) {
+    group.bench_function(BenchmarkId::new(B::NAME, n), |b| {
+        b.iter_batched(
+            || filled::<B>(n),
+            |broker| {
+                let mut out: Vec<Delivery> = Vec::with_capacity(BATCH);
+                let mut ids = Vec::with_capacity(BATCH);
+                for _ in 0..n / BATCH {
+                    out.clear();
+                    let got = broker
+                        .try_fetch_batch_from(QUEUE, BATCH, usize::MAX, &mut out)
+                        .expect("open");
+                    assert_eq!(got, BATCH);
+                    ids.clear();
+                    ids.extend(out.iter().map(|d| d.id));
+                    let results = broker.acknowledge_batch_in(QUEUE, &ids).expect("open");
+                    debug_assert!(results.iter().all(|&ok| ok));
+                    black_box(results);
+                }
+                broker
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}
+
+/// `oversubscribed/4p4c`: the contended workload with 4 producer and 4
+/// consumer threads pinned to the same 2 CPUs, whatever the machine has.
+///
+/// Models a busy host with more runnable threads than cores: the OS
+/// preempts threads at random, and a preempted holder of the baseline's
+/// lock stalls every thread queued on it, which a lock-free path does not.
+/// Throughput is what criterion reports; every publish and every fetch +
+/// acknowledge is also timed (two clock reads each, the same for both
+/// sides), and after the group the p99.9 of each implementation, over every
+/// operation of every iteration (warm-up included), is printed with its
+/// ratio.
+fn oversubscribed_group(c: &mut Criterion) {
+    let mut group = c.benchmark_group("oversubscribed");
+    group.throughput(Throughput::Elements(1));
+    let engine = oversubscribed_one::<Broker>(&mut group);
+    let baseline = oversubscribed_one::<MutexBroker>(&mut group);
+    group.finish();
+    let p999 = |h: &Histogram<u64>| h.value_at_quantile(0.999) as f64 / 1_000.0;
+    for (name, h) in [
+        (Broker::<SystemClock>::NAME, &engine),
+        (MutexBroker::<SystemClock>::NAME, &baseline),
+    ] {
+        println!(
+            "oversubscribed/4p4c {name}: {} operations, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1_000.0,
+            h.value_at_quantile(0.99) as f64 / 1_000.0,
+            p999(h)
+        );
+    }
+    println!(
+        "oversubscribed/4p4c p99.9 operation latency, ubroker / baseline: {:.2}",
+        p999(&engine) / p999(&baseline)
+    );
+}
+
+fn oversubscribed_one<B: BenchBroker<Clock = SystemClock>>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) -> Histogram<u64> {
+    let all = RefCell::new(None::<Histogram<u64>>);
+    group.bench_function(BenchmarkId::new(B::NAME, "4p4c"), |b| {
+        b.iter_custom(|iters| {
+            // At least 100,000 messages per sample, so that every sample has
+            // a tail to measure (criterion's first samples are a handful of
+            // iterations); the time is scaled back to `iters`.
+            let messages = iters.max(100_000);
+            let outcome = oversubscribed(&fresh::<B>(), QUEUE, 4, 4, BODY, messages);
+            let operations = outcome.operations();
+            let mut all = all.borrow_mut();
+            match all.as_mut() {
+                Some(all) => all.add(&operations).expect("same bounds"),
+                None => *all = Some(operations),
+            }
+            outcome.elapsed.mul_f64(iters as f64 / messages as f64)
+        })
+    });
+    all.into_inner().expect("criterion ran the bench")
 }
 
 criterion_group!(
@@ -274,6 +466,9 @@ criterion_group!(
     fetch_ack,
     fetch_requeue,
     expiry,
-    contended
+    publish_batch,
+    fetch_ack_batch,
+    contended,
+    oversubscribed_group
 );
 criterion_main!(benches);

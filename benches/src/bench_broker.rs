@@ -7,13 +7,20 @@
 //! forwards: it must never add work (or a lock, or an allocation) that
 //! either implementation would not do on its own.
 
+use std::ops::Range;
+use std::time::Duration;
+
 use bytes::Bytes;
-use ubroker_engine::{Broker, Clock, Config, Delivery, Error, Stats, Sweep};
+use ubroker_engine::{
+    Broker, Clock, Config, Delivery, Error, NewMessage, QueueInfo, QueueName, QueueStats,
+    QueueUpdate, Stats, Sweep,
+};
 
 use crate::baseline::MutexBroker;
 
 /// A broker as the benches see it: the non-waiting half of
-/// [`ubroker_engine::Broker`]'s API, with the same semantics.
+/// [`ubroker_engine::Broker`]'s API over named queues, with the same
+/// semantics.
 pub trait BenchBroker: Send + Sync + 'static {
     /// The clock the broker reads deadlines from.
     type Clock: Clock;
@@ -29,95 +36,184 @@ pub trait BenchBroker: Send + Sync + 'static {
     /// The broker's clock (benches move a `ManualClock` through it).
     fn clock(&self) -> &Self::Clock;
 
-    /// Appends a message at the tail of the queue.
-    fn publish(&self, body: Bytes) -> Result<(), Error>;
+    /// Appends a message at the tail of `queue` (created if needed), or
+    /// holds it for `delay`; returns its message id.
+    fn publish_to(&self, queue: &str, body: Bytes, delay: Duration) -> Result<u64, Error>;
 
-    /// Leases the head of the queue, if any, under a fresh id.
-    fn try_fetch(&self) -> Result<Option<Delivery>, Error>;
+    /// Leases the head of `queue`, if any, under a fresh id.
+    fn try_fetch_from(&self, queue: &str) -> Result<Option<Delivery>, Error>;
 
     /// Settles `id` for good; fails once the lease's deadline has passed.
-    fn acknowledge(&self, id: u64) -> Result<(), Error>;
+    fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error>;
 
-    /// Settles `id` by putting its message back at the tail.
-    fn requeue(&self, id: u64) -> Result<(), Error>;
+    /// Settles `id` by putting its message back at the tail (after
+    /// `delay`), or in `<queue>.dead` on its last allowed delivery.
+    fn requeue_in(&self, queue: &str, id: u64, delay: Duration) -> Result<(), Error>;
 
-    /// Returns every lease past its deadline to the tail of the queue.
+    /// Extends `id`'s lease to now plus `ttl` (the queue's TTL if `None`).
+    fn touch_in(&self, queue: &str, id: u64, ttl: Option<Duration>) -> Result<(), Error>;
+
+    /// Publishes every entry or none; returns the message ids.
+    fn publish_batch(&self, queue: &str, messages: Vec<NewMessage>) -> Result<Range<u64>, Error>;
+
+    /// Leases up to `max` messages (bodies within `max_bytes`, the first
+    /// always) into `out`; returns how many.
+    fn try_fetch_batch_from(
+        &self,
+        queue: &str,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize, Error>;
+
+    /// Acknowledges each id; one result per id.
+    fn acknowledge_batch_in(&self, queue: &str, ids: &[u64]) -> Result<Vec<bool>, Error>;
+
+    /// Requeues each id; one result per id.
+    fn requeue_batch_in(
+        &self,
+        queue: &str,
+        ids: &[u64],
+        delay: Duration,
+    ) -> Result<Vec<bool>, Error>;
+
+    /// Touches each id; one result per id.
+    fn touch_batch_in(
+        &self,
+        queue: &str,
+        ids: &[u64],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<bool>, Error>;
+
+    /// Creates `queue` or changes its settings.
+    fn put_queue(&self, queue: &str, update: QueueUpdate) -> Result<QueueInfo, Error>;
+
+    /// Returns every lease past its deadline to the tail of its queue and
+    /// releases every delayed message that came due.
     fn expire_due(&self) -> Sweep;
 
     /// A snapshot of sizes and counters.
     fn stats(&self) -> Stats;
-}
 
-impl<C: Clock> BenchBroker for Broker<C> {
-    type Clock = C;
-    const NAME: &'static str = "ubroker";
+    /// One queue's counters.
+    fn queue_stats(&self, queue: &str) -> Result<QueueStats, Error>;
 
-    fn with_clock(config: Config, clock: C) -> Self {
-        Broker::with_clock(config, clock)
+    /// [`BenchBroker::publish_to`] on `default`, at once.
+    fn publish(&self, body: Bytes) -> Result<u64, Error> {
+        self.publish_to(QueueName::DEFAULT, body, Duration::ZERO)
     }
 
-    fn clock(&self) -> &C {
-        Broker::clock(self)
-    }
-
-    fn publish(&self, body: Bytes) -> Result<(), Error> {
-        Broker::publish(self, body).map(drop)
-    }
-
+    /// [`BenchBroker::try_fetch_from`] on `default`.
     fn try_fetch(&self) -> Result<Option<Delivery>, Error> {
-        Broker::try_fetch(self)
+        self.try_fetch_from(QueueName::DEFAULT)
     }
 
+    /// [`BenchBroker::acknowledge_in`] on `default`.
     fn acknowledge(&self, id: u64) -> Result<(), Error> {
-        Broker::acknowledge(self, id)
+        self.acknowledge_in(QueueName::DEFAULT, id)
     }
 
+    /// [`BenchBroker::requeue_in`] on `default`, at once.
     fn requeue(&self, id: u64) -> Result<(), Error> {
-        Broker::requeue(self, id)
-    }
-
-    fn expire_due(&self) -> Sweep {
-        Broker::expire_due(self)
-    }
-
-    fn stats(&self) -> Stats {
-        Broker::stats(self)
+        self.requeue_in(QueueName::DEFAULT, id, Duration::ZERO)
     }
 }
 
-impl<C: Clock> BenchBroker for MutexBroker<C> {
-    type Clock = C;
-    const NAME: &'static str = "mutex-baseline";
+/// Implements [`BenchBroker`] for a broker type whose inherent methods
+/// have the trait's names and signatures: both implementations do, by
+/// design, so the forwarding is written once.
+macro_rules! forward {
+    ($ty:ident, $name:literal) => {
+        impl<C: Clock> BenchBroker for $ty<C> {
+            type Clock = C;
+            const NAME: &'static str = $name;
 
-    fn with_clock(config: Config, clock: C) -> Self {
-        MutexBroker::with_clock(config, clock)
-    }
+            fn with_clock(config: Config, clock: C) -> Self {
+                $ty::with_clock(config, clock)
+            }
 
-    fn clock(&self) -> &C {
-        MutexBroker::clock(self)
-    }
+            fn clock(&self) -> &C {
+                $ty::clock(self)
+            }
 
-    fn publish(&self, body: Bytes) -> Result<(), Error> {
-        MutexBroker::publish(self, body)
-    }
+            fn publish_to(&self, queue: &str, body: Bytes, delay: Duration) -> Result<u64, Error> {
+                $ty::publish_to(self, queue, body, delay)
+            }
 
-    fn try_fetch(&self) -> Result<Option<Delivery>, Error> {
-        MutexBroker::try_fetch(self)
-    }
+            fn try_fetch_from(&self, queue: &str) -> Result<Option<Delivery>, Error> {
+                $ty::try_fetch_from(self, queue)
+            }
 
-    fn acknowledge(&self, id: u64) -> Result<(), Error> {
-        MutexBroker::acknowledge(self, id)
-    }
+            fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error> {
+                $ty::acknowledge_in(self, queue, id)
+            }
 
-    fn requeue(&self, id: u64) -> Result<(), Error> {
-        MutexBroker::requeue(self, id)
-    }
+            fn requeue_in(&self, queue: &str, id: u64, delay: Duration) -> Result<(), Error> {
+                $ty::requeue_in(self, queue, id, delay)
+            }
 
-    fn expire_due(&self) -> Sweep {
-        MutexBroker::expire_due(self)
-    }
+            fn touch_in(&self, queue: &str, id: u64, ttl: Option<Duration>) -> Result<(), Error> {
+                $ty::touch_in(self, queue, id, ttl)
+            }
 
-    fn stats(&self) -> Stats {
-        MutexBroker::stats(self)
-    }
+            fn publish_batch(
+                &self,
+                queue: &str,
+                messages: Vec<NewMessage>,
+            ) -> Result<Range<u64>, Error> {
+                $ty::publish_batch(self, queue, messages)
+            }
+
+            fn try_fetch_batch_from(
+                &self,
+                queue: &str,
+                max: usize,
+                max_bytes: usize,
+                out: &mut Vec<Delivery>,
+            ) -> Result<usize, Error> {
+                $ty::try_fetch_batch_from(self, queue, max, max_bytes, out)
+            }
+
+            fn acknowledge_batch_in(&self, queue: &str, ids: &[u64]) -> Result<Vec<bool>, Error> {
+                $ty::acknowledge_batch_in(self, queue, ids)
+            }
+
+            fn requeue_batch_in(
+                &self,
+                queue: &str,
+                ids: &[u64],
+                delay: Duration,
+            ) -> Result<Vec<bool>, Error> {
+                $ty::requeue_batch_in(self, queue, ids, delay)
+            }
+
+            fn touch_batch_in(
+                &self,
+                queue: &str,
+                ids: &[u64],
+                ttl: Option<Duration>,
+            ) -> Result<Vec<bool>, Error> {
+                $ty::touch_batch_in(self, queue, ids, ttl)
+            }
+
+            fn put_queue(&self, queue: &str, update: QueueUpdate) -> Result<QueueInfo, Error> {
+                $ty::put_queue(self, queue, update)
+            }
+
+            fn expire_due(&self) -> Sweep {
+                $ty::expire_due(self)
+            }
+
+            fn stats(&self) -> Stats {
+                $ty::stats(self)
+            }
+
+            fn queue_stats(&self, queue: &str) -> Result<QueueStats, Error> {
+                $ty::queue_stats(self, queue)
+            }
+        }
+    };
 }
+
+forward!(Broker, "ubroker");
+forward!(MutexBroker, "mutex-baseline");

@@ -47,7 +47,7 @@ use crate::lease::{Lease, LeaseTable};
 use crate::message::{Message, QueueName};
 use crate::stats::{Counters, QueueInfo, QueueStats};
 use crate::sync::{read, write, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard};
-use crate::timer::{lease_id, Entry, Hint, Timer};
+use crate::timer::{lease_ids, Entry, Hint, Timer};
 use crate::waiters::WaitList;
 
 /// `head_ready_at` when the ready queue is (or was last seen) empty.
@@ -638,11 +638,14 @@ impl Queue {
         let (mut expired, mut came_due, mut dead, mut dead_bytes) = (0, 0, Vec::new(), 0);
         for (key, entry) in due {
             match entry {
-                Entry::Lease => {
+                Entry::Leases(len) => {
                     // A lease touched since this entry was taken has a later
                     // deadline and stays; one settled since is gone.
-                    let id = lease_id(&key);
-                    if let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now) {
+                    for id in lease_ids(&key, len) {
+                        let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now)
+                        else {
+                            continue;
+                        };
                         expired += 1;
                         let message = lease.message;
                         if max > 0 && message.attempts >= max {

@@ -5,12 +5,22 @@
 //!
 //! # What it holds
 //!
-//! Two ordered collections keyed by `(due time, sequence)`: a set of lease
-//! deadlines (the sequence is the lease id; the lease itself stays in the
-//! lease table, which decides every settlement), and a map of delayed
-//! messages (the timer *owns* a delayed message: that is the one place it
-//! is). They are kept apart so that a lease's entry is its 16-byte key and
-//! nothing more; [`Timer::take_due`] merges them in due order. Delayed
+//! Two ordered collections keyed by `(due time, sequence)`: a map of lease
+//! deadlines (the sequence is the first lease id of a *run*; the leases
+//! themselves stay in the lease table, which decides every settlement), and
+//! a map of delayed messages (the timer *owns* a delayed message: that is
+//! the one place it is). They are kept apart so that a lease's entry is its
+//! 16-byte key and an 8-byte [`Run`] and nothing more; [`Timer::take_due`]
+//! merges them in due order.
+//!
+//! A run is consecutive lease ids that share one deadline: a single fetch
+//! schedules a run of one, a batch fetch one run for the whole batch (its
+//! ids are one range and its deadline one clock read). The run counts its
+//! live leases: a settlement or a touch of one of them counts it down
+//! (found with one ordered search, the greatest key at or before
+//! `(deadline, id)`), and the run leaves the map when the count reaches
+//! zero, so a settled batch leaves nothing behind; a run that comes due
+//! expires whichever of its leases are still there with that deadline. Delayed
 //! entries take their sequence from a per-queue counter with bit 63 set, so
 //! they never collide with a lease id (ids stay below 2^53) and ties come
 //! due in the order they were delayed, as the contract asks.
@@ -42,8 +52,9 @@
 //!
 //! # What it costs
 //!
-//! Per lease, one 16-byte key in B-tree nodes of up to 11 keys that are at
-//! least half full: about 20 to 40 bytes, released when the lease settles.
+//! Per single lease, one 16-byte key and an 8-byte run in B-tree nodes of
+//! up to 11 entries that are at least half full: about 30 to 50 bytes,
+//! released when the lease settles. A batch of leases shares one entry.
 //! Per delayed message, its key and the 56-byte message itself in the
 //! delayed map's nodes: about 70 to 130 bytes. BENCHMARKS.md has the
 //! measured figures (`ubroker-mem`).
@@ -63,7 +74,8 @@
 //! Decide a settlement, or take a lease-table lock while holding its own
 //! (lock order: lease-table shard, then timer, then agenda).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Weak;
 
 use crate::agenda::Agenda;
@@ -75,18 +87,23 @@ use crate::sync::{lock, Mutex};
 /// Orders entries: due time first, then the lease id or delay sequence.
 pub(crate) type Key = (Timestamp, u64);
 
-/// Bit 63 marks a delayed entry's sequence.
 const DELAYED: u64 = 1 << 63;
+
+/// Leases `key.1 .. key.1 + len` share the deadline `key.0`; `live` of them
+/// are neither settled nor touched since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    len: u32,
+    live: u32,
+}
 
 #[derive(Debug)]
 pub(crate) enum Entry {
-    /// The lease whose id is the key's sequence runs out.
-    Lease,
-    /// A delayed message comes due and joins its queue's tail.
+    /// A run of `len` leases starting at the key's id, due together.
+    Leases(u32),
     Delayed(Message),
 }
 
-/// Where this timer's queue places its agenda hints.
 pub(crate) struct Hint<'a> {
     pub(crate) agenda: &'a Agenda,
     pub(crate) queue_id: u64,
@@ -98,34 +115,28 @@ pub(crate) struct Timer {
 }
 
 struct Inner {
-    leases: BTreeSet<Key>,
+    leases: BTreeMap<Key, Run>,
     delayed: BTreeMap<Key, Message>,
     next_delay_seq: u64,
-    /// The due time of the hint this timer last placed in the agenda.
     hinted: Option<Timestamp>,
 }
 
 impl Inner {
-    /// The first key of either collection.
     fn first(&self) -> Option<Key> {
-        match (self.leases.first(), self.delayed.first_key_value()) {
-            (Some(&lease), Some((&delayed, _))) => Some(lease.min(delayed)),
-            (Some(&lease), None) => Some(lease),
+        match (
+            self.leases.first_key_value(),
+            self.delayed.first_key_value(),
+        ) {
+            (Some((&lease, _)), Some((&delayed, _))) => Some(lease.min(delayed)),
+            (Some((&lease, _)), None) => Some(lease),
             (None, Some((&delayed, _))) => Some(delayed),
             (None, None) => None,
         }
     }
 
-    fn insert(&mut self, key: Key, entry: Entry, hint: &Hint<'_>) {
-        match entry {
-            Entry::Lease => {
-                self.leases.insert(key);
-            }
-            Entry::Delayed(message) => {
-                self.delayed.insert(key, message);
-            }
-        }
-        let due = key.0;
+    /// Keeps the agenda hinted at or before `due`, now that an entry due
+    /// then was added.
+    fn hint_for(&mut self, due: Timestamp, hint: &Hint<'_>) {
         if self.hinted.map_or(true, |hinted| hinted > due) {
             if let Some(old) = self.hinted {
                 hint.agenda.unhint(old, hint.queue_id);
@@ -134,13 +145,42 @@ impl Inner {
             self.hinted = Some(due);
         }
     }
+
+    fn insert_run(&mut self, deadline: Timestamp, first: u64, len: u32, hint: &Hint<'_>) {
+        self.leases
+            .insert((deadline, first), Run { len, live: len });
+        self.hint_for(deadline, hint);
+    }
+
+    fn insert_delayed(&mut self, due: Timestamp, message: Message, hint: &Hint<'_>) {
+        let seq = DELAYED | self.next_delay_seq;
+        self.next_delay_seq += 1;
+        self.delayed.insert((due, seq), message);
+        self.hint_for(due, hint);
+    }
+
+    /// Counts lease `id` (deadline `deadline`) out of its run, and drops the
+    /// run once none of its leases is live. Nothing if the run is gone (a
+    /// sweep took it first).
+    fn cancel(&mut self, deadline: Timestamp, id: u64) {
+        let Some((&key, run)) = self.leases.range_mut(..=(deadline, id)).next_back() else {
+            return;
+        };
+        if key.0 != deadline || id - key.1 >= u64::from(run.len) {
+            return;
+        }
+        run.live -= 1;
+        if run.live == 0 {
+            self.leases.remove(&key);
+        }
+    }
 }
 
 impl Timer {
     pub(crate) fn new() -> Self {
         Timer {
             inner: Mutex::new(Inner {
-                leases: BTreeSet::new(),
+                leases: BTreeMap::new(),
                 delayed: BTreeMap::new(),
                 next_delay_seq: 0,
                 hinted: None,
@@ -148,14 +188,21 @@ impl Timer {
         }
     }
 
-    /// Lease `id` runs out at `deadline`. Call after inserting the lease, so
-    /// that a sweep that sees the entry also finds the lease.
+    /// Schedules lease `id`'s deadline (a run of one).
     pub(crate) fn schedule_lease(&self, deadline: Timestamp, id: u64, hint: &Hint<'_>) {
-        lock(&self.inner).insert((deadline, id), Entry::Lease, hint);
+        lock(&self.inner).insert_run(deadline, id, 1, hint);
     }
 
-    /// A touch moved lease `id` from `old` to `new`. Called with the lease's
-    /// table entry locked, so no settlement of it runs meanwhile.
+    /// Schedules the deadline shared by a batch's leases, `ids` one range:
+    /// one entry, one lock, the agenda hinted at most once.
+    pub(crate) fn schedule_leases(&self, deadline: Timestamp, ids: Range<u64>, hint: &Hint<'_>) {
+        let len = u32::try_from(ids.end.saturating_sub(ids.start)).expect("a batch fits a u32");
+        if len > 0 {
+            lock(&self.inner).insert_run(deadline, ids.start, len, hint);
+        }
+    }
+
+    /// Moves lease `id` from `old` to `new` (a touch).
     pub(crate) fn reschedule_lease(
         &self,
         old: Timestamp,
@@ -163,42 +210,19 @@ impl Timer {
         id: u64,
         hint: &Hint<'_>,
     ) {
+        if old == new {
+            // Nothing moves; and a run of one keyed `(new, id)` inserted
+            // here could replace the run that `id` starts.
+            return;
+        }
         let mut inner = lock(&self.inner);
-        inner.leases.remove(&(old, id));
-        inner.insert((new, id), Entry::Lease, hint);
+        inner.cancel(old, id);
+        inner.insert_run(new, id, 1, hint);
     }
 
-    /// Lease `id`, due at `deadline`, was settled: forget its entry.
+    /// Cancels a settled lease's deadline.
     pub(crate) fn cancel_lease(&self, deadline: Timestamp, id: u64) {
-        lock(&self.inner).leases.remove(&(deadline, id));
-    }
-
-    /// Holds `message` until `due`.
-    pub(crate) fn schedule_delayed(&self, due: Timestamp, message: Message, hint: &Hint<'_>) {
-        let mut inner = lock(&self.inner);
-        let seq = DELAYED | inner.next_delay_seq;
-        inner.next_delay_seq += 1;
-        inner.insert((due, seq), Entry::Delayed(message), hint);
-    }
-
-    /// Removes and returns every entry due at or before `now`, in order, and
-    /// re-hints the agenda at the first entry left. Called by the sweep
-    /// after the agenda handed it this queue's hint.
-    /// Schedules the deadlines of a batch of leases that share one
-    /// `deadline`: one lock, and the agenda hinted at most once.
-    pub(crate) fn schedule_leases(
-        &self,
-        deadline: Timestamp,
-        ids: impl IntoIterator<Item = u64>,
-        hint: &Hint<'_>,
-    ) {
-        let mut inner = lock(&self.inner);
-        let mut ids = ids.into_iter();
-        let Some(first) = ids.next() else { return };
-        // The first insert hints the agenda if needed; the rest share its
-        // deadline, so they cannot move the hint.
-        inner.insert((deadline, first), Entry::Lease, hint);
-        inner.leases.extend(ids.map(|id| (deadline, id)));
+        lock(&self.inner).cancel(deadline, id);
     }
 
     /// Cancels the deadlines of settled leases, under one lock.
@@ -207,9 +231,13 @@ impl Timer {
             return;
         }
         let mut inner = lock(&self.inner);
-        for key in keys {
-            inner.leases.remove(key);
+        for &(deadline, id) in keys {
+            inner.cancel(deadline, id);
         }
+    }
+
+    pub(crate) fn schedule_delayed(&self, due: Timestamp, message: Message, hint: &Hint<'_>) {
+        lock(&self.inner).insert_delayed(due, message, hint);
     }
 
     /// Holds delayed messages, each until its own due time, under one lock;
@@ -221,63 +249,71 @@ impl Timer {
     ) {
         let mut inner = lock(&self.inner);
         for (due, message) in messages {
-            let seq = DELAYED | inner.next_delay_seq;
-            inner.next_delay_seq += 1;
-            inner.insert((due, seq), Entry::Delayed(message), hint);
+            inner.insert_delayed(due, message, hint);
         }
     }
 
+    /// Removes and returns every entry due at `now`, in due order, and
+    /// re-hints the agenda at the first entry left.
     pub(crate) fn take_due(&self, now: Timestamp, hint: &Hint<'_>) -> Vec<(Key, Entry)> {
         let mut inner = lock(&self.inner);
-        // The hint that brought the sweep here is gone from the agenda.
         inner.hinted = None;
         let mut due = Vec::new();
-        while let Some(key) = inner.first() {
-            if key.0 > now {
-                break;
-            }
-            // Keys are unique across both collections (bit 63), so the
-            // first key is in exactly one of them.
-            if inner.leases.remove(&key) {
-                due.push((key, Entry::Lease));
-            } else if let Some(message) = inner.delayed.remove(&key) {
+        loop {
+            let lease = inner.leases.first_key_value().map(|(&key, _)| key);
+            let delayed = inner.delayed.first_key_value().map(|(&key, _)| key);
+            // Pop the earlier of the two firsts: one descent each, no
+            // second search for the key just found.
+            let take_lease = match (lease, delayed) {
+                (Some(l), Some(d)) => l < d,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_lease {
+                if lease.is_some_and(|key| key.0 > now) {
+                    break;
+                }
+                let (key, run) = inner.leases.pop_first().expect("seen above");
+                due.push((key, Entry::Leases(run.len)));
+            } else {
+                if delayed.is_some_and(|key| key.0 > now) {
+                    break;
+                }
+                let (key, message) = inner.delayed.pop_first().expect("seen above");
                 due.push((key, Entry::Delayed(message)));
             }
         }
-        if let Some((next, _)) = inner.first() {
-            hint.agenda.hint(next, hint.queue_id, hint.queue);
-            inner.hinted = Some(next);
+        if let Some(next) = inner.first() {
+            hint.agenda.hint(next.0, hint.queue_id, hint.queue);
+            inner.hinted = Some(next.0);
         }
         due
     }
 
-    /// Empties the timer (the queue is being deleted): returns the delayed
-    /// messages and takes this queue's hint out of the agenda.
     pub(crate) fn clear(&self, hint: &Hint<'_>) -> Vec<Message> {
         let mut inner = lock(&self.inner);
         if let Some(old) = inner.hinted.take() {
             hint.agenda.unhint(old, hint.queue_id);
         }
-        inner.leases = BTreeSet::new();
+        inner.leases = BTreeMap::new();
         std::mem::take(&mut inner.delayed).into_values().collect()
     }
 
-    /// Delayed messages held.
     pub(crate) fn delayed(&self) -> usize {
         lock(&self.inner).delayed.len()
     }
 
-    /// Entries held: live leases plus delayed messages (for tests and the
-    /// memory accounting).
+    /// Entries held: runs of live leases plus delayed messages.
     pub(crate) fn len(&self) -> usize {
         let inner = lock(&self.inner);
         inner.leases.len() + inner.delayed.len()
     }
 }
 
-/// The sequence half of a lease entry's key is its id.
-pub(crate) fn lease_id(key: &Key) -> u64 {
-    key.1
+/// The ids of the leases of a due run: `key.1 .. key.1 + len`.
+pub(crate) fn lease_ids(key: &Key, len: u32) -> Range<u64> {
+    key.1..key.1 + u64::from(len)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -318,19 +354,20 @@ mod tests {
         let order: Vec<_> = due
             .iter()
             .map(|(key, entry)| match entry {
-                Entry::Lease => format!("lease {}", lease_id(key)),
+                Entry::Leases(len) => format!("leases {:?}", lease_ids(key, *len)),
                 Entry::Delayed(m) => format!("delayed {}", m.id),
             })
             .collect();
-        assert_eq!(order, ["lease 2", "delayed 10", "delayed 11"]);
+        assert_eq!(order, ["leases 2..3", "delayed 10", "delayed 11"]);
         assert_eq!(timer.delayed(), 0);
         // Re-hinted at the first entry left.
         assert_eq!(agenda.next_due(), Some(t(30)));
     }
 
     #[test]
-    fn a_lease_entry_is_its_key_and_no_more() {
+    fn a_lease_entry_is_its_key_and_a_run_and_no_more() {
         assert_eq!(std::mem::size_of::<Key>(), 16);
+        assert_eq!(std::mem::size_of::<Run>(), 8);
         assert_eq!(std::mem::size_of::<Message>(), 56);
     }
 
@@ -354,6 +391,52 @@ mod tests {
         assert!(timer.take_due(t(4999), &h).is_empty());
         assert_eq!(timer.take_due(t(10_000), &h).len(), 500);
         assert_eq!(timer.len(), 0);
+    }
+
+    #[test]
+    fn a_batch_is_one_entry_that_leaves_when_its_last_lease_settles() {
+        let agenda = Agenda::new();
+        let weak = Weak::new();
+        let h = hint(&agenda, &weak);
+        let timer = Timer::new();
+        // Two batches with the same deadline and a single lease between.
+        timer.schedule_leases(t(50), 10..14, &h);
+        timer.schedule_lease(t(50), 14, &h);
+        timer.schedule_leases(t(50), 15..17, &h);
+        assert_eq!(timer.len(), 3);
+        // Settling each lease of the first run counts it down; an id outside
+        // every run (or a second cancel after the run is gone) is nothing.
+        for id in [13, 11, 10] {
+            timer.cancel_lease(t(50), id);
+        }
+        timer.cancel_lease(t(49), 12);
+        timer.cancel_lease(t(50), 99);
+        assert_eq!(timer.len(), 3, "one lease of the first run is live");
+        timer.cancel_lease(t(50), 12);
+        assert_eq!(timer.len(), 2);
+        // A touch moves one lease out of its run into a run of one; a touch
+        // to the same deadline changes nothing (and must not replace the
+        // run its id starts).
+        timer.reschedule_lease(t(50), t(50), 15, &h);
+        timer.reschedule_lease(t(50), t(80), 16, &h);
+        assert_eq!(timer.len(), 3);
+        timer.cancel_leases(&[(t(50), 14)]);
+        // As the sweep does: the agenda hands out the hint first.
+        assert_eq!(agenda.take_due(t(60)).len(), 1);
+        let due = timer.take_due(t(60), &h);
+        let runs: Vec<_> = due
+            .iter()
+            .map(|(key, entry)| match entry {
+                Entry::Leases(len) => lease_ids(key, *len),
+                Entry::Delayed(_) => unreachable!("no delayed messages"),
+            })
+            .collect();
+        // The run 15..17 comes due whole: the sweep skips 16, whose lease
+        // now has a later deadline in the lease table.
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0], 15..17);
+        assert_eq!(timer.len(), 1);
+        assert_eq!(agenda.next_due(), Some(t(80)));
     }
 
     #[test]

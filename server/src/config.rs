@@ -101,6 +101,12 @@ pub struct Config {
     #[arg(long, env = "UBROKER_DRAIN_MS", default_value_t = 0)]
     pub drain_ms: u64,
 
+    /// Most entries in one batch request (a batch publish's messages, a
+    /// batch settle's ids, a fetch's `?max=`); more, or none, is a 400.
+    #[arg(long, env = "UBROKER_MAX_BATCH", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_batch: u64,
+
     /// Keep the broker's state in a write-ahead log under this directory
     /// (created if missing; one broker per directory). Without it the
     /// broker runs in memory.
@@ -155,6 +161,7 @@ impl Config {
             max_ttl: 43_200_000,
             max_delay: 86_400_000,
             drain_ms: 0,
+            max_batch: 1_000,
             data_dir: None,
             fsync: "always".to_owned(),
             fsync_interval_ms: 100,
@@ -219,6 +226,17 @@ impl Config {
         Duration::from_millis(self.drain_ms)
     }
 
+    /// `--max-batch` as a length.
+    pub fn max_batch(&self) -> usize {
+        usize::try_from(self.max_batch).unwrap_or(usize::MAX)
+    }
+
+    /// `--max-body-bytes` as a length: also the cap on the bodies of one
+    /// batch fetch's answer.
+    pub fn max_body_len(&self) -> usize {
+        usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX)
+    }
+
     /// The shutdown bound.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout)
@@ -251,6 +269,7 @@ mod tests {
             &["ubroker", "--unknown"],
             &["ubroker", "--max-ttl", "0"],
             &["ubroker", "--max-deliveries", "-1"],
+            &["ubroker", "--max-batch", "0"],
             &["ubroker", "--fsync", "sometimes"],
             &["ubroker", "--fsync-interval-ms", "0"],
             &["ubroker", "--segment-bytes", "100"],

@@ -10,26 +10,242 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
-use ubroker_engine::QueueUpdate;
+use ubroker_engine::{NewMessage, QueueUpdate};
 
 use crate::config::Config;
 use crate::error::ApiError;
 
-#[derive(Deserialize)]
-struct PublishRequest<'a> {
-    #[serde(borrow)]
-    body: Cow<'a, str>,
+/// What a publish request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// `{"body": "..."}`: one message, delayed by the route's `?delay=`.
+    One(Bytes),
+    /// `{"messages": [...]}`: 1 to `--max-batch` messages, all or nothing.
+    Batch(Vec<NewMessage>),
 }
 
-/// Parses `{"body": "<string>"}` into the message body.
+#[derive(Deserialize)]
+struct PublishRequest<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    body: Option<JsonStr<'a>>,
+    #[serde(default, deserialize_with = "present")]
+    messages: Option<Entries>,
+}
+
+/// A JSON string, borrowed from the request when it holds no escapes.
 ///
-/// Extra fields are ignored (as the original did). The body is copied into
-/// an allocation of its own: slicing the request buffer would pin hyper's
-/// whole read buffer for as long as the message is queued.
-pub fn parse_publish(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let request: PublishRequest<'_> =
-        parse_object(raw, "a JSON object with a string field \"body\"")?;
-    Ok(Bytes::copy_from_slice(request.body.as_bytes()))
+/// (serde's own `Cow<str>` always allocates unless it is a struct field
+/// marked `#[serde(borrow)]` directly, which an `Option` is not.)
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl JsonStr<'_> {
+    /// The message body: one allocation of its own per message. An escaped
+    /// string was already unescaped into a `String`, which is kept as is.
+    ///
+    /// `Bytes::slice_ref` of the request would save the copy but pin the
+    /// whole request buffer (up to `--max-body-bytes`) for as long as any
+    /// one of its messages lives; BENCHMARKS.md has the measurement.
+    fn into_body(self) -> Bytes {
+        match self.0 {
+            Cow::Borrowed(text) => Bytes::copy_from_slice(text.as_bytes()),
+            Cow::Owned(text) => Bytes::from(text),
+        }
+    }
+}
+
+/// One entry of `messages`: `{"body": "<string>", "delay_ms": u64?}`,
+/// other fields ignored; made into the engine's message as it is parsed
+/// (its delay is checked against `--max-delay` afterwards).
+struct Entry(NewMessage);
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Field {
+            Body,
+            DelayMs,
+            #[serde(other)]
+            Other,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with a string field \"body\"")
+            }
+            // Only `visit_map`: unlike a derived struct, an array is refused.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error;
+                let (mut body, mut delay_ms) = (None, None);
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Body if body.is_some() => {
+                            return Err(A::Error::duplicate_field("body"))
+                        }
+                        Field::Body => body = Some(map.next_value::<JsonStr<'de>>()?),
+                        Field::DelayMs if delay_ms.is_some() => {
+                            return Err(A::Error::duplicate_field("delay_ms"))
+                        }
+                        Field::DelayMs => delay_ms = Some(map.next_value::<u64>()?),
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let body = body.ok_or_else(|| A::Error::missing_field("body"))?;
+                Ok(Entry(NewMessage {
+                    body: body.into_body(),
+                    delay: Duration::from_millis(delay_ms.unwrap_or(0)),
+                }))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// `messages`: a JSON array of entries. An entry's error names its index.
+struct Entries(Vec<NewMessage>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                // serde_json gives no length. Room for 256 up front: a Vec
+                // that grows while the bodies are allocated leaves its old
+                // buffers between them, and a batch fetch of bodies so
+                // scattered cost 1.2 us of server CPU per message fetched
+                // and acknowledged against 0.7 us (BENCHMARKS.md).
+                let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(256).min(1024));
+                loop {
+                    match seq.next_element::<Entry>() {
+                        Ok(Some(Entry(message))) => entries.push(message),
+                        Ok(None) => return Ok(Entries(entries)),
+                        Err(error) => {
+                            // serde_json adds the position once more on the
+                            // way out: keep one.
+                            let text = error.to_string();
+                            let reason = text.rsplit_once(" at line ").map_or(&*text, |(r, _)| r);
+                            return Err(serde::de::Error::custom(format_args!(
+                                "messages[{}]: {reason}",
+                                entries.len()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+/// Parses a publish body: `{"body": "<string>"}` (one message) or
+/// `{"messages": [{"body": "<string>", "delay_ms": u64?}, ...]}` (a batch of
+/// 1 to `--max-batch`, each delay at most `--max-delay`).
+///
+/// Extra fields are ignored (as the original did), both `body` and
+/// `messages` is a 400, and every error in an entry names its index.
+pub fn parse_publish(raw: &[u8], config: &Config) -> Result<Publish, ApiError> {
+    let request: PublishRequest<'_> = parse_object(
+        raw,
+        "a JSON object with a string field \"body\" or an array \"messages\"",
+    )?;
+    match (request.body, request.messages) {
+        (Some(body), None) => Ok(Publish::One(body.into_body())),
+        (None, Some(Entries(entries))) => {
+            let max = config.max_batch();
+            if entries.is_empty() || entries.len() > max {
+                return Err(ApiError::BadBody(format!(
+                    "messages must hold 1 to {max} entries, not {}",
+                    entries.len()
+                )));
+            }
+            let max_delay = Duration::from_millis(config.max_delay);
+            if let Some(index) = entries.iter().position(|entry| entry.delay > max_delay) {
+                return Err(ApiError::BadBody(format!(
+                    "messages[{index}]: delay_ms must be from 0 to {}",
+                    config.max_delay
+                )));
+            }
+            Ok(Publish::Batch(entries))
+        }
+        (Some(_), Some(_)) => Err(ApiError::BadBody(
+            "give either \"body\" or \"messages\", not both".into(),
+        )),
+        (None, None) => Err(ApiError::BadBody("missing field `body`".into())),
+    }
+}
+
+/// The body of a batch acknowledge, requeue or touch.
+#[derive(Deserialize)]
+struct IdsRequest {
+    ids: Vec<u64>,
+}
+
+/// Parses `{"ids": [u64, ...]}` (1 to `--max-batch` ids; other fields
+/// ignored). An id that is not a `u64` is a 400 for the whole request.
+pub fn parse_ids(raw: &[u8], config: &Config) -> Result<Vec<u64>, ApiError> {
+    let request: IdsRequest = parse_object(
+        raw,
+        "a JSON object with an array of unsigned integers \"ids\"",
+    )?;
+    let max = config.max_batch();
+    if request.ids.is_empty() || request.ids.len() > max {
+        return Err(ApiError::BadBody(format!(
+            "ids must hold 1 to {max} ids, not {}",
+            request.ids.len()
+        )));
+    }
+    Ok(request.ids)
+}
+
+/// `?max=` of a fetch: `None` (the single form) if absent, else 1 to
+/// `--max-batch`.
+pub fn fetch_max(query: Option<&str>, config: &Config) -> Result<Option<usize>, ApiError> {
+    match query_param(query, "max") {
+        None => Ok(None),
+        Some(n) => match parse_unsigned(n) {
+            Some(n) if (1..=config.max_batch).contains(&n) => {
+                Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
+            }
+            _ => Err(ApiError::BadMax {
+                max: config.max_batch,
+            }),
+        },
+    }
 }
 
 /// The value of query parameter `name` (its first occurrence), undecoded.
@@ -308,13 +524,35 @@ mod tests {
         }
     }
 
+    fn one(raw: &[u8]) -> Result<Bytes, ApiError> {
+        match parse_publish(raw, &Config::for_port(0))? {
+            Publish::One(body) => Ok(body),
+            Publish::Batch(_) => panic!("a batch from {:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    fn batch(raw: &str, config: &Config) -> Result<Vec<NewMessage>, ApiError> {
+        match parse_publish(raw.as_bytes(), config)? {
+            Publish::Batch(messages) => Ok(messages),
+            Publish::One(_) => panic!("a single publish from {raw:?}"),
+        }
+    }
+
+    fn bad_body(result: Result<impl std::fmt::Debug, ApiError>) -> String {
+        match result {
+            Err(ApiError::BadBody(reason)) => reason,
+            other => panic!("expected a bad body, got {other:?}"),
+        }
+    }
+
     #[test]
     fn publish_bodies_must_be_objects_with_a_string_body() {
         assert_eq!(
-            parse_publish(br#" {"body":"x","other":1} "#),
+            one(br#" {"body":"x","other":1} "#),
             Ok(Bytes::from_static(b"x"))
         );
-        assert_eq!(parse_publish(br#"{"body":"\u00e9"}"#), Ok(Bytes::from("é")));
+        assert_eq!(one(br#"{"body":"\u00e9"}"#), Ok(Bytes::from("é")));
+        assert_eq!(one(br#"{"body":"a\"b"}"#), Ok(Bytes::from("a\"b")));
         for bad in [
             &b""[..],
             b"[\"x\"]",
@@ -334,9 +572,205 @@ mod tests {
             b"{\"body\":\"x\"} \xff",
         ] {
             assert!(
-                matches!(parse_publish(bad), Err(ApiError::BadBody(_))),
+                matches!(
+                    parse_publish(bad, &Config::for_port(0)),
+                    Err(ApiError::BadBody(_))
+                ),
                 "{:?}",
                 String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn batch_publish_bodies() {
+        let config = Config::for_port(0);
+        assert_eq!(
+            batch(
+                r#"{"messages":[{"body":"a"},{"body":"b\n","delay_ms":5,"x":[1]},{"delay_ms":0,"body":""}],"y":1}"#,
+                &config
+            ),
+            Ok(vec![
+                NewMessage {
+                    body: Bytes::from("a"),
+                    delay: Duration::ZERO
+                },
+                NewMessage {
+                    body: Bytes::from("b\n"),
+                    delay: Duration::from_millis(5)
+                },
+                NewMessage {
+                    body: Bytes::new(),
+                    delay: Duration::ZERO
+                },
+            ])
+        );
+        assert_eq!(
+            batch(
+                r#"{"messages":[{"body":"x","delay_ms":86400000}]}"#,
+                &config
+            )
+            .map(|m| m[0].delay),
+            Ok(Duration::from_millis(86_400_000))
+        );
+        // Each rule, with the reason it gives.
+        for (bad, says) in [
+            (r#"{"messages":[]}"#, "1 to 1000 entries, not 0"),
+            (r#"{"messages":null}"#, "invalid type: null"),
+            (r#"{"messages":{"body":"x"}}"#, "expected an array"),
+            (r#"{"messages":"x"}"#, "expected an array"),
+            (r#"{"body":"x","messages":[{"body":"y"}]}"#, "not both"),
+            (r#"{"messages":[{"body":"y"}],"body":"x"}"#, "not both"),
+            (
+                r#"{"messages":[{"body":"y"}],"messages":[{"body":"y"}]}"#,
+                "duplicate field `messages`",
+            ),
+            (
+                r#"{"messages":[{"body":"a"},{"body":1}]}"#,
+                "messages[1]: invalid type: integer `1`",
+            ),
+            (
+                r#"{"messages":[{"body":"a"},{"body":"b"},{}]}"#,
+                "messages[2]: missing field `body`",
+            ),
+            (
+                r#"{"messages":[{"body":"a"},"b"]}"#,
+                "messages[1]: invalid type: string",
+            ),
+            (
+                r#"{"messages":[["a"]]}"#,
+                "messages[0]: invalid type: sequence",
+            ),
+            (r#"{"messages":[null]}"#, "messages[0]: invalid type: null"),
+            (
+                r#"{"messages":[{"body":null}]}"#,
+                "messages[0]: invalid type: null",
+            ),
+            (
+                r#"{"messages":[{"body":"a","body":"b"}]}"#,
+                "messages[0]: duplicate field `body`",
+            ),
+            (
+                r#"{"messages":[{"body":"a","delay_ms":1,"delay_ms":1}]}"#,
+                "messages[0]: duplicate field `delay_ms`",
+            ),
+            (
+                r#"{"messages":[{"body":"a","delay_ms":-1}]}"#,
+                "messages[0]: invalid value: integer `-1`",
+            ),
+            (
+                r#"{"messages":[{"body":"a","delay_ms":1.5}]}"#,
+                "messages[0]: invalid type: floating point",
+            ),
+            (
+                r#"{"messages":[{"body":"a","delay_ms":"5"}]}"#,
+                "messages[0]: invalid type: string",
+            ),
+            (
+                r#"{"messages":[{"body":"a","delay_ms":null}]}"#,
+                "messages[0]: invalid type: null",
+            ),
+            (
+                r#"{"messages":[{"body":"a"},{"body":"a","delay_ms":86400001}]}"#,
+                "messages[1]: delay_ms must be from 0 to 86400000",
+            ),
+            (r#"{"messages":[{"body":"\ud800"}]}"#, "messages[0]: "),
+            (r#"{"messages":[{"body":"a"}"#, "EOF"),
+            (r#"{"messages":[{"body":"a"},]}"#, "trailing comma"),
+        ] {
+            let reason = bad_body(parse_publish(bad.as_bytes(), &config));
+            assert!(reason.contains(says), "{bad}: {reason}");
+            // One position, not two.
+            assert!(reason.matches(" at line ").count() <= 1, "{bad}: {reason}");
+        }
+        assert!(bad_body(parse_publish(
+            b"{\"messages\":[{\"body\":\"\xff\"}]}",
+            &config
+        ))
+        .contains("UTF-8"));
+    }
+
+    #[test]
+    fn batch_sizes_follow_max_batch() {
+        let mut config = Config::for_port(0);
+        config.max_batch = 3;
+        let entries = |n: usize| {
+            format!(
+                "{{\"messages\":[{}]}}",
+                vec![r#"{"body":"x"}"#; n].join(",")
+            )
+        };
+        assert_eq!(batch(&entries(1), &config).map(|m| m.len()), Ok(1));
+        assert_eq!(batch(&entries(3), &config).map(|m| m.len()), Ok(3));
+        assert!(bad_body(batch(&entries(4), &config)).contains("1 to 3 entries, not 4"));
+        let ids = |n: usize| format!("{{\"ids\":[{}]}}", vec!["7"; n].join(","));
+        assert_eq!(parse_ids(ids(3).as_bytes(), &config), Ok(vec![7, 7, 7]));
+        assert!(bad_body(parse_ids(ids(4).as_bytes(), &config)).contains("1 to 3 ids, not 4"));
+        assert_eq!(fetch_max(Some("max=3"), &config), Ok(Some(3)));
+        assert_eq!(
+            fetch_max(Some("max=4"), &config),
+            Err(ApiError::BadMax { max: 3 })
+        );
+    }
+
+    #[test]
+    fn bodies_borrow_unescaped_strings() {
+        let plain: JsonStr<'_> = serde_json::from_slice(br#""plain""#).unwrap();
+        assert!(matches!(plain.0, Cow::Borrowed("plain")));
+        let escaped: JsonStr<'_> = serde_json::from_slice(br#""esc\"aped""#).unwrap();
+        assert!(matches!(&escaped.0, Cow::Owned(s) if s == "esc\"aped"));
+        let single: PublishRequest<'_> = serde_json::from_slice(br#"{"body":"x"}"#).unwrap();
+        assert!(matches!(single.body.unwrap().0, Cow::Borrowed("x")));
+    }
+
+    #[test]
+    fn ids_bodies() {
+        let config = Config::for_port(0);
+        assert_eq!(
+            parse_ids(
+                br#" {"ids":[0, 18446744073709551615, 3, 3], "x": 1} "#,
+                &config
+            ),
+            Ok(vec![0, u64::MAX, 3, 3])
+        );
+        for bad in [
+            &br#"{"ids":[]}"#[..],
+            br#"{"ids":[-1]}"#,
+            br#"{"ids":[1.5]}"#,
+            br#"{"ids":[18446744073709551616]}"#,
+            br#"{"ids":["1"]}"#,
+            br#"{"ids":[null]}"#,
+            br#"{"ids":null}"#,
+            br#"{"ids":1}"#,
+            br#"{"ids":[1],"ids":[2]}"#,
+            br#"{}"#,
+            br#"[1]"#,
+            br#"{"ids":[1]"#,
+            b"{\"ids\":[1],\"x\":\"\xff\"}",
+        ] {
+            bad_body(parse_ids(bad, &config));
+        }
+    }
+
+    #[test]
+    fn fetch_max_is_optional_and_bounded() {
+        let config = Config::for_port(0);
+        assert_eq!(fetch_max(None, &config), Ok(None));
+        assert_eq!(fetch_max(Some("wait=5"), &config), Ok(None));
+        assert_eq!(fetch_max(Some("wait=5&max=1"), &config), Ok(Some(1)));
+        assert_eq!(fetch_max(Some("max=1000"), &config), Ok(Some(1000)));
+        for bad in [
+            "max=0",
+            "max=1001",
+            "max=",
+            "max=-1",
+            "max=x",
+            "max=99999999999999999999999",
+        ] {
+            assert_eq!(
+                fetch_max(Some(bad), &config),
+                Err(ApiError::BadMax { max: 1000 }),
+                "{bad}"
             );
         }
     }

@@ -43,6 +43,10 @@ pub enum ApiError {
         min: u64,
         max: u64,
     },
+    /// `?max=` of a fetch is not an integer from 1 to `--max-batch`.
+    BadMax { max: u64 },
+    /// `?delay=` on a batch publish, whose entries carry their own delays.
+    DelayOnBatch,
     /// The fetch was waiting when the server began shutting down.
     ShuttingDown,
     /// No route has this path.
@@ -85,6 +89,8 @@ impl ApiError {
             | ApiError::BadId
             | ApiError::BadWait
             | ApiError::BadQuery { .. }
+            | ApiError::BadMax { .. }
+            | ApiError::DelayOnBatch
             | ApiError::MissingHost
             | ApiError::RepeatedHeader { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
@@ -124,6 +130,8 @@ impl ApiError {
             | ApiError::BodyRead
             | ApiError::BadWait
             | ApiError::BadQuery { .. }
+            | ApiError::BadMax { .. }
+            | ApiError::DelayOnBatch
             | ApiError::MissingHost
             | ApiError::RepeatedHeader { .. }
             | ApiError::UnsupportedTransferEncoding
@@ -176,6 +184,12 @@ impl fmt::Display for ApiError {
             ApiError::BadQuery { name, min, max } => write!(
                 f,
                 "{name} must be an unsigned integer of milliseconds from {min} to {max}"
+            ),
+            ApiError::BadMax { max } => {
+                write!(f, "max must be an unsigned integer from 1 to {max}")
+            }
+            ApiError::DelayOnBatch => f.write_str(
+                "?delay= does not apply to a batch publish: give each entry its own delay_ms",
             ),
             ApiError::NotFound => f.write_str("not found"),
             ApiError::MethodNotAllowed { allow } => {
@@ -281,6 +295,8 @@ mod tests {
                 min: 0,
                 max: 1,
             },
+            ApiError::BadMax { max: 1 },
+            ApiError::DelayOnBatch,
             ApiError::ShuttingDown,
             ApiError::NotFound,
             ApiError::MethodNotAllowed { allow: "GET" },

@@ -1,6 +1,6 @@
 //! The ubroker HTTP server: the routes of the original ubroker API and of
-//! named queues (touch, delays, dead letters, queue administration) over
-//! hyper 1.x, mapped onto the engine, with no web framework.
+//! named queues (touch, delays, dead letters, queue administration,
+//! batches) over hyper 1.x, mapped onto the engine, with no web framework.
 //!
 //! # Layout
 //!
@@ -10,11 +10,15 @@
 //!   connection cap, drain) and the `Handler` (one connection's HTTP/1.1),
 //!   and graceful shutdown; shutdown is a future passed in, so tests start
 //!   and stop real servers on `127.0.0.1:0`.
-//! * `decode`: pure functions from client bytes to typed requests (fuzzed).
+//! * `decode`: pure functions from client bytes to typed requests (fuzzed):
+//!   batch bodies are parsed into borrowed strings, each message body copied
+//!   once into its own allocation.
 //! * `routes`: `Route::parse` (once per request; its pattern labels
 //!   metrics and logs), the one `match` on it, and a function per route,
 //!   `/stats`, `/metrics` and `/health` included.
-//! * `response`: one small function per kind of response.
+//! * `response`: one small function per kind of response; batch answers
+//!   are written by hand into one pre-sized buffer (unit-tested against
+//!   `serde_json`).
 //! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
 //! * `connection`: per-connection guards: header-read and idle timeouts,
 //!   the socket wrapper that tells them apart.

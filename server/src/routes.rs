@@ -3,11 +3,12 @@
 //!
 //! | route | handler |
 //! |---|---|
-//! | `POST /publish`, `POST /queues/{queue}/publish[?delay=ms]` | [`publish`] |
-//! | `GET /fetch`, `GET /queues/{queue}/fetch[?wait=ms]` | [`fetch`]: lease the head, long-polling |
+//! | `POST /publish`, `POST /queues/{queue}/publish[?delay=ms]` | [`publish`]: one message, or a batch `{"messages": [...]}` |
+//! | `GET /fetch`, `GET /queues/{queue}/fetch[?wait=ms][&max=n]` | [`fetch`]: lease the head (or up to `max`), long-polling |
 //! | `POST [/queues/{queue}]/acknowledge/{id}` | [`settle`] with [`Settlement::Acknowledge`] |
 //! | `POST [/queues/{queue}]/requeue/{id}[?delay=ms]` | [`settle`] with [`Settlement::Requeue`] |
 //! | `POST [/queues/{queue}]/touch/{id}[?ttl=ms]` | [`settle`] with [`Settlement::Touch`] |
+//! | `POST [/queues/{queue}]/{acknowledge,requeue,touch}` body `{"ids": [...]}` | [`settle_batch`]: positional results |
 //! | `POST /queues/{queue}.dead/redrive` | [`redrive`] |
 //! | `GET /queues` | [`list_queues`] |
 //! | `GET`, `PUT`, `DELETE /queues/{queue}` | [`get_queue`], [`put_queue`], [`delete_queue`] |
@@ -40,7 +41,8 @@ use ubroker_engine::{
 use crate::config::Config;
 use crate::connection::WaitSignal;
 use crate::decode::{
-    delay, fetch_wait, head_bytes, parse_id, parse_publish, parse_put_queue, touch_ttl,
+    delay, fetch_max, fetch_wait, head_bytes, parse_id, parse_ids, parse_publish, parse_put_queue,
+    query_param, touch_ttl, Publish,
 };
 use crate::durability::Durability;
 use crate::error::ApiError;
@@ -119,6 +121,8 @@ pub enum QueueOp<'a> {
     Publish,
     Fetch,
     Settle(Settlement, &'a str),
+    /// A settlement of the ids in the body.
+    SettleBatch(Settlement),
     Redrive,
 }
 
@@ -192,22 +196,29 @@ impl<'a> Route<'a> {
     /// metrics: never the raw path, so that ids and names cannot blow up
     /// cardinality.
     pub fn pattern_index(self) -> usize {
-        let op_index = |op: QueueOp<'_>| match op {
-            QueueOp::Publish => 0,
-            QueueOp::Fetch => 1,
-            QueueOp::Settle(Settlement::Acknowledge, _) => 2,
-            QueueOp::Settle(Settlement::Requeue, _) => 3,
-            QueueOp::Settle(Settlement::Touch, _) => 4,
-            QueueOp::Redrive => 5,
-        };
         match self {
-            // Redrive exists only under `/queues/` (`QueueOp::parse`).
-            Route::Queue {
-                op,
-                prefixed: false,
-                ..
-            } if op != QueueOp::Redrive => op_index(op),
-            Route::Queue { op, .. } => 5 + op_index(op),
+            Route::Queue { op, prefixed, .. } => {
+                // (unprefixed, prefixed). Batch settles were added after the
+                // rest: their patterns come last in `PATTERNS`, so the
+                // indices of the others stay put.
+                let (plain, under_queues) = match op {
+                    QueueOp::Publish => (0, 5),
+                    QueueOp::Fetch => (1, 6),
+                    QueueOp::Settle(Settlement::Acknowledge, _) => (2, 7),
+                    QueueOp::Settle(Settlement::Requeue, _) => (3, 8),
+                    QueueOp::Settle(Settlement::Touch, _) => (4, 9),
+                    // Redrive exists only under `/queues/` (`QueueOp::parse`).
+                    QueueOp::Redrive => (10, 10),
+                    QueueOp::SettleBatch(Settlement::Acknowledge) => (16, 19),
+                    QueueOp::SettleBatch(Settlement::Requeue) => (17, 20),
+                    QueueOp::SettleBatch(Settlement::Touch) => (18, 21),
+                };
+                if prefixed {
+                    under_queues
+                } else {
+                    plain
+                }
+            }
             Route::Queues => 11,
             Route::QueueAdmin(_) => 12,
             Route::Stats => 13,
@@ -219,7 +230,7 @@ impl<'a> Route<'a> {
 
 /// Every route pattern, as metrics and logs label them (indexed by
 /// [`Route::pattern_index`]).
-pub const PATTERNS: [&str; 16] = [
+pub const PATTERNS: [&str; 22] = [
     "/publish",
     "/fetch",
     "/acknowledge/{id}",
@@ -236,17 +247,26 @@ pub const PATTERNS: [&str; 16] = [
     "/stats",
     "/metrics",
     "/health",
+    "/acknowledge",
+    "/requeue",
+    "/touch",
+    "/queues/{queue}/acknowledge",
+    "/queues/{queue}/requeue",
+    "/queues/{queue}/touch",
 ];
 
 impl<'a> QueueOp<'a> {
     /// The part of a queue route after the queue: `publish`, `fetch`,
-    /// `acknowledge/{id}`, `requeue/{id}`, `touch/{id}`, and (under
+    /// `acknowledge[/{id}]`, `requeue[/{id}]`, `touch[/{id}]`, and (under
     /// `/queues/`) `redrive`. An id is one segment of any text.
     fn parse(tail: &'a str, prefixed: bool) -> Option<QueueOp<'a>> {
         match tail {
             "publish" => return Some(QueueOp::Publish),
             "fetch" => return Some(QueueOp::Fetch),
             "redrive" if prefixed => return Some(QueueOp::Redrive),
+            "acknowledge" => return Some(QueueOp::SettleBatch(Settlement::Acknowledge)),
+            "requeue" => return Some(QueueOp::SettleBatch(Settlement::Requeue)),
+            "touch" => return Some(QueueOp::SettleBatch(Settlement::Touch)),
             _ => {}
         }
         let (kind, id) = tail.split_once('/')?;
@@ -319,6 +339,9 @@ where
             QueueOp::Publish => publish(state, queue, query, body).await,
             QueueOp::Fetch => fetch(state, queue, query, parts.extensions.get()).await,
             QueueOp::Settle(settlement, id) => settle(state, queue, settlement, id, query),
+            QueueOp::SettleBatch(settlement) => {
+                settle_batch(state, queue, settlement, query, body).await
+            }
             QueueOp::Redrive => redrive(state, queue),
         },
         Route::Queues if method == Method::GET => list_queues(state),
@@ -418,20 +441,38 @@ where
     validate_queue_name(queue)?;
     let delay = delay(query, &state.config)?;
     let raw = read_body_in_time(state, body).await?;
-    let message = parse_publish(&raw)?;
-    match &state.durable {
-        None => {
-            state.broker.publish_to(queue, message, delay)?;
+    match parse_publish(&raw, &state.config)? {
+        Publish::One(message) => {
+            match &state.durable {
+                None => {
+                    state.broker.publish_to(queue, message, delay)?;
+                }
+                Some(durable) => {
+                    let entry = NewMessage {
+                        body: message,
+                        delay,
+                    };
+                    durable.publish(&state.broker, queue, vec![entry]).await?;
+                }
+            }
+            Ok(response::ok_empty())
         }
-        Some(durable) => {
-            let entry = NewMessage {
-                body: message,
-                delay,
-            };
-            durable.publish(&state.broker, queue, vec![entry]).await?;
+        Publish::Batch(_) if query_param(query, "delay").is_some() => Err(ApiError::DelayOnBatch),
+        Publish::Batch(messages) => {
+            let count = messages.len() as u64;
+            match &state.durable {
+                None => {
+                    state.broker.publish_batch(queue, messages)?;
+                }
+                // One record for the whole batch: all or nothing on disk
+                // as in the broker.
+                Some(durable) => {
+                    durable.publish(&state.broker, queue, messages).await?;
+                }
+            }
+            Ok(response::published(count))
         }
     }
-    Ok(response::ok_empty())
 }
 
 /// Reads the whole request body within `--header-read-timeout`.
@@ -476,6 +517,9 @@ async fn fetch<C: Clock>(
 ) -> Result<Response<Body>, ApiError> {
     validate_queue_name(queue)?;
     let wait = fetch_wait(query, &state.config)?;
+    if let Some(max) = fetch_max(query, &state.config)? {
+        return fetch_batch(state, queue, wait, max, signal).await;
+    }
     // Fast path: a ready message needs no timer and no shutdown watch.
     if let Some(delivery) = state.broker.try_fetch_from(queue)? {
         return Ok(response::delivery(&delivery));
@@ -504,6 +548,89 @@ async fn fetch<C: Clock>(
         Err(EngineError::Timeout) if *state.shutting_down.borrow() => Err(ApiError::ShuttingDown),
         Err(error) => Err(error.into()),
     }
+}
+
+/// `GET [/queues/{queue}]/fetch?max=n[&wait=ms]`: as [`fetch`], answering
+/// with up to `max` deliveries as soon as one is ready.
+async fn fetch_batch<C: Clock>(
+    state: &State<C>,
+    queue: &str,
+    wait: Duration,
+    max: usize,
+    signal: Option<&WaitSignal>,
+) -> Result<Response<Body>, ApiError> {
+    let max_bytes = state.config.max_body_len();
+    let mut ready = Vec::new();
+    if state
+        .broker
+        .try_fetch_batch_from(queue, max, max_bytes, &mut ready)?
+        > 0
+    {
+        return Ok(response::deliveries(&ready));
+    }
+    if wait.is_zero() {
+        return Err(EngineError::Timeout.into());
+    }
+    let mut shutting_down = state.shutting_down.clone();
+    if *shutting_down.borrow_and_update() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let give_up = async move {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutting_down.wait_for(|down| *down) => {}
+        }
+    };
+    let waiting = signal.map(WaitSignal::begin);
+    let fetched = state
+        .broker
+        .fetch_batch_from(queue, max, max_bytes, give_up)
+        .await;
+    drop(waiting);
+    match fetched {
+        Ok(deliveries) => Ok(response::deliveries(&deliveries)),
+        Err(EngineError::Timeout) if *state.shutting_down.borrow() => Err(ApiError::ShuttingDown),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `POST [/queues/{queue}]/{acknowledge,requeue,touch}` body `{"ids": [...]}`:
+/// `200 {"results": [...]}`, one per id, even when some are invalid. The
+/// query (`?delay=`, `?ttl=`) applies to every id.
+async fn settle_batch<C, B>(
+    state: &State<C>,
+    queue: &str,
+    settlement: Settlement,
+    query: Option<&str>,
+    body: B,
+) -> Result<Response<Body>, ApiError>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    validate_queue_name(queue)?;
+    // The query is checked before the body is read, as for a single settle.
+    let settle: SettleBy = match settlement {
+        Settlement::Acknowledge => SettleBy::Acknowledge,
+        Settlement::Requeue => SettleBy::Requeue(delay(query, &state.config)?),
+        Settlement::Touch => SettleBy::Touch(touch_ttl(query, &state.config)?),
+    };
+    let raw = read_body_in_time(state, body).await?;
+    let ids = parse_ids(&raw, &state.config)?;
+    let results = match settle {
+        SettleBy::Acknowledge => state.broker.acknowledge_batch_in(queue, &ids)?,
+        SettleBy::Requeue(delay) => state.broker.requeue_batch_in(queue, &ids, delay)?,
+        SettleBy::Touch(ttl) => state.broker.touch_batch_in(queue, &ids, ttl)?,
+    };
+    Ok(response::results(&results))
+}
+
+/// A settlement with its query applied.
+enum SettleBy {
+    Acknowledge,
+    Requeue(Duration),
+    Touch(Option<Duration>),
 }
 
 /// `POST [/queues/{queue}]/{acknowledge,requeue,touch}/{id}`.
@@ -707,6 +834,13 @@ mod tests {
         assert_eq!(Route::parse("/requeue/x"), d(Settle(Requeue, "x")));
         assert_eq!(Route::parse("/requeue/"), d(Settle(Requeue, "")));
         assert_eq!(Route::parse("/touch/7"), d(Settle(Touch, "7")));
+        assert_eq!(Route::parse("/acknowledge"), d(SettleBatch(Acknowledge)));
+        assert_eq!(Route::parse("/requeue"), d(SettleBatch(Requeue)));
+        assert_eq!(Route::parse("/touch"), d(SettleBatch(Touch)));
+        assert_eq!(
+            Route::parse("/queues/j/acknowledge"),
+            q("j", SettleBatch(Acknowledge))
+        );
         assert_eq!(Route::parse("/stats"), Some(Route::Stats));
         assert_eq!(Route::parse("/metrics"), Some(Route::Metrics));
         assert_eq!(Route::parse("/health"), Some(Route::Health));
@@ -729,8 +863,8 @@ mod tests {
             "",
             "/redrive",
             "/requeue/1/2",
-            "/acknowledge",
             "/ack/1",
+            "/redrive/1",
             "/queues/jobs/",
             "/queues/jobs/other",
             "/queues/jobs/publish/x",

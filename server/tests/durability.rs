@@ -265,6 +265,51 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
 }
 
 #[tokio::test]
+async fn a_batch_publish_is_durable_all_or_nothing_and_in_order() {
+    let dir = fresh_dir("batch");
+    let server = start(config(&dir)).await;
+    let mut c = server.client().await;
+    let batch = serde_json::json!({ "messages": [
+        {"body": "b1"}, {"body": "b2"}, {"body": "later", "delay_ms": 3600000}, {"body": "b3"}
+    ]})
+    .to_string();
+    let reply = c.send(Method::POST, "/queues/q/publish", batch).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json["published"], 4);
+    let stats = c.send(Method::GET, "/stats", Bytes::new()).await;
+    assert!(stats.json["log"]["committed"].as_u64().unwrap() >= 1);
+    drop(c);
+    server.stop().await;
+    let server = start(config(&dir)).await;
+    let mut c = server.client().await;
+    for body in ["b1", "b2", "b3"] {
+        assert_eq!(fetch(&mut c, "q").await.3, body);
+    }
+    assert!(empty(&mut c, "q").await);
+    let q = c.send(Method::GET, "/queues/q", Bytes::new()).await;
+    assert_eq!(q.json["delayed"], 1);
+    drop(c);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_batch_on_a_failed_log_publishes_nothing() {
+    let disk = FaultyStorage::new();
+    let server = start_on(config(Path::new("unused")), disk.clone()).await;
+    let mut c = server.client().await;
+    disk.fail_syncs(true);
+    let batch = serde_json::json!({ "messages": [{"body": "a"}, {"body": "b"}]}).to_string();
+    let reply = c.send(Method::POST, "/queues/q/publish", batch).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json["code"], "log_failed");
+    let stats = server.broker.stats();
+    assert_eq!((stats.ready, stats.queued_bytes), (0, 0));
+    drop(c);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn delivery_ids_never_repeat_across_restarts_and_stay_below_2_53() {
     let dir = fresh_dir("ids");
     let mut seen = Vec::new();

@@ -756,7 +756,7 @@ async fn http_requests_are_counted_by_route_pattern_and_status() {
     count(&mut expected, "/queues/{queue}", 200);
     assert_eq!(get(&mut c, "/queues/nope").await.status, 404);
     count(&mut expected, "/queues/{queue}", 404);
-    for path in ["/nope", "/queues/jobs/nope", "/acknowledge", "/stats/x"] {
+    for path in ["/nope", "/queues/jobs/nope", "/acknowledge/1/2", "/stats/x"] {
         assert_eq!(get(&mut c, path).await.status, 404, "{path}");
         count(&mut expected, "other", 404);
     }

@@ -11,6 +11,18 @@
 //!   (the one allowed exception being a duplicated `"body"` key, which
 //!   `Value` resolves to the last one and `parse_publish` refuses); anything
 //!   else `Value` parses is refused. Every refusal is a `BadBody` (400).
+//!   A batch (`{"messages": [...]}`, under `--max-batch 3` and `--max-delay
+//!   100`) is checked the same way: accepted exactly when `Value` reads an
+//!   object without `"body"` whose `"messages"` is an array of 1 to 3
+//!   objects, each with a string `"body"` and at most a `"delay_ms"` integer
+//!   from 0 to 100, with exactly those bodies and delays in order (a refusal
+//!   of such an input is allowed only when some object in it repeats a
+//!   key, which `Value` resolves to the last one).
+//! * `parse_ids(bytes)` under `--max-batch 3`: accepted exactly when `Value`
+//!   reads an object whose `"ids"` is an array of 1 to 3 `u64`s, with those
+//!   values (same allowance for repeated keys); `fetch_max(lossy UTF-8)`:
+//!   `None` without a `max=` pair, else the first one's value if all digits
+//!   and 1 to 3, else a 400.
 //! * `parse_id(lossy UTF-8)`: accepts exactly the non-empty ASCII-digit
 //!   strings whose value fits in a `u64`, and the value prints back as the
 //!   input without its leading zeros.
@@ -43,17 +55,20 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use ubroker_engine::QueueUpdate;
 use ubroker_server::internal::decode::{
-    delay, fetch_wait, parse_id, parse_publish, parse_put_queue, touch_ttl,
+    delay, fetch_max, fetch_wait, parse_id, parse_ids, parse_publish, parse_put_queue, touch_ttl,
+    Publish,
 };
 use ubroker_server::{ApiError, Config};
 
 fuzz_target!(|data: &[u8]| {
     check_publish(data);
+    check_ids(data);
     let text = String::from_utf8_lossy(data);
     check_id(&text);
     check_wait(&text);
     check_delay(&text);
     check_touch_ttl(&text);
+    check_fetch_max(&text);
     check_put_queue(data);
 });
 
@@ -70,12 +85,46 @@ const LENIENT_IN_IGNORED: [&str; 3] = [
     "unexpected end of hex escape",
 ];
 
+/// `--max-batch 3`, `--max-delay 100`: small enough that the fuzzer
+/// reaches both bounds.
+fn batch_config() -> Config {
+    let mut config = Config::for_port(0);
+    config.max_batch = 3;
+    config.max_delay = 100;
+    config
+}
+
+/// A batch as `serde_json::Value` reads it, if it is a valid one: each
+/// entry's body and delay in ms.
+fn valid_batch(value: &Value, config: &Config) -> Option<Vec<(String, u64)>> {
+    let map = value.as_object()?;
+    if map.contains_key("body") {
+        return None;
+    }
+    let entries = map.get("messages")?.as_array()?;
+    if entries.is_empty() || entries.len() as u64 > config.max_batch {
+        return None;
+    }
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.as_object()?;
+            let body = entry.get("body")?.as_str()?.to_owned();
+            let delay = match entry.get("delay_ms") {
+                None => 0,
+                Some(ms) => ms.as_u64().filter(|ms| *ms <= config.max_delay)?,
+            };
+            Some((body, delay))
+        })
+        .collect()
+}
+
 fn check_publish(data: &[u8]) {
-    let decoded = parse_publish(data);
+    let config = batch_config();
+    let decoded = parse_publish(data, &config);
     let reference = serde_json::from_slice::<Value>(data);
     match &decoded {
-        Ok(body) => {
-            let body = std::str::from_utf8(body).expect("accepted body is not UTF-8");
+        Ok(publish) => {
             let value = match &reference {
                 Ok(value) => value,
                 // Leniencies of serde_json's skipping of ignored values,
@@ -84,30 +133,156 @@ fn check_publish(data: &[u8]) {
                     return;
                 }
                 Err(error) => panic!(
-                    "parse_publish accepted {data:?} ({body:?}) but serde_json::Value refuses it: {error}"
+                    "parse_publish accepted {data:?} ({publish:?}) but serde_json::Value refuses it: {error}"
                 ),
             };
             assert!(value.is_object(), "accepted a non-object: {value}");
-            assert_eq!(
-                value.get("body").and_then(Value::as_str),
-                Some(body),
-                "parse_publish and serde_json::Value disagree on the body"
-            );
+            match publish {
+                Publish::One(body) => {
+                    let body = std::str::from_utf8(body).expect("accepted body is not UTF-8");
+                    assert_eq!(
+                        value.get("body").and_then(Value::as_str),
+                        Some(body),
+                        "parse_publish and serde_json::Value disagree on the body"
+                    );
+                    assert!(
+                        value.get("messages").is_none(),
+                        "both body and messages: {value}"
+                    );
+                }
+                Publish::Batch(messages) => {
+                    let got: Vec<(String, u64)> = messages
+                        .iter()
+                        .map(|m| {
+                            let body = std::str::from_utf8(&m.body).expect("UTF-8 body");
+                            (body.to_owned(), m.delay.as_millis() as u64)
+                        })
+                        .collect();
+                    assert_eq!(
+                        Some(got),
+                        valid_batch(value, &config),
+                        "parse_publish and serde_json::Value disagree on the batch {value}"
+                    );
+                }
+            }
         }
         Err(ApiError::BadBody(reason)) => {
-            if let Ok(Value::Object(map)) = &reference {
-                if let Some(Value::String(_)) = map.get("body") {
-                    // A repeated "body" (whatever its first value) may be
-                    // refused: `Value` keeps the last one.
+            if let Ok(value @ Value::Object(map)) = &reference {
+                let single = matches!(map.get("body"), Some(Value::String(_)))
+                    && !map.contains_key("messages");
+                if single || valid_batch(value, &config).is_some() {
+                    // Allowed only for a repeated key, which `Value`
+                    // resolves to the last one.
                     assert!(
-                        top_level_keys(data).is_some_and(|keys| repeated(&keys, "body")),
-                        "refused {data:?}, which serde_json::Value reads as an object with a string body: {reason}"
+                        repeats_a_key(data),
+                        "refused {data:?}, which serde_json::Value reads as a valid publish: {reason}"
                     );
                 }
             }
         }
         Err(other) => panic!("parse_publish failed with a non-400 error: {other:?}"),
     }
+}
+
+fn check_ids(data: &[u8]) {
+    let config = batch_config();
+    let reference = serde_json::from_slice::<Value>(data);
+    let valid = reference.as_ref().ok().and_then(|value| {
+        let ids = value.as_object()?.get("ids")?.as_array()?;
+        if ids.is_empty() || ids.len() as u64 > config.max_batch {
+            return None;
+        }
+        ids.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>()
+    });
+    match parse_ids(data, &config) {
+        Ok(ids) => {
+            if reference.is_ok() {
+                assert_eq!(Some(&ids), valid.as_ref(), "parse_ids({data:?})");
+            }
+        }
+        Err(ApiError::BadBody(reason)) => assert!(
+            valid.is_none() || repeats_a_key(data),
+            "refused {data:?}, which serde_json::Value reads as valid ids: {reason}"
+        ),
+        Err(other) => panic!("parse_ids failed with a non-400 error: {other:?}"),
+    }
+}
+
+fn check_fetch_max(text: &str) {
+    let config = batch_config();
+    let first = text.split('&').find_map(|pair| pair.strip_prefix("max="));
+    match (fetch_max(Some(text), &config), first) {
+        (Ok(None), None) => {}
+        (Ok(Some(n)), Some(ms)) => {
+            assert!(ms.bytes().all(|b| b.is_ascii_digit()));
+            assert_eq!(ms.parse::<u64>().ok(), Some(n as u64));
+            assert!((1..=3).contains(&n));
+        }
+        (Err(error), Some(ms)) => {
+            assert_eq!(error, ApiError::BadMax { max: 3 });
+            let n = ms
+                .parse::<u64>()
+                .ok()
+                .filter(|_| ms.bytes().all(|b| b.is_ascii_digit()));
+            assert!(
+                !n.is_some_and(|n| (1..=3).contains(&n)),
+                "refused max={ms:?}"
+            );
+        }
+        (result, first) => panic!("fetch_max({text:?}) = {result:?} with max= {first:?}"),
+    }
+}
+
+/// Whether some object anywhere in `data` (JSON) repeats a key.
+fn repeats_a_key(data: &[u8]) -> bool {
+    struct Repeats(bool);
+    impl<'de> serde::Deserialize<'de> for Repeats {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(RepeatsVisitor)
+        }
+    }
+    struct RepeatsVisitor;
+    impl<'de> serde::de::Visitor<'de> for RepeatsVisitor {
+        type Value = Repeats;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Repeats, A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            let mut repeats = false;
+            while let Some(key) = map.next_key::<String>()? {
+                repeats |= !keys.insert(key);
+                repeats |= map.next_value::<Repeats>()?.0;
+            }
+            Ok(Repeats(repeats))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Repeats, A::Error> {
+            let mut repeats = false;
+            while let Some(Repeats(r)) = seq.next_element()? {
+                repeats |= r;
+            }
+            Ok(Repeats(repeats))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Repeats, E> {
+            Ok(Repeats(false))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Repeats, E> {
+            Ok(Repeats(false))
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Repeats, E> {
+            Ok(Repeats(false))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Repeats, E> {
+            Ok(Repeats(false))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Repeats, E> {
+            Ok(Repeats(false))
+        }
+        fn visit_unit<E>(self) -> Result<Repeats, E> {
+            Ok(Repeats(false))
+        }
+    }
+    serde_json::from_slice::<Repeats>(data).is_ok_and(|r| r.0)
 }
 
 fn check_id(text: &str) {

@@ -118,12 +118,15 @@ use ubroker_engine::{
     MESSAGE_OVERHEAD,
 };
 use ubroker_server::internal::decode::{
-    delay, fetch_wait, head_bytes, parse_id, parse_publish, parse_put_queue, touch_ttl,
+    delay, fetch_max, fetch_wait, head_bytes, parse_id, parse_ids, parse_publish, parse_put_queue,
+    query_param, touch_ttl, Publish,
 };
 use ubroker_server::internal::{handle, State};
 use ubroker_server::Config;
 
 const MAX_OPS: usize = 32;
+/// `--max-batch` of every configuration: small, so that inputs reach it.
+const MAX_BATCH: u64 = 4;
 const TOKEN: &str = "s3cret";
 const TTL_MS: u64 = 10;
 const SMALL_QUEUE_BYTES: u64 = 200;
@@ -202,6 +205,7 @@ fn config_from(flags: u8) -> Config {
     config.fetch_timeout = 0;
     config.max_fetch_wait = 0;
     config.max_queue_bytes = u64::MAX;
+    config.max_batch = MAX_BATCH;
     if flags & 1 != 0 {
         config.auth_token = Some(TOKEN.into());
     }
@@ -553,12 +557,18 @@ fn ok(effect: Effect) -> Expected {
 #[derive(Debug)]
 enum Effect {
     None,
+    /// One message (`{}`) or a batch (`{"published": n}`): bodies and
+    /// delays in order.
     Publish {
         queue: String,
-        body: String,
-        delay_ms: u64,
+        messages: Vec<(String, u64)>,
+        batch: bool,
     },
-    Fetch(String),
+    /// A fetch, with `?max=` for a batch.
+    Fetch(String, Option<usize>),
+    /// A batch settle: `'a'`, `'r'` or `'t'`, the ids, the requeue delay,
+    /// the touch TTL.
+    SettleBatch(String, char, Vec<u64>, u64, Option<u64>),
     Acknowledge(String, u64),
     Requeue(String, u64, u64),
     Touch(String, u64, Option<u64>),
@@ -593,6 +603,8 @@ enum Op<'a> {
     Acknowledge(&'a str),
     Requeue(&'a str),
     Touch(&'a str),
+    /// `acknowledge`, `requeue` or `touch` with the ids in the body.
+    SettleBatch(char),
     Redrive,
 }
 
@@ -618,6 +630,9 @@ fn op(tail: &str, prefixed: bool) -> Option<Op<'_>> {
         "publish" => return Some(Op::Publish),
         "fetch" => return Some(Op::Fetch),
         "redrive" if prefixed => return Some(Op::Redrive),
+        "acknowledge" => return Some(Op::SettleBatch('a')),
+        "requeue" => return Some(Op::SettleBatch('r')),
+        "touch" => return Some(Op::SettleBatch('t')),
         _ => {}
     }
     let (kind, id) = tail.split_once('/')?;
@@ -770,6 +785,8 @@ struct Model {
     default_ttl_ms: u64,
     default_max_deliveries: u32,
     max_queues: u64,
+    /// `--max-body-bytes`: also the cap on a batch fetch's bodies.
+    max_body_bytes: u64,
     now_ms: u64,
     closed: bool,
     last_id: Option<u64>,
@@ -787,6 +804,7 @@ impl Model {
             default_ttl_ms: config.ttl,
             default_max_deliveries: config.max_deliveries,
             max_queues: config.max_queues,
+            max_body_bytes: config.max_body_bytes,
             now_ms: 0,
             closed: false,
             last_id: None,
@@ -880,9 +898,7 @@ impl Model {
             Route::Queues if method == Method::GET => ok(Effect::List),
             Route::Stats if method == Method::GET => ok(Effect::Stats),
             Route::Metrics if method == Method::GET => ok(Effect::Observe),
-            Route::Health if method == Method::GET && self.closed => {
-                fail(503, "shutting_down")
-            }
+            Route::Health if method == Method::GET && self.closed => fail(503, "shutting_down"),
             Route::Health if method == Method::GET => ok(Effect::Observe),
             Route::Queues | Route::Stats | Route::Metrics | Route::Health => not_allowed("GET"),
             Route::Admin(name) => match *method {
@@ -905,6 +921,9 @@ impl Model {
                     Op::Acknowledge(id) => self.predict_settle(config, name, id, query, 'a'),
                     Op::Requeue(id) => self.predict_settle(config, name, id, query, 'r'),
                     Op::Touch(id) => self.predict_settle(config, name, id, query, 't'),
+                    Op::SettleBatch(kind) => {
+                        self.predict_settle_batch(config, name, query, raw, kind)
+                    }
                     Op::Redrive => self.predict_redrive(name),
                 }
             }
@@ -927,13 +946,33 @@ impl Model {
         if raw.len() as u64 > config.max_body_bytes {
             return fail(413, "body_too_large");
         }
-        let Ok(message) = parse_publish(raw) else {
+        let Ok(publish) = parse_publish(raw, config) else {
             return fail(400, "invalid_request");
+        };
+        let utf8 = |body: &Bytes| String::from_utf8(body.to_vec()).expect("UTF-8 body");
+        let ms = |d: Duration| u64::try_from(d.as_millis()).expect("delay in ms");
+        let (messages, batch) = match publish {
+            Publish::One(body) => (vec![(utf8(&body), ms(delay))], false),
+            // A batch's entries carry their own delays.
+            Publish::Batch(_) if query_param(query, "delay").is_some() => {
+                return fail(400, "invalid_request");
+            }
+            Publish::Batch(entries) => (
+                entries
+                    .iter()
+                    .map(|m| (utf8(&m.body), ms(m.delay)))
+                    .collect(),
+                true,
+            ),
         };
         if self.closed {
             return fail(503, "shutting_down");
         }
-        let charge = message.len() as u64 + MESSAGE_OVERHEAD;
+        // All or nothing: the whole batch is charged at once.
+        let charge: u64 = messages
+            .iter()
+            .map(|(body, _)| body.len() as u64 + MESSAGE_OVERHEAD)
+            .sum();
         if self.charged().saturating_add(charge) > config.max_queue_bytes {
             return fail(429, "queue_full");
         }
@@ -942,8 +981,8 @@ impl Model {
         }
         ok(Effect::Publish {
             queue: name.to_owned(),
-            body: String::from_utf8(message.to_vec()).expect("UTF-8 body"),
-            delay_ms: u64::try_from(delay.as_millis()).expect("delay in ms"),
+            messages,
+            batch,
         })
     }
 
@@ -954,12 +993,15 @@ impl Model {
         if fetch_wait(query, config).is_err() {
             return fail(400, "invalid_request");
         }
+        let Ok(max) = fetch_max(query, config) else {
+            return fail(400, "invalid_request");
+        };
         if self.closed {
             return fail(503, "shutting_down");
         }
         // A queue that does not exist is waited on as an empty one.
         match self.queues.get(name) {
-            Some(q) if q.ready_len() > 0 => ok(Effect::Fetch(name.to_owned())),
+            Some(q) if q.ready_len() > 0 => ok(Effect::Fetch(name.to_owned(), max)),
             _ => fail(408, "timeout"),
         }
     }
@@ -1008,6 +1050,49 @@ impl Model {
             'r' => Effect::Requeue(name, id, delay_ms),
             _ => Effect::Touch(name, id, ttl_ms),
         })
+    }
+
+    fn predict_settle_batch(
+        &self,
+        config: &Config,
+        name: &str,
+        query: Option<&str>,
+        raw: &[u8],
+        kind: char,
+    ) -> Expected {
+        if !valid_name(name) {
+            return fail(400, "invalid_queue_name");
+        }
+        let mut delay_ms = 0;
+        let mut ttl_ms = None;
+        match kind {
+            'r' => match delay(query, config) {
+                Ok(d) => delay_ms = u64::try_from(d.as_millis()).expect("delay in ms"),
+                Err(_) => return fail(400, "invalid_request"),
+            },
+            't' => match touch_ttl(query, config) {
+                Ok(t) => ttl_ms = t.map(|t| u64::try_from(t.as_millis()).expect("ttl in ms")),
+                Err(_) => return fail(400, "invalid_request"),
+            },
+            _ => {}
+        }
+        if raw.len() as u64 > config.max_body_bytes {
+            return fail(413, "body_too_large");
+        }
+        let Ok(ids) = parse_ids(raw, config) else {
+            return fail(400, "invalid_request");
+        };
+        if self.closed {
+            return fail(503, "shutting_down");
+        }
+        // Each id's result is predicted as the batch is applied, in order.
+        ok(Effect::SettleBatch(
+            name.to_owned(),
+            kind,
+            ids,
+            delay_ms,
+            ttl_ms,
+        ))
     }
 
     fn predict_redrive(&self, name: &str) -> Expected {
@@ -1080,57 +1165,61 @@ impl Model {
             Effect::None => {}
             Effect::Publish {
                 queue,
-                body,
-                delay_ms,
+                messages,
+                batch,
             } => {
-                assert_eq!(response, &json!({}));
-                let msg = Msg {
-                    key: self.next_key,
-                    body,
-                    attempts: 0,
-                    dead_lettered: false,
-                };
-                self.next_key += 1;
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let q = self.ensure(&queue);
-                q.counters.published += 1;
-                if delay_ms == 0 {
-                    q.ready.push_back(Seg::One(msg));
+                if batch {
+                    assert_eq!(response, &json!({ "published": messages.len() }));
                 } else {
-                    q.delayed.insert((now + delay_ms, seq), msg);
+                    assert_eq!(response, &json!({}));
                 }
-            }
-            Effect::Fetch(queue) => self.apply_fetch(&queue, response),
-            Effect::Acknowledge(queue, id) => {
-                assert_eq!(response, &json!({}));
-                let q = self.queues.get_mut(&queue).expect("queue");
-                q.leases.remove(&id).expect("predicted a live lease");
-                q.counters.acknowledged += 1;
-            }
-            Effect::Requeue(queue, id, delay_ms) => {
-                assert_eq!(response, &json!({}));
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let q = self.queues.get_mut(&queue).expect("queue");
-                let lease = q.leases.remove(&id).expect("predicted a live lease");
-                // A delay does not hold back a dead-letter move.
-                match q.end_delivery(lease.msg, false) {
-                    Ended::DeadLetter(msg) => self.dead_letter(&queue, msg),
-                    Ended::Back(msg) if delay_ms == 0 => q.ready.push_back(Seg::One(msg)),
-                    Ended::Back(msg) => {
+                for (body, delay_ms) in messages {
+                    let msg = Msg {
+                        key: self.next_key,
+                        body,
+                        attempts: 0,
+                        dead_lettered: false,
+                    };
+                    self.next_key += 1;
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let q = self.ensure(&queue);
+                    q.counters.published += 1;
+                    if delay_ms == 0 {
+                        q.ready.push_back(Seg::One(msg));
+                    } else {
                         q.delayed.insert((now + delay_ms, seq), msg);
                     }
                 }
             }
+            Effect::Fetch(queue, None) => self.apply_fetch(&queue, response),
+            Effect::Fetch(queue, Some(max)) => self.apply_fetch_batch(&queue, max, response),
+            Effect::SettleBatch(queue, kind, ids, delay_ms, ttl_ms) => {
+                let mut results = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let live = self.queues.get(&queue).is_some_and(|q| q.live(id, now));
+                    results.push(if live { "ok" } else { "invalid" });
+                    if live {
+                        match kind {
+                            'a' => self.acknowledge(&queue, id),
+                            'r' => self.requeue(&queue, id, delay_ms),
+                            _ => self.touch(&queue, id, ttl_ms),
+                        }
+                    }
+                }
+                assert_eq!(response, &json!({ "results": results }));
+            }
+            Effect::Acknowledge(queue, id) => {
+                assert_eq!(response, &json!({}));
+                self.acknowledge(&queue, id);
+            }
+            Effect::Requeue(queue, id, delay_ms) => {
+                assert_eq!(response, &json!({}));
+                self.requeue(&queue, id, delay_ms);
+            }
             Effect::Touch(queue, id, ttl_ms) => {
                 assert_eq!(response, &json!({}));
-                let q = self.queues.get_mut(&queue).expect("queue");
-                let ttl = ttl_ms.unwrap_or(q.ttl_ms);
-                q.leases
-                    .get_mut(&id)
-                    .expect("predicted a live lease")
-                    .deadline = now + ttl;
+                self.touch(&queue, id, ttl_ms);
             }
             Effect::Redrive(dead) => {
                 let q = self.queues.get_mut(&dead).expect("queue");
@@ -1183,6 +1272,85 @@ impl Model {
             Effect::Delete(queue) => {
                 let q = self.queues.remove(&queue).expect("queue");
                 assert_eq!(response, &json!({ "deleted": q.held() }));
+            }
+        }
+    }
+
+    /// Settles a live lease for good.
+    fn acknowledge(&mut self, queue: &str, id: u64) {
+        let q = self.queues.get_mut(queue).expect("queue");
+        q.leases.remove(&id).expect("predicted a live lease");
+        q.counters.acknowledged += 1;
+    }
+
+    /// Ends a live lease: back to the tail (now or after `delay_ms`), or
+    /// to the dead-letter queue on its last allowed delivery.
+    fn requeue(&mut self, queue: &str, id: u64, delay_ms: u64) {
+        let now = self.now_ms;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let q = self.queues.get_mut(queue).expect("queue");
+        let lease = q.leases.remove(&id).expect("predicted a live lease");
+        // A delay does not hold back a dead-letter move.
+        match q.end_delivery(lease.msg, false) {
+            Ended::DeadLetter(msg) => self.dead_letter(queue, msg),
+            Ended::Back(msg) if delay_ms == 0 => q.ready.push_back(Seg::One(msg)),
+            Ended::Back(msg) => {
+                q.delayed.insert((now + delay_ms, seq), msg);
+            }
+        }
+    }
+
+    /// Extends a live lease to now plus `ttl_ms` (the queue's TTL if none).
+    fn touch(&mut self, queue: &str, id: u64, ttl_ms: Option<u64>) {
+        let now = self.now_ms;
+        let q = self.queues.get_mut(queue).expect("queue");
+        let ttl = ttl_ms.unwrap_or(q.ttl_ms);
+        q.leases
+            .get_mut(&id)
+            .expect("predicted a live lease")
+            .deadline = now + ttl;
+    }
+
+    /// A batch fetch's answer: 1 to `max` deliveries, each checked as a
+    /// single fetch's, taken from the head in order; their bodies within
+    /// `--max-body-bytes` unless there is one; and when it stopped short
+    /// of `max` with messages still ready, it stopped because the next one
+    /// would not fit (under an unordered merge, one of the two heads).
+    fn apply_fetch_batch(&mut self, queue: &str, max: usize, response: &Value) {
+        let object = response.as_object().expect("fetch answer is an object");
+        assert_eq!(object.len(), 1, "batch fetch answer's fields: {response}");
+        let entries = response["messages"].as_array().expect("messages array");
+        assert!(
+            (1..=max).contains(&entries.len()),
+            "{} deliveries for max={max}",
+            entries.len()
+        );
+        let mut bytes = 0u64;
+        for entry in entries {
+            self.apply_fetch(queue, entry);
+            bytes += entry["message"]["body"].as_str().expect("body").len() as u64;
+        }
+        if entries.len() > 1 {
+            assert!(
+                bytes <= self.max_body_bytes,
+                "{bytes} body bytes past --max-body-bytes"
+            );
+        }
+        let q = &self.queues[queue];
+        if entries.len() < max {
+            if let Some(head) = q.ready.front() {
+                let heads: Vec<&Msg> = match head {
+                    Seg::One(m) => vec![m],
+                    Seg::Merge(a, b) => a.front().into_iter().chain(b.front()).collect(),
+                };
+                assert!(
+                    heads
+                        .iter()
+                        .any(|m| bytes + m.body.len() as u64 > self.max_body_bytes),
+                    "stopped at {} of {max} though the next message fits ({bytes} bytes so far)",
+                    entries.len()
+                );
             }
         }
     }
