@@ -76,6 +76,11 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     body_bytes: usize,
 
+    /// Messages per publish request: above 1, each publish is a batch
+    /// (`{"messages": [...]}`) and messages/s counts every entry.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: u64,
+
     /// Messages published before a consume run [default: publish for 3/4
     /// of warm-up + duration, which outlasts the run because a fetch +
     /// acknowledge cycle takes two requests; with --messages, that many].
@@ -250,7 +255,14 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
         )?)),
         None => None,
     };
-    let payload = Bytes::from(format!(r#"{{"body":"{}"}}"#, "x".repeat(args.body_bytes)));
+    let body = "x".repeat(args.body_bytes);
+    let payload = if args.batch <= 1 {
+        Bytes::from(format!(r#"{{"body":"{body}"}}"#))
+    } else {
+        let entry = format!(r#"{{"body":"{body}"}}"#);
+        let entries = vec![entry; args.batch as usize].join(",");
+        Bytes::from(format!(r#"{{"messages":[{entries}]}}"#))
+    };
     let plan = Plan {
         mode: args.mode,
         connections: args.connections as usize,
@@ -267,6 +279,7 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
         },
         messages: args.messages,
         payload,
+        batch: args.batch.max(1),
         label: args.mode.name().to_owned(),
         server_pid: args.pid,
     };

@@ -67,6 +67,8 @@ pub struct Plan {
     pub messages: Option<u64>,
     /// The whole `POST /publish` request body.
     pub payload: Bytes,
+    /// Messages per publish request (`--batch`; 1: the single form).
+    pub batch: u64,
     /// Prefixes the progress lines.
     pub label: String,
     /// The target's process id, to report its CPU time per request.
@@ -95,6 +97,8 @@ struct Control {
     /// Whether any task of the run publishes (an empty queue is final only
     /// when none does, or all are done).
     has_publishers: bool,
+    /// Messages per publish request.
+    batch: u64,
 }
 
 impl Control {
@@ -247,7 +251,7 @@ impl Driver {
                     status, counted, ..
                 } => {
                     if status.is_success() && counted {
-                        self.tally.published += 1;
+                        self.tally.published += self.control.batch;
                     }
                 }
                 Exchange::Lost => {}
@@ -363,6 +367,7 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
         publishes_claimed: AtomicU64::new(0),
         acknowledged: AtomicU64::new(0),
         has_publishers: plan.mode != Mode::Consume,
+        batch: plan.batch,
     });
     let start = Instant::now();
     let mut measuring_since = plan.warmup.is_zero().then_some(start);
