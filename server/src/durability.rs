@@ -11,11 +11,12 @@
 //!    appended to the log, which fixes its place before anything that
 //!    could happen to the message later.
 //! 3. Under `--fsync always`, the log's writer calls back once an
-//!    `fdatasync` covers the record; the callback commits the publish into
-//!    the engine (the message becomes ready) and only then wakes the
-//!    request, which answers `200`. The commit runs in the callback, not in
-//!    the request, so a client that disconnects while it waits cannot leave
-//!    a logged message out of the broker. Under `interval` and `never` the
+//!    `fdatasync` covers the record and hands the prepared publish back to
+//!    the request, which commits it into the engine (the message becomes
+//!    ready) and answers `200`: the commit's work stays off the one writer
+//!    thread. If the request is gone by then (its client disconnected),
+//!    the hand-back fails and the writer commits it itself, so a logged
+//!    message always enters the broker. Under `interval` and `never` the
 //!    request commits right after the append.
 //! 4. If the log failed, the publish is aborted (its charge given back,
 //!    never visible) and answered `503 log_failed`.
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use ubroker_engine::{Broker, Clock, Journal, NewMessage, QueueInfo, QueueName};
+use ubroker_engine::{Broker, Clock, Journal, NewMessage, Prepared, QueueInfo, QueueName};
 use ubroker_wal::{
     DirLock, Failed, FsStorage, FsyncMode, Log, LogStats, Options, Published, Record,
     RecoveryReport, Settings, Storage, Waiter,
@@ -269,21 +270,36 @@ impl Durability {
                 }
             };
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The writer hands the prepared publish back once its record is
+        // durable, and this request commits it. If the request is gone by
+        // then (its client disconnected), the send fails and the writer
+        // commits it itself: a logged message always enters the broker.
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Prepared, Prepared>>();
         let owner = broker.clone();
         let waiter: Waiter = Box::new(move |result| {
             let outcome = match result {
-                Ok(()) => owner.commit_publish(prepared).map_err(ApiError::from),
-                Err(Failed) => {
-                    owner.abort_publish(prepared);
-                    Err(ApiError::LogFailed)
-                }
+                Ok(()) => Ok(prepared),
+                Err(Failed) => Err(prepared),
             };
-            let _ = tx.send(outcome);
+            match tx.send(outcome) {
+                Ok(()) => {}
+                Err(Ok(prepared)) => {
+                    let _ = owner.commit_publish(prepared);
+                }
+                Err(Err(prepared)) => owner.abort_publish(prepared),
+            }
         });
         // A failed log calls the waiter at once (with Err).
         let _ = self.log.append(&record, Some(waiter));
-        rx.await.unwrap_or(Err(ApiError::LogFailed))
+        match rx.await {
+            Ok(Ok(prepared)) => Ok(broker.commit_publish(prepared)?),
+            Ok(Err(prepared)) => {
+                broker.abort_publish(prepared);
+                Err(ApiError::LogFailed)
+            }
+            // The waiter is always called; a dropped sender would be a bug.
+            Err(_) => Err(ApiError::LogFailed),
+        }
     }
 
     /// `503 log_failed` once the log has failed: for requests that would
