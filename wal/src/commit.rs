@@ -87,16 +87,18 @@ impl CommitQueue {
     }
 
     /// Appends a record (`encode` writes its bytes), with a waiter if its
-    /// caller waits for it to be durable. `Err` if the log has failed: then
-    /// nothing was appended and `waiter` has been called with `Err`. Either
-    /// way every waiter is called exactly once.
+    /// caller waits for it to be durable. `Err` if the log has failed or is
+    /// closing: then nothing was appended and `waiter` has been called with
+    /// `Err`. Either way every waiter is called exactly once.
     pub fn push(
         &self,
         encode: impl FnOnce(&mut Vec<u8>),
         waiter: Option<Waiter>,
     ) -> Result<(), Failed> {
         let mut pending = lock(&self.pending);
-        if pending.failed {
+        // After a failure, or once the writer was told to stop: nothing
+        // would ever write this record, so its waiter hears so now.
+        if pending.failed || pending.closing {
             drop(pending);
             if let Some(waiter) = waiter {
                 waiter(Err(Failed));

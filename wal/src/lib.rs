@@ -18,7 +18,9 @@
 //! * `log`: [`Log`]: recovery (torn tails, corruption), the writer thread
 //!   (fsync modes, segment rolls), id marks, reclamation.
 //! * `storage`: [`Storage`], the file operations the log needs, the real
-//!   directory [`FsStorage`], and [`DirLock`] (one process per directory).
+//!   directory [`FsStorage`] (with its `reserve` file, preallocated room
+//!   for acknowledgement records), and [`DirLock`] (one process per
+//!   directory).
 //! * `faulty`: [`FaultyStorage`], an in-memory disk that drops unsynced
 //!   bytes, tears writes, flips bytes and fails writes and syncs, for
 //!   tests.
@@ -32,6 +34,9 @@
 //! nothing the log's writer had written; a torn tail is cut with a warning;
 //! corruption before the tail stops `open` with the file and offset. A
 //! failed write or sync poisons the log: no later waiter is answered `Ok`.
+//! A full disk is not a failure: the reserve kept for acknowledgement
+//! records is given up and [`Log::disk_full`] tells the caller to refuse
+//! publishes until the reserve can be rebuilt.
 //!
 //! # How it is checked
 //!

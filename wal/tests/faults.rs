@@ -315,6 +315,21 @@ fn a_failed_sync_poisons_the_log_and_no_waiter_hears_ok() {
 }
 
 #[test]
+fn an_append_after_close_is_refused_and_its_waiter_answered() {
+    let disk = FaultyStorage::new();
+    let (log, _, _) = Log::open(disk.clone(), options(1 << 20)).unwrap();
+    log.close();
+    let (tx, rx) = mpsc::channel();
+    assert!(log
+        .append(
+            &publish("q", 1, &body(1, 1)),
+            Some(Box::new(move |r| tx.send(r).unwrap()))
+        )
+        .is_err());
+    assert!(rx.recv_timeout(Duration::from_secs(1)).unwrap().is_err());
+}
+
+#[test]
 fn a_failed_write_poisons_the_log() {
     let disk = FaultyStorage::new();
     let (log, _, _) = Log::open(disk.clone(), options(1 << 20)).unwrap();
