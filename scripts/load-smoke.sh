@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Smoke run of the HTTP load generator: start a broker (`ubroker --port 0`)
-# and a bare hyper server, run `ubroker-load` for a few seconds in each mode
-# (and one --compare round), and check that every run completes without an
-# error and that the broker exits 0 on SIGTERM. Debug build: this checks that
-# the pieces work together, not how fast they are.
+# Smoke run of the HTTP load generator and the Rust client: start a broker
+# (`ubroker --port 0`) and a bare hyper server, run `ubroker-load` for a few
+# seconds in each mode, single and with `--batch` (and one --compare round),
+# run the client's example worker (`client/examples/worker.rs`) against the
+# broker, and check that every run completes without an error and that the
+# broker exits 0 on SIGTERM. Debug build: this checks that the pieces work
+# together, not how fast they are.
 #
 # Usage: scripts/load-smoke.sh    (from anywhere; builds what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --quiet -p ubroker-server -p ubroker-benches --bin ubroker --bin ubroker-load --bin bare-hyper
+cargo build --quiet -p ubroker-client --example worker
 bin="${CARGO_TARGET_DIR:-target}/debug"
 
 work=$(mktemp -d)
@@ -67,6 +70,14 @@ for mode in publish consume mixed; do
         --warmup 0.5 --duration 2s ||
         fail "ubroker-load --mode $mode exited with status $?"
 done
+for mode in publish consume mixed; do
+    echo "load-smoke: $mode --batch 50"
+    "$bin/ubroker-load" --url "$broker_url" --mode "$mode" --batch 50 --connections 4 \
+        --pid "$broker_pid" --warmup 0.5 --duration 2s ||
+        fail "ubroker-load --mode $mode --batch 50 exited with status $?"
+done
+echo "load-smoke: the client's example worker"
+"$bin/examples/worker" "$broker_url" || fail "client/examples/worker.rs exited with status $?"
 echo "load-smoke: --compare"
 "$bin/ubroker-load" --url "$broker_url" --compare "$bare_url" --mode consume \
     --pid "$broker_pid" --compare-pid "$bare_pid" --connections 4 --warmup 0.2 --duration 1s --rounds 1 ||

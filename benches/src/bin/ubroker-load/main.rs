@@ -2,10 +2,13 @@
 //! ubroker API, and for the bare hyper server that is its baseline.
 //!
 //! N keep-alive HTTP/1.1 connections, each a tokio task sending requests
-//! back to back (closed loop), in one of three modes: `publish`, `consume`
-//! (fetch + acknowledge from a queue filled beforehand) and `mixed` (half
-//! the connections publish, half consume with a long poll). It reports
-//! requests/s, messages/s and p50/p99/p99.9/max latency, and prints a
+//! back to back (closed loop) through `ubroker-client`, in one of three
+//! modes: `publish`, `consume` (fetch + acknowledge from a queue filled
+//! beforehand) and `mixed` (half the connections publish, half consume with
+//! a long poll), one message per request or, with `--batch N`, N. It
+//! reports requests/s, messages/s, p50/p99/p99.9/max latency, and the CPU
+//! per request and per message of the target (`--pid`) and of itself, and
+//! prints a
 //! progress line to stderr once a second. `--compare URL2` alternates runs
 //! against two targets and prints the ratio A / B of each pair and their
 //! median. It exits non-zero if any request failed, so CI uses a short run
@@ -15,7 +18,8 @@
 //!
 //! * `main.rs`: the flags, the order of runs (prefill, rounds), the exit
 //!   status.
-//! * `target.rs`: a target's URLs and one keep-alive connection.
+//! * `target.rs`: a target's URL and one connection (a `ubroker-client`
+//!   client kept to one keep-alive connection, never retrying).
 //! * `run.rs`: one run: the connection loops per mode, phases, progress.
 //! * `report.rs`: results, ratios, and how they are printed.
 //! * `cpu.rs`: the CPU time of the target (`--pid`) and of the generator.
@@ -38,12 +42,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Parser;
 use serde_json::json;
 
 use report::{Measurement, Ratio};
-use run::{Mode, Plan};
+use run::{Mode, Payload, Plan};
 use target::Target;
 
 /// HTTP load generator for the ubroker API.
@@ -76,10 +79,12 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     body_bytes: usize,
 
-    /// Messages per publish request: above 1, each publish is a batch
-    /// (`{"messages": [...]}`) and messages/s counts every entry.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    batch: u64,
+    /// Messages per request: 1 uses the single routes of part 1; N > 1
+    /// publishes batches of N, fetches with `?max=N` and acknowledges the
+    /// ids fetched in one batch request.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
 
     /// Messages published before a consume run [default: publish for 3/4
     /// of warm-up + duration, which outlasts the run because a fetch +
@@ -255,14 +260,7 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
         )?)),
         None => None,
     };
-    let body = "x".repeat(args.body_bytes);
-    let payload = if args.batch <= 1 {
-        Bytes::from(format!(r#"{{"body":"{body}"}}"#))
-    } else {
-        let entry = format!(r#"{{"body":"{body}"}}"#);
-        let entries = vec![entry; args.batch as usize].join(",");
-        Bytes::from(format!(r#"{{"messages":[{entries}]}}"#))
-    };
+    let payload = Arc::new(Payload::new(args.body_bytes, args.batch as usize)?);
     let plan = Plan {
         mode: args.mode,
         connections: args.connections as usize,
@@ -279,7 +277,7 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
         },
         messages: args.messages,
         payload,
-        batch: args.batch.max(1),
+        batch: args.batch as usize,
         label: args.mode.name().to_owned(),
         server_pid: args.pid,
     };
@@ -300,9 +298,10 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
 
     if !args.json {
         print(&format!(
-            "ubroker-load --compare: {} mode, {} connections, {}, {}-byte bodies, rounds: {}\n  A = {}\n  B = {}\n",
+            "ubroker-load --compare: {} mode, {} connections, batches of {}, {}, {}-byte bodies, rounds: {}\n  A = {}\n  B = {}\n",
             plan.mode.name(),
             plan.connections,
+            plan.batch,
             match plan.duration {
                 Some(d) => format!("{:.1} s after {:.1} s warm-up", d.as_secs_f64(), plan.warmup.as_secs_f64()),
                 None => format!("{} messages", plan.messages.unwrap_or(0)),

@@ -20,6 +20,8 @@ pub struct Measurement {
     pub target: String,
     pub mode: Mode,
     pub connections: usize,
+    /// Messages per request (`--batch`).
+    pub batch: usize,
     pub warmup: Duration,
     /// The measured phase.
     pub elapsed: Duration,
@@ -81,11 +83,27 @@ impl Measurement {
         (self.requests > 0).then_some(cpu?.as_secs_f64() * 1e6 / self.requests as f64)
     }
 
+    /// The target's CPU microseconds per message through (`--pid`).
+    pub fn server_us_per_message(&self) -> Option<f64> {
+        self.per_message(self.cpu.server)
+    }
+
+    /// The load generator's CPU microseconds per message through.
+    pub fn client_us_per_message(&self) -> Option<f64> {
+        self.per_message(self.cpu.client)
+    }
+
+    fn per_message(&self, cpu: Option<Duration>) -> Option<f64> {
+        let messages = self.messages();
+        (messages > 0).then_some(cpu?.as_secs_f64() * 1e6 / messages as f64)
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "target": self.target,
             "mode": self.mode.name(),
             "connections": self.connections,
+            "batch": self.batch,
             "warmup_s": self.warmup.as_secs_f64(),
             "elapsed_s": self.elapsed.as_secs_f64(),
             "requests": self.requests,
@@ -99,8 +117,10 @@ impl Measurement {
             "first_error": self.first_error,
             "server_cpu_s": self.cpu.server.map(|d| d.as_secs_f64()),
             "server_cpu_us_per_request": self.server_us_per_request(),
+            "server_cpu_us_per_message": self.server_us_per_message(),
             "client_cpu_s": self.cpu.client.map(|d| d.as_secs_f64()),
             "client_cpu_us_per_request": self.client_us_per_request(),
+            "client_cpu_us_per_message": self.client_us_per_message(),
             "latency_us": {
                 "p50": self.latency.value_at_quantile(0.5),
                 "p99": self.latency.value_at_quantile(0.99),
@@ -123,7 +143,7 @@ fn per_sec(count: u64, elapsed: Duration) -> f64 {
 pub fn single(m: &Measurement) -> String {
     let mut out = format!(
         "ubroker-load {mode} {target}\n\
-         \x20 connections    {connections}\n\
+         \x20 connections    {connections}, {batch} message(s) per request\n\
          \x20 measured       {elapsed:.2} s after {warmup:.2} s warm-up\n\
          \x20 requests       {requests} ({rps:.0} /s, 2xx responses)\n\
          \x20 messages       {messages} ({mps:.0} /s; published {published}, acknowledged {acknowledged})\n\
@@ -133,6 +153,7 @@ pub fn single(m: &Measurement) -> String {
         mode = m.mode.name(),
         target = m.target,
         connections = m.connections,
+        batch = m.batch,
         elapsed = m.elapsed.as_secs_f64(),
         warmup = m.warmup.as_secs_f64(),
         requests = m.requests,
@@ -152,13 +173,15 @@ pub fn single(m: &Measurement) -> String {
         |cpu: Option<Duration>| cpu.map_or(0.0, |cpu| cpu.as_secs_f64() / m.elapsed.as_secs_f64());
     if let Some(us) = m.server_us_per_request() {
         out.push_str(&format!(
-            "  server CPU     {us:.1} µs per request ({:.2} cores)\n",
+            "  server CPU     {us:.1} µs per request, {:.3} µs per message ({:.2} cores)\n",
+            m.server_us_per_message().unwrap_or(f64::NAN),
             cores(m.cpu.server)
         ));
     }
     if let Some(us) = m.client_us_per_request() {
         out.push_str(&format!(
-            "  client CPU     {us:.1} µs per request ({:.2} cores)\n",
+            "  client CPU     {us:.1} µs per request, {:.3} µs per message ({:.2} cores)\n",
+            m.client_us_per_message().unwrap_or(f64::NAN),
             cores(m.cpu.client)
         ));
     }
@@ -171,7 +194,7 @@ pub fn single(m: &Measurement) -> String {
 /// The header of the `--compare` table.
 pub fn table_header() -> String {
     format!(
-        "{:<7} {:<6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<7} {:<6} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
         "round",
         "target",
         "requests",
@@ -184,14 +207,16 @@ pub fn table_header() -> String {
         "p99.9 ms",
         "max ms",
         "srv µs",
-        "cli µs"
+        "cli µs",
+        "srv µs/m",
+        "cli µs/m"
     )
 }
 
 /// One run as a row of the `--compare` table.
 pub fn table_row(round: &str, label: &str, m: &Measurement) -> String {
     format!(
-        "{round:<7} {label:<6} {:>10} {:>10.0} {:>10.0} {:>7} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8}",
+        "{round:<7} {label:<6} {:>10} {:>10.0} {:>10.0} {:>7} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>9} {:>9}",
         m.requests,
         m.requests_per_sec(),
         m.messages_per_sec(),
@@ -203,11 +228,17 @@ pub fn table_row(round: &str, label: &str, m: &Measurement) -> String {
         m.max_ms(),
         optional(m.server_us_per_request()),
         optional(m.client_us_per_request()),
+        optional3(m.server_us_per_message()),
+        optional3(m.client_us_per_message()),
     )
 }
 
 fn optional(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
+fn optional3(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }
 
 /// A over B for the figures that matter.

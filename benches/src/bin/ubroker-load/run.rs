@@ -8,22 +8,29 @@
 //! so tasks never contend on anything but a few relaxed atomics. Tallies are
 //! merged into a [`Measurement`] when the run ends.
 //!
+//! With `--batch N` (N > 1) each request carries N messages: a batch
+//! publish encoded once and sent again by reference, `fetch?max=N`, and one
+//! batch acknowledge of the ids fetched. The loop allocates per request,
+//! never per message (fetched bodies are slices of the response buffer).
+//!
 //! What counts: a request counts, and its latency is recorded, when its 2xx
-//! response arrives during the measured phase. A `408` from a fetch is an
-//! empty fetch, counted apart and not timed (in mixed mode it is a long poll
-//! that waited its full time). Any other status, and any transport error, is
-//! an error, counted in every phase, warm-up included.
+//! response arrives during the measured phase. A `408` from a fetch (an
+//! empty batch) is an empty fetch, counted apart and not timed (in mixed
+//! mode it is a long poll that waited its full time). Any other status, any
+//! `invalid` in a batch acknowledge, and any transport error, is an error,
+//! counted in every phase, warm-up included.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::Full;
-use hyper::{Request, StatusCode};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use ubroker_client::{
+    Code, Delivery, EncodedBatch, EncodedMessage, Error as ClientError, Result as ClientResult,
+    Settled,
+};
 
 use crate::cpu::CpuSample;
 use crate::report::Measurement;
@@ -65,14 +72,47 @@ pub struct Plan {
     /// acknowledged (consume and mixed modes), or when the queue is found
     /// empty with no publisher left.
     pub messages: Option<u64>,
-    /// The whole `POST /publish` request body.
-    pub payload: Bytes,
-    /// Messages per publish request (`--batch`; 1: the single form).
-    pub batch: u64,
+    /// What is published.
+    pub payload: Arc<Payload>,
+    /// Messages per request (`--batch`): 1 uses the single routes of
+    /// part 1; more, the batch routes.
+    pub batch: usize,
     /// Prefixes the progress lines.
     pub label: String,
     /// The target's process id, to report its CPU time per request.
     pub server_pid: Option<u32>,
+}
+
+/// The message bodies a run publishes, encoded once.
+#[derive(Debug)]
+pub struct Payload {
+    /// One message's body.
+    pub body: String,
+    /// The body of every single publish.
+    pub single: EncodedMessage,
+    /// `--batch` messages, the body of every batch publish.
+    pub batch: EncodedBatch,
+}
+
+impl Payload {
+    /// `batch` messages of `body_bytes` bytes each.
+    pub fn new(body_bytes: usize, batch: usize) -> Result<Payload, String> {
+        let body = "x".repeat(body_bytes);
+        let batch = EncodedBatch::new(std::iter::repeat_n(body.as_str(), batch.max(1)))
+            .map_err(|e| e.to_string())?;
+        let single = EncodedMessage::new(&body).map_err(|e| e.to_string())?;
+        Ok(Payload {
+            body,
+            single,
+            batch,
+        })
+    }
+
+    /// A batch of `n` (the last one under `--messages`).
+    fn short(&self, n: usize) -> EncodedBatch {
+        EncodedBatch::new(std::iter::repeat_n(self.body.as_str(), n.max(1)))
+            .expect("a batch of a body that encoded before")
+    }
 }
 
 /// Latencies are recorded in microseconds, from 1 µs to an hour, to three
@@ -97,8 +137,6 @@ struct Control {
     /// Whether any task of the run publishes (an empty queue is final only
     /// when none does, or all are done).
     has_publishers: bool,
-    /// Messages per publish request.
-    batch: u64,
 }
 
 impl Control {
@@ -106,11 +144,15 @@ impl Control {
         self.phase.load(Relaxed)
     }
 
-    /// Takes the right to publish one more message under `--messages`.
-    fn claim_publish(&self) -> bool {
+    /// Takes the right to publish up to `want` more messages under
+    /// `--messages`; answers how many (0: the limit is reached).
+    fn claim_publish(&self, want: u64) -> u64 {
         match self.limit {
-            None => true,
-            Some(limit) => self.publishes_claimed.fetch_add(1, Relaxed) < limit,
+            None => want,
+            Some(limit) => {
+                let before = self.publishes_claimed.fetch_add(want, Relaxed);
+                limit.saturating_sub(before).min(want)
+            }
         }
     }
 
@@ -159,8 +201,7 @@ impl Tally {
     }
 }
 
-/// Which route a request goes to, for error messages and for telling an
-/// empty fetch (408) from an error.
+/// Which route a request goes to, for error messages.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
     Publish,
@@ -169,26 +210,55 @@ enum Route {
 }
 
 impl Route {
-    fn name(self) -> &'static str {
-        match self {
-            Route::Publish => "POST /publish",
-            Route::Fetch => "GET /fetch",
-            Route::Acknowledge => "POST /acknowledge",
+    fn name(self, batch: bool) -> &'static str {
+        match (self, batch) {
+            (Route::Publish, false) => "POST /publish",
+            (Route::Publish, true) => "POST /publish (batch)",
+            (Route::Fetch, false) => "GET /fetch",
+            (Route::Fetch, true) => "GET /fetch?max",
+            (Route::Acknowledge, false) => "POST /acknowledge/{id}",
+            (Route::Acknowledge, true) => "POST /acknowledge (batch)",
         }
     }
 }
 
-/// The outcome of one request.
-enum Exchange {
-    /// A response; `counted` if it arrived in the measured phase.
-    Answered {
-        status: StatusCode,
-        body: Bytes,
-        counted: bool,
-    },
-    /// A transport error, tallied; the connection was reopened.
-    Lost,
-    /// A transport error, tallied, and the connection could not be reopened.
+/// A response's timing: its latency, and whether it arrived in the
+/// measured phase.
+#[derive(Clone, Copy)]
+struct Timing {
+    micros: u64,
+    counted: bool,
+}
+
+/// Awaits `$call` and times it; a response (any status) moves the progress
+/// counter. A macro rather than an `async fn` taking the call's future:
+/// passing a future down moves (copies) all of its state once more per
+/// request.
+macro_rules! timed {
+    ($control:expr, $call:expr) => {{
+        let sent = Instant::now();
+        let result = $call.await;
+        let timing = timing(&$control, sent, &result);
+        (result, timing)
+    }};
+}
+
+/// The timing of a response that arrived now, sent at `sent`.
+fn timing<T>(control: &Control, sent: Instant, result: &ClientResult<T>) -> Timing {
+    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if !matches!(result, Err(ClientError::Transport { .. })) {
+        control.responses.fetch_add(1, Relaxed);
+    }
+    let counted = control.phase() == MEASURE;
+    Timing { micros, counted }
+}
+
+/// What the loop does after a failed request.
+#[derive(PartialEq, Eq)]
+enum Next {
+    /// Go on: the client's pool reconnects on the next request.
+    Continue,
+    /// Stop this connection: the target cannot be reached.
     Dead,
 }
 
@@ -198,80 +268,105 @@ struct Driver {
     control: Arc<Control>,
     connection: Connection,
     tally: Tally,
+    batch: usize,
 }
 
 impl Driver {
-    /// Sends `req`, times it, and tallies it as described in the module docs.
-    async fn exchange(&mut self, route: Route, req: Request<Full<Bytes>>) -> Exchange {
-        let what = route.name();
-        let sent = Instant::now();
-        match self.connection.send(req).await {
-            Ok((status, body)) => {
-                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.control.responses.fetch_add(1, Relaxed);
-                let counted = self.control.phase() == MEASURE;
-                if status.is_success() {
-                    if counted {
-                        self.tally.requests += 1;
-                        self.tally.latency.saturating_record(micros.max(1));
-                    }
-                } else if status != StatusCode::REQUEST_TIMEOUT || route != Route::Fetch {
-                    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                    self.tally.error(format!("{what}: {status} {text}"));
-                }
-                Exchange::Answered {
-                    status,
-                    body,
-                    counted,
-                }
+    /// Counts a 2xx response, as described in the module docs.
+    fn record(&mut self, timing: Timing) {
+        if timing.counted {
+            self.tally.requests += 1;
+            self.tally.latency.saturating_record(timing.micros.max(1));
+        }
+    }
+
+    /// Tallies a failure and says whether the connection can go on.
+    fn fail(&mut self, route: Route, error: ClientError) -> Next {
+        let what = route.name(self.batch > 1);
+        let next = match &error {
+            // A connect error is what reopening the connection got.
+            ClientError::Transport { connect: true, .. } | ClientError::InvalidArgument(_) => {
+                Next::Dead
             }
-            Err(error) => {
-                self.tally.error(format!("{what}: {error}"));
-                match Connection::open(&self.target).await {
-                    Ok(connection) => {
-                        self.connection = connection;
-                        Exchange::Lost
+            _ => Next::Continue,
+        };
+        match error {
+            ClientError::Api(api) => {
+                let text = &api.message[..api.message.len().min(200)];
+                self.tally
+                    .error(format!("{what}: {} {text} ({})", api.status, api.code));
+            }
+            error if next == Next::Dead => {
+                self.tally
+                    .error(format!("{what} to {}: {error}", self.target.url));
+            }
+            error => self.tally.error(format!("{what}: {error}")),
+        }
+        next
+    }
+
+    /// Publishes until the run stops, one message or one batch per request.
+    async fn publish(&mut self, payload: &Payload) {
+        while self.control.phase() != STOP {
+            let claimed = self.control.claim_publish(self.batch as u64);
+            if claimed == 0 {
+                return;
+            }
+            let next = if self.batch == 1 {
+                let queue = &self.connection.queue;
+                match timed!(self.control, queue.publish_encoded_message(&payload.single)) {
+                    (Ok(()), timing) => {
+                        self.record(timing);
+                        if timing.counted {
+                            self.tally.published += 1;
+                        }
+                        Next::Continue
                     }
-                    Err(error) => {
-                        self.tally
-                            .error(format!("reconnect to {}: {error}", self.target.url));
-                        Exchange::Dead
-                    }
+                    (Err(error), _) => self.fail(Route::Publish, error),
                 }
+            } else {
+                // The last batch under --messages may be short.
+                let short;
+                let batch = if claimed as usize == payload.batch.len() {
+                    &payload.batch
+                } else {
+                    short = payload.short(claimed as usize);
+                    &short
+                };
+                let queue = &self.connection.queue;
+                match timed!(self.control, queue.publish_encoded(batch)) {
+                    (Ok(published), timing) => {
+                        self.record(timing);
+                        if timing.counted {
+                            self.tally.published += published;
+                        }
+                        Next::Continue
+                    }
+                    (Err(error), _) => self.fail(Route::Publish, error),
+                }
+            };
+            if next == Next::Dead {
+                return;
             }
         }
     }
 
-    /// Publishes until the run stops; false if the connection died.
-    async fn publish(&mut self, payload: &Bytes) -> bool {
-        while self.control.phase() != STOP && self.control.claim_publish() {
-            let req = self.target.publish(payload);
-            match self.exchange(Route::Publish, req).await {
-                Exchange::Answered {
-                    status, counted, ..
-                } => {
-                    if status.is_success() && counted {
-                        self.tally.published += self.control.batch;
-                    }
-                }
-                Exchange::Lost => {}
-                Exchange::Dead => return false,
-            }
-        }
-        true
-    }
-
-    /// Fetches and acknowledges until the run stops.
+    /// Fetches and acknowledges until the run stops. Messages fetched are
+    /// acknowledged even after the run stopped, so that no lease is left to
+    /// expire in a broker the next run measures.
     async fn consume(&mut self, long_poll: bool) {
+        let mut deliveries = Vec::with_capacity(self.batch);
+        let mut ids = Vec::with_capacity(self.batch);
         while self.control.phase() != STOP && !self.control.enough_acknowledged() {
-            let req = self.target.fetch(long_poll);
-            let body = match self.exchange(Route::Fetch, req).await {
-                Exchange::Answered { status, body, .. } if status.is_success() => body,
-                Exchange::Answered {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    counted,
-                    ..
-                } => {
+            ids.clear();
+            let next = if self.batch == 1 {
+                self.fetch_one(long_poll, &mut ids).await
+            } else {
+                self.fetch_many(long_poll, &mut deliveries, &mut ids).await
+            };
+            match next {
+                Fetched::Some => {}
+                Fetched::Empty { counted } => {
                     if counted {
                         self.tally.empty_fetches += 1;
                     }
@@ -280,35 +375,115 @@ impl Driver {
                     }
                     continue;
                 }
-                Exchange::Answered { .. } | Exchange::Lost => continue,
-                Exchange::Dead => return,
+                Fetched::Failed(Next::Continue) => continue,
+                Fetched::Failed(Next::Dead) => return,
+            }
+            let next = if self.batch == 1 {
+                self.acknowledge_one(ids[0]).await
+            } else {
+                self.acknowledge_many(&ids).await
             };
-            // The bare server's `{}` has no id: acknowledging 0 keeps its
-            // request sequence the same as the broker's.
-            let id = delivery_id(&body).unwrap_or(0);
-            let req = match self.target.acknowledge(id) {
-                Ok(req) => req,
-                Err(error) => {
-                    self.tally.error(format!("acknowledge {id}: {error}"));
-                    continue;
-                }
-            };
-            // Acknowledged even after the run stopped, so that no lease is
-            // left to expire in a broker the next run measures.
-            match self.exchange(Route::Acknowledge, req).await {
-                Exchange::Answered {
-                    status, counted, ..
-                } if status.is_success() => {
-                    self.control.acknowledged.fetch_add(1, Relaxed);
-                    if counted {
-                        self.tally.acknowledged += 1;
-                    }
-                }
-                Exchange::Answered { .. } | Exchange::Lost => {}
-                Exchange::Dead => return,
+            if next == Next::Dead {
+                return;
             }
         }
     }
+
+    async fn fetch_one(&mut self, long_poll: bool, ids: &mut Vec<u64>) -> Fetched {
+        let call = self.connection.fetch_call(long_poll);
+        match timed!(self.control, self.connection.client.call(call)) {
+            (Ok(reply), timing) => {
+                self.record(timing);
+                // The bare server's `{}` has no id: acknowledging 0 keeps
+                // its request sequence the same as the broker's.
+                ids.push(delivery_id(&reply.body).unwrap_or(0));
+                Fetched::Some
+            }
+            (Err(error), timing) if error.is(&Code::Timeout) => Fetched::Empty {
+                counted: timing.counted,
+            },
+            (Err(error), _) => Fetched::Failed(self.fail(Route::Fetch, error)),
+        }
+    }
+
+    async fn fetch_many(
+        &mut self,
+        long_poll: bool,
+        deliveries: &mut Vec<Delivery>,
+        ids: &mut Vec<u64>,
+    ) -> Fetched {
+        let queue = &self.connection.queue;
+        let wait = self.connection.wait(long_poll);
+        deliveries.clear();
+        let fetched = queue.fetch_batch_into(self.batch, Some(wait), deliveries);
+        match timed!(self.control, fetched) {
+            (Ok(0), timing) => Fetched::Empty {
+                counted: timing.counted,
+            },
+            (Ok(_), timing) => {
+                self.record(timing);
+                ids.extend(deliveries.iter().map(|d| d.id));
+                // The bodies are slices of the response buffer: dropping
+                // them frees it.
+                deliveries.clear();
+                Fetched::Some
+            }
+            (Err(error), _) => Fetched::Failed(self.fail(Route::Fetch, error)),
+        }
+    }
+
+    fn acknowledged(&mut self, n: u64, timing: Timing) {
+        self.control.acknowledged.fetch_add(n, Relaxed);
+        if timing.counted {
+            self.tally.acknowledged += n;
+        }
+    }
+
+    async fn acknowledge_one(&mut self, id: u64) -> Next {
+        let queue = &self.connection.queue;
+        match timed!(self.control, queue.acknowledge(id)) {
+            (Ok(()), timing) => {
+                self.record(timing);
+                self.acknowledged(1, timing);
+                Next::Continue
+            }
+            (Err(error), _) => self.fail(Route::Acknowledge, error),
+        }
+    }
+
+    async fn acknowledge_many(&mut self, ids: &[u64]) -> Next {
+        let queue = &self.connection.queue;
+        match timed!(self.control, queue.acknowledge_batch(ids)) {
+            (Ok(results), timing) => {
+                self.record(timing);
+                let ok = results.iter().filter(|r| **r == Settled::Ok).count() as u64;
+                self.acknowledged(ok, timing);
+                let invalid = ids.len() as u64 - ok;
+                if invalid > 0 {
+                    // A lease that expired under the load generator.
+                    self.tally.errors += invalid - 1;
+                    self.tally.error(format!(
+                        "{}: {invalid} of {} ids invalid",
+                        Route::Acknowledge.name(true),
+                        ids.len()
+                    ));
+                }
+                Next::Continue
+            }
+            (Err(error), _) => self.fail(Route::Acknowledge, error),
+        }
+    }
+}
+
+/// What a fetch brought.
+enum Fetched {
+    /// One or more deliveries, their ids pushed.
+    Some,
+    /// Nothing within the wait (`408`, or an empty batch).
+    Empty {
+        counted: bool,
+    },
+    Failed(Next),
 }
 
 /// What connection `index` of a run in `mode` does.
@@ -330,9 +505,15 @@ fn role(mode: Mode, index: usize) -> Role {
     }
 }
 
-async fn drive(target: Arc<Target>, control: Arc<Control>, role: Role, payload: Bytes) -> Tally {
+async fn drive(
+    target: Arc<Target>,
+    control: Arc<Control>,
+    role: Role,
+    plan: Arc<Payload>,
+    batch: usize,
+) -> Tally {
     let mut tally = Tally::new();
-    let connection = match Connection::open(&target).await {
+    let connection = match target.connection() {
         Ok(connection) => connection,
         Err(error) => {
             tally.error(format!("connect to {}: {error}", target.url));
@@ -344,11 +525,10 @@ async fn drive(target: Arc<Target>, control: Arc<Control>, role: Role, payload: 
         control,
         connection,
         tally,
+        batch,
     };
     match role {
-        Role::Publisher => {
-            driver.publish(&payload).await;
-        }
+        Role::Publisher => driver.publish(&plan).await,
         Role::Consumer { long_poll } => driver.consume(long_poll).await,
     }
     driver.tally
@@ -367,7 +547,6 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
         publishes_claimed: AtomicU64::new(0),
         acknowledged: AtomicU64::new(0),
         has_publishers: plan.mode != Mode::Consume,
-        batch: plan.batch,
     });
     let start = Instant::now();
     let mut measuring_since = plan.warmup.is_zero().then_some(start);
@@ -382,6 +561,7 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
             control.clone(),
             role(plan.mode, index),
             plan.payload.clone(),
+            plan.batch,
         ));
     }
     let progress = tokio::spawn(progress(control.clone(), plan.label.clone(), start));
@@ -428,6 +608,7 @@ pub async fn run(target: Arc<Target>, plan: &Plan) -> Measurement {
         target: target.url.clone(),
         mode: plan.mode,
         connections: plan.connections,
+        batch: plan.batch,
         warmup: plan.warmup,
         elapsed,
         requests: 0,

@@ -1,169 +1,111 @@
-//! A target broker and one keep-alive connection to it.
+//! A target broker and one connection to it, through `ubroker-client`.
 //!
-//! [`Target`] turns a base URL into what every request needs (the address to
-//! dial, the `Host` header, the request paths), computed once so the request
-//! loop does no parsing. [`Connection`] is one `hyper::client::conn::http1`
-//! connection with `TCP_NODELAY`, sending one request at a time and reading
-//! each response body to the end, so the connection stays reusable.
+//! [`Target`] checks a base URL once and makes [`Connection`]s. A
+//! [`Connection`] is a `ubroker_client::Client` of its own on a dedicated
+//! connection (`ClientBuilder::dedicated_connection`), never retrying:
+//! each task of the load generator is exactly one keep-alive TCP
+//! connection (`TCP_NODELAY`) with one request in flight, never pooled or
+//! pipelined, so the number of tasks is the concurrency the target sees.
+//! A failure is counted, never hidden by a retry; the connection is
+//! reopened on the next request.
 //!
-//! It must never pool, pipeline or retry: each connection of the load
-//! generator is exactly one TCP connection with one request in flight, so the
-//! number of connections is the concurrency the target sees.
+//! The requests are the client's, on the original unprefixed routes
+//! (`/publish`, `/fetch`, `/acknowledge/{id}`), so the bare hyper server
+//! gets the same request bytes as the broker. Its answer to a fetch is
+//! `{}`, which is no delivery: single fetches are sent through
+//! [`ubroker_client::Client::call`] and read leniently ([`delivery_id`]),
+//! and the caller acknowledges id 0, so both targets see the same
+//! request sequence.
 
-use std::error::Error;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::Method;
+use ubroker_client::{Call, Client, Idempotence, Queue, RetryPolicy};
 
-/// Any failure below HTTP: connect, reset, malformed response.
-pub type TransportError = Box<dyn Error + Send + Sync>;
-
-/// A broker reachable at a base URL, with every request path precomputed.
+/// A broker reachable at a base URL.
 #[derive(Debug)]
 pub struct Target {
     /// The base URL as given, for reports.
     pub url: String,
-    /// `host:port` to dial.
-    address: String,
-    host_header: HeaderValue,
-    /// `Bearer <token>` for a broker started with `--auth-token`.
-    authorization: Option<HeaderValue>,
-    /// The base URL's path without its trailing `/`, prefixed to every route,
-    /// so a broker behind a path prefix can be measured too.
-    prefix: String,
-    publish: Uri,
-    fetch_now: Uri,
-    fetch_long_poll: Uri,
+    auth_token: Option<String>,
+    long_poll_ms: u64,
 }
 
 impl Target {
-    /// Parses `url` (`http://host[:port][/prefix]`); `long_poll_ms` is the
+    /// Checks `url` (`http://host[:port][/prefix]`); `long_poll_ms` is the
     /// `?wait=` of the mixed mode's fetches; `auth_token`, if any, goes into
     /// an `Authorization: Bearer` header on every request.
     pub fn parse(url: &str, long_poll_ms: u64, auth_token: Option<&str>) -> Result<Target, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => return Err(format!("{url}: only http:// is supported, not {other}")),
-            None => return Err(format!("{url}: the URL needs a scheme (http://)")),
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("{url}: the URL needs a host"))?;
-        let port = authority.port_u16().unwrap_or(80);
-        let address = format!("{}:{port}", authority.host());
-        let host_header = HeaderValue::from_str(authority.as_str())
-            .map_err(|e| format!("{url}: bad host: {e}"))?;
-        if uri.query().is_some() {
-            return Err(format!("{url}: the base URL cannot have a query"));
-        }
-        let authorization = match auth_token {
-            Some(token) => Some(
-                HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| "the auth token is not a valid header value".to_owned())?,
-            ),
-            None => None,
-        };
-        let prefix = uri.path().trim_end_matches('/').to_owned();
-        let path = |route: &str| -> Result<Uri, String> {
-            format!("{prefix}{route}")
-                .parse()
-                .map_err(|e| format!("{url}: bad path: {e}"))
-        };
-        Ok(Target {
+        let target = Target {
             url: url.to_owned(),
-            address,
-            host_header,
-            authorization,
-            publish: path("/publish")?,
-            fetch_now: path("/fetch?wait=0")?,
-            fetch_long_poll: path(&format!("/fetch?wait={long_poll_ms}"))?,
-            prefix,
-        })
-    }
-
-    /// `POST /publish` with the ready-made JSON `payload`.
-    pub fn publish(&self, payload: &Bytes) -> Request<Full<Bytes>> {
-        let mut req = self.request(Method::POST, self.publish.clone(), payload.clone());
-        req.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        req
-    }
-
-    /// `GET /fetch?wait=0` or, with `long_poll`, `GET /fetch?wait=<ms>`.
-    pub fn fetch(&self, long_poll: bool) -> Request<Full<Bytes>> {
-        let uri = if long_poll {
-            &self.fetch_long_poll
-        } else {
-            &self.fetch_now
+            auth_token: auth_token.map(str::to_owned),
+            long_poll_ms,
         };
-        self.request(Method::GET, uri.clone(), Bytes::new())
+        target.connection().map_err(|e| e.to_string())?;
+        Ok(target)
     }
 
-    /// `POST /acknowledge/{id}`.
-    pub fn acknowledge(&self, id: u64) -> Result<Request<Full<Bytes>>, TransportError> {
-        let uri: Uri = format!("{}/acknowledge/{id}", self.prefix).parse()?;
-        Ok(self.request(Method::POST, uri, Bytes::new()))
-    }
-
-    fn request(&self, method: Method, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
-        // Built field by field rather than with `Request::builder()`, which
-        // re-validates what was validated once in `parse`.
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        req.headers_mut().insert(HOST, self.host_header.clone());
-        if let Some(authorization) = &self.authorization {
-            req.headers_mut()
-                .insert(AUTHORIZATION, authorization.clone());
+    /// A new connection (made on its first request).
+    pub fn connection(&self) -> ubroker_client::Result<Connection> {
+        let mut builder = Client::builder(&self.url)
+            .retry(RetryPolicy::never())
+            .dedicated_connection(true);
+        if let Some(token) = &self.auth_token {
+            builder = builder.token(token.clone());
         }
-        req
+        let client = builder.build()?;
+        let queue = client.default_queue();
+        let fetch = |wait: u64| {
+            client
+                .prepare(
+                    Method::GET,
+                    &format!("/fetch?wait={wait}"),
+                    Idempotence::Safe,
+                )
+                .map(|call| call.retry(false))
+        };
+        Ok(Connection {
+            fetch_now: fetch(0)?,
+            fetch_long_poll: fetch(self.long_poll_ms)?,
+            long_poll: Duration::from_millis(self.long_poll_ms),
+            client,
+            queue,
+        })
     }
 }
 
-/// One keep-alive HTTP/1.1 connection with at most one request in flight.
+/// One client with one keep-alive connection, and the calls it repeats.
 pub struct Connection {
-    sender: SendRequest<Full<Bytes>>,
+    pub client: Client,
+    /// The queue `default` on the unprefixed routes.
+    pub queue: Queue,
+    fetch_now: Call,
+    fetch_long_poll: Call,
+    long_poll: Duration,
 }
 
 impl Connection {
-    /// Dials `target` and completes the HTTP/1.1 handshake. The connection
-    /// is driven by a task of its own, which ends when `self` is dropped.
-    pub async fn open(target: &Target) -> Result<Connection, TransportError> {
-        let stream = TcpStream::connect(&target.address).await?;
-        // Requests are small and each waits for its answer: Nagle would
-        // only add delay, and the broker sets TCP_NODELAY on its side too.
-        stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            // Its errors also reach the pending `send`, which reports them.
-            let _ = connection.await;
-        });
-        Ok(Connection { sender })
+    /// `GET /fetch?wait=0` or, with `long_poll`, `GET /fetch?wait=<ms>`,
+    /// answered as raw bytes (see the module docs).
+    pub fn fetch_call(&self, long_poll: bool) -> &Call {
+        if long_poll {
+            &self.fetch_long_poll
+        } else {
+            &self.fetch_now
+        }
     }
 
-    /// Sends `req` and reads the whole response body.
-    pub async fn send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Bytes), TransportError> {
-        self.sender.ready().await?;
-        let response = self.sender.send_request(req).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+    /// The `wait` of a fetch.
+    pub fn wait(&self, long_poll: bool) -> Duration {
+        if long_poll {
+            self.long_poll
+        } else {
+            Duration::ZERO
+        }
     }
 }
 
 /// The delivery id of a `GET /fetch` response body, if it has one.
-///
-/// The bare hyper server answers `{}` to a fetch: the caller then
-/// acknowledges id 0, so both targets see the same request sequence.
 pub fn delivery_id(body: &[u8]) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Delivery {
@@ -177,21 +119,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_urls_become_paths_and_an_address() {
+    fn base_urls_are_checked() {
         let t = Target::parse("http://127.0.0.1:8080", 1000, None).unwrap();
-        assert_eq!(t.address, "127.0.0.1:8080");
-        assert_eq!(t.publish, "/publish");
-        assert_eq!(t.fetch_now, "/fetch?wait=0");
-        assert_eq!(t.fetch_long_poll, "/fetch?wait=1000");
-        assert_eq!(t.acknowledge(7).unwrap().uri(), "/acknowledge/7");
-        assert_eq!(t.publish(&Bytes::new()).headers()[HOST], "127.0.0.1:8080");
-
-        let t = Target::parse("http://localhost/broker/", 5, Some("s3cret")).unwrap();
-        assert_eq!(t.address, "localhost:80");
-        assert_eq!(t.publish, "/broker/publish");
-        assert_eq!(t.acknowledge(1).unwrap().uri(), "/broker/acknowledge/1");
-        assert_eq!(t.fetch(true).headers()[AUTHORIZATION], "Bearer s3cret");
-
+        let c = t.connection().unwrap();
+        assert_eq!(c.fetch_call(false).uri(), "/fetch?wait=0");
+        assert_eq!(c.fetch_call(true).uri(), "/fetch?wait=1000");
+        assert!(Target::parse("http://localhost/broker/", 5, Some("s3cret")).is_ok());
+        assert!(Target::parse("http://localhost/", 5, Some("bad\ntoken")).is_err());
         for bad in [
             "https://x:1",
             "127.0.0.1:8080",

@@ -1,0 +1,836 @@
+//! [`Client`] (the connection pool, the token, the retry policy and the
+//! broker-wide routes) and [`Queue`] (every route under
+//! `/queues/{queue}/`): one typed method per route of SPEC parts 1 and 2.
+//!
+//! Requests go through a pooled client by default, or one dedicated
+//! connection (`transport`).
+//!
+//! Every method builds a [`Call`] (method, path, body, what a second send
+//! could do) and hands it to [`Client::call`], the one place that sends,
+//! reads the answer, turns error answers into [`Error::Api`] and retries
+//! as the [`RetryPolicy`] says.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
+use serde::Deserialize;
+
+use crate::error::{ApiError, Code, Error, Result};
+use crate::model::{
+    decode, decode_count, decode_deliveries, decode_delivery, decode_results, ids_body, millis,
+    single_publish_body, Delivery, EncodedBatch, EncodedMessage, Health, Message, QueueInfo,
+    QueueSettings, Settled, Stats,
+};
+use crate::retry::{Idempotence, RetryPolicy};
+use crate::transport::Transport;
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    token: Option<String>,
+    retry: RetryPolicy,
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
+    connect_timeout: Option<Duration>,
+    dedicated: bool,
+}
+
+impl ClientBuilder {
+    /// The bearer token of a broker started with `--auth-token`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// How failed calls are retried (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Idle keep-alive connections kept for reuse (default 64).
+    pub fn max_idle_connections(mut self, n: usize) -> Self {
+        self.max_idle_per_host = n;
+        self
+    }
+
+    /// How long an idle connection is kept (default 30 s; the broker's
+    /// `--idle-timeout` may close it sooner, which the pool survives).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// One dedicated connection instead of the pool: opened on the first
+    /// call, reopened after a failure, one request at a time (clones take
+    /// turns). Cheaper per request than the pool; for a fixed number of
+    /// connections, one client each (a load generator does this).
+    pub fn dedicated_connection(mut self, dedicated: bool) -> Self {
+        self.dedicated = dedicated;
+        self
+    }
+
+    /// A limit on connecting (default: none beyond the OS's).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Checks the URL and token and builds the client. Needs a tokio
+    /// runtime only when calls are made.
+    pub fn build(self) -> Result<Client> {
+        let uri: Uri = self
+            .url
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("bad URL {:?}: {e}", self.url)))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(Error::InvalidArgument(format!(
+                "{}: only http:// URLs are supported",
+                self.url
+            )));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: the URL needs a host", self.url)))?;
+        if uri.query().is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the base URL cannot have a query",
+                self.url
+            )));
+        }
+        // A path in the base URL prefixes every route (a broker behind a
+        // reverse proxy's path).
+        let base = format!("http://{authority}{}", uri.path().trim_end_matches('/'));
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| Error::InvalidArgument(format!("{}: bad host: {e}", self.url)))?;
+        let authorization = match &self.token {
+            Some(token) => Some(HeaderValue::from_str(&format!("Bearer {token}")).map_err(
+                |_| Error::InvalidArgument("the token is not a valid header value".into()),
+            )?),
+            None => None,
+        };
+        let transport = if self.dedicated {
+            let port = authority.port_u16().unwrap_or(80);
+            Transport::dedicated(format!("{}:{port}", authority.host()), self.connect_timeout)
+        } else {
+            Transport::pooled(
+                self.max_idle_per_host,
+                self.idle_timeout,
+                self.connect_timeout,
+            )
+        };
+        // The pool routes on the absolute form; a dedicated connection
+        // sends the origin form as is.
+        let base = if transport.wants_origin_form() {
+            uri.path().trim_end_matches('/').to_owned()
+        } else {
+            base
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport,
+                base,
+                host,
+                authorization,
+                retry: self.retry,
+            }),
+        })
+    }
+}
+
+/// A handle on one broker: a pool of keep-alive HTTP/1.1 connections
+/// (`TCP_NODELAY`), the bearer token and the retry policy. Cheap to clone;
+/// clones share the pool.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    /// `http://host:port[/prefix]` (or only `[/prefix]` on a dedicated
+    /// connection), without a trailing `/`.
+    base: String,
+    /// `host[:port]`, set on every request here: the pooled client would
+    /// otherwise format it from the URI on every request.
+    host: HeaderValue,
+    authorization: Option<HeaderValue>,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base)
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request as the client sends it, before retries.
+#[derive(Debug, Clone)]
+pub struct Call {
+    method: Method,
+    /// Parsed once, whatever the retries.
+    uri: Uri,
+    body: Bytes,
+    idempotence: Idempotence,
+    retry: bool,
+}
+
+impl Call {
+    /// The request body.
+    pub fn body(mut self, body: Bytes) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Whether the retry policy applies at all (default: yes).
+    pub fn retry(mut self, retry: bool) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The request target as sent (with the base URL's prefix).
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+}
+
+/// A `2xx` answer: status and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Client {
+    /// A client for the broker at `url` (`http://host:port`, optionally
+    /// with a path prefix), with the default settings.
+    pub fn new(url: &str) -> Result<Client> {
+        Client::builder(url).build()
+    }
+
+    /// A builder for the broker at `url`.
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_owned(),
+            token: None,
+            retry: RetryPolicy::default(),
+            max_idle_per_host: 64,
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: None,
+            dedicated: false,
+        }
+    }
+
+    /// The retry policy calls follow.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// The queue `name` (`/queues/{name}/...`). The name is checked here as
+    /// the server checks it (`^[A-Za-z0-9_-]{1,80}$`, optionally followed
+    /// by `.dead`), so that no name can reach another path.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        if !valid_queue_name(name) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid queue name {name:?}"
+            )));
+        }
+        let prefix = format!("/queues/{name}");
+        let publish = self
+            .prepare(
+                Method::POST,
+                &format!("{prefix}/publish"),
+                Idempotence::Publish,
+            )?
+            .uri;
+        Ok(Queue {
+            client: self.clone(),
+            name: name.into(),
+            prefix: prefix.into(),
+            publish,
+        })
+    }
+
+    /// The queue `default` through the original, unprefixed routes
+    /// (`/publish`, `/fetch`, ...): the same queue as `queue("default")`,
+    /// and the only form a part-1 broker (the original Go ubroker) knows.
+    pub fn default_queue(&self) -> Queue {
+        let publish = self
+            .prepare(Method::POST, "/publish", Idempotence::Publish)
+            .expect("a base URL that parsed, with /publish appended, parses")
+            .uri;
+        Queue {
+            client: self.clone(),
+            name: "default".into(),
+            prefix: "".into(),
+            publish,
+        }
+    }
+
+    /// `GET /queues`: every queue, sorted by name.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        #[derive(Deserialize)]
+        struct Queues {
+            queues: Vec<QueueInfo>,
+        }
+        let reply = self
+            .call(&self.prepare(Method::GET, "/queues", Idempotence::Safe)?)
+            .await?;
+        Ok(decode::<Queues>(&reply.body, "queues")?.queues)
+    }
+
+    /// `GET /stats`.
+    pub async fn stats(&self) -> Result<Stats> {
+        let reply = self
+            .call(&self.prepare(Method::GET, "/stats", Idempotence::Safe)?)
+            .await?;
+        decode(&reply.body, "stats")
+    }
+
+    /// `GET /metrics`: the Prometheus text, as the server wrote it.
+    pub async fn metrics(&self) -> Result<String> {
+        let reply = self
+            .call(&self.prepare(Method::GET, "/metrics", Idempotence::Safe)?)
+            .await?;
+        String::from_utf8(reply.body.to_vec())
+            .map_err(|e| Error::InvalidArgument(format!("metrics are not UTF-8: {e}")))
+    }
+
+    /// `GET /health`, not retried: a `503` is an answer here
+    /// ([`Health::Unavailable`]), not an error.
+    pub async fn health(&self) -> Result<Health> {
+        let call = self
+            .prepare(Method::GET, "/health", Idempotence::Safe)?
+            .retry(false);
+        match self.call(&call).await {
+            Ok(_) => Ok(Health::Ok),
+            Err(Error::Api(api)) if api.status == StatusCode::SERVICE_UNAVAILABLE => {
+                Ok(Health::Unavailable(api.code))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A call of `method` to `path` (from its first `/`, query included;
+    /// the base URL's prefix goes in front), parsed once so that it can be
+    /// sent many times. `idempotence` says what a second send could do.
+    pub fn prepare(&self, method: Method, path: &str, idempotence: Idempotence) -> Result<Call> {
+        let base = &self.inner.base;
+        let mut uri = String::with_capacity(base.len() + path.len());
+        uri.push_str(base);
+        uri.push_str(path);
+        let uri = Uri::try_from(uri)
+            .map_err(|e| Error::InvalidArgument(format!("bad request path {path:?}: {e}")))?;
+        Ok(Call {
+            method,
+            uri,
+            body: Bytes::new(),
+            idempotence,
+            retry: true,
+        })
+    }
+
+    /// [`Client::prepare`] of a target that already starts with the base
+    /// URL: parsed without another copy.
+    fn prepare_target(
+        &self,
+        method: Method,
+        target: String,
+        idempotence: Idempotence,
+    ) -> Result<Call> {
+        let uri = Uri::try_from(target)
+            .map_err(|e| Error::InvalidArgument(format!("bad request target: {e}")))?;
+        Ok(Call {
+            method,
+            uri,
+            body: Bytes::new(),
+            idempotence,
+            retry: true,
+        })
+    }
+
+    /// Sends `call`, retrying as the policy says; a `2xx` is a [`Reply`],
+    /// anything else an error. The typed methods are built on this; it is
+    /// public for what they do not cover (a load generator reading a
+    /// server that answers `{}` to everything, for one).
+    pub async fn call(&self, call: &Call) -> Result<Reply> {
+        let inner = &*self.inner;
+        let policy = &inner.retry;
+        let mut retries = 0;
+        loop {
+            // Inline rather than a helper `async fn`: each level of nested
+            // futures copies the whole call's state (see `transport`).
+            // Built field by field: `Request::builder()` re-validates what
+            // is known to be valid, on every request.
+            let mut req = Request::new(Full::new(call.body.clone()));
+            *req.method_mut() = call.method.clone();
+            *req.uri_mut() = call.uri.clone();
+            let headers = req.headers_mut();
+            headers.insert(HOST, inner.host.clone());
+            if !call.body.is_empty() {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            if let Some(authorization) = &inner.authorization {
+                headers.insert(AUTHORIZATION, authorization.clone());
+            }
+            let error = match inner.transport.send(req).await {
+                Ok(answer) if answer.status.is_success() => {
+                    return Ok(Reply {
+                        status: answer.status,
+                        body: answer.body,
+                    })
+                }
+                Ok(answer) => Error::Api(api_error(answer.status, &answer.headers, &answer.body)),
+                Err(error) => error,
+            };
+            let wait = if call.retry {
+                policy.next_wait(&error, call.idempotence, retries)
+            } else {
+                None
+            };
+            let Some(wait) = wait else {
+                return Err(error);
+            };
+            tracing::debug!(
+                method = %call.method,
+                uri = %call.uri,
+                retry = retries + 1,
+                wait_ms = wait.as_millis() as u64,
+                "retrying after: {error}"
+            );
+            retries += 1;
+            // Boxed: the timer is rare and large; unboxed it would be part
+            // of every call's future.
+            Box::pin(tokio::time::sleep(wait)).await;
+        }
+    }
+}
+
+/// An error answer as [`ApiError`]. A body without a `code` (a part-1
+/// server) gets the code its status meant in part 1.
+fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ApiError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: Option<String>,
+        code: Option<String>,
+    }
+    let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
+    let (message, code) = match parsed {
+        Some(ErrorBody { error, code }) => (error, code),
+        None => (None, None),
+    };
+    let message =
+        message.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into());
+    let code = match code {
+        Some(code) => Code::parse(&code),
+        None => match status {
+            StatusCode::REQUEST_TIMEOUT => Code::Timeout,
+            StatusCode::SERVICE_UNAVAILABLE => Code::ShuttingDown,
+            _ => Code::Other(String::new()),
+        },
+    };
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    ApiError {
+        status,
+        code,
+        message,
+        retry_after,
+    }
+}
+
+fn valid_queue_name(name: &str) -> bool {
+    let base = name.strip_suffix(".dead").unwrap_or(name);
+    (1..=80).contains(&base.len())
+        && base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// One queue of a broker: every route under `/queues/{queue}/`. Cheap to
+/// clone. Obtained from [`Client::queue`] or [`Client::default_queue`].
+#[derive(Debug, Clone)]
+pub struct Queue {
+    client: Client,
+    // Shared, so that a clone (one per consumer task) allocates nothing.
+    name: Arc<str>,
+    /// `/queues/{name}`, or empty for the unprefixed routes.
+    prefix: Arc<str>,
+    /// `.../publish`, parsed once.
+    publish: Uri,
+}
+
+/// Appends `?name=value` or `&name=value` to `path`.
+fn query(path: &mut String, name: &str, value: u64) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    // Writing into a String cannot fail.
+    let _ = write!(path, "{sep}{name}={value}");
+}
+
+fn is_timeout(error: &Error) -> bool {
+    error.is(&Code::Timeout)
+}
+
+impl Queue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client it calls through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn publish_call(&self) -> Call {
+        Call {
+            method: Method::POST,
+            uri: self.publish.clone(),
+            body: Bytes::new(),
+            idempotence: Idempotence::Publish,
+            retry: true,
+        }
+    }
+
+    /// The whole request target of `route` under this queue, base URL
+    /// included, with room for an id and a query: one allocation per
+    /// call, parsed by [`Client::prepare_target`].
+    fn path(&self, route: &str) -> String {
+        let base = &self.client.inner.base;
+        let mut path = String::with_capacity(base.len() + self.prefix.len() + route.len() + 32);
+        path.push_str(base);
+        path.push_str(&self.prefix);
+        path.push_str(route);
+        path
+    }
+
+    /// `POST .../publish`. Retried only after answers that mean nothing
+    /// was published, or, with [`RetryPolicy::retry_ambiguous_publishes`],
+    /// after a lost answer too (then it may be published twice).
+    pub async fn publish(&self, body: &str) -> Result<()> {
+        self.publish_message(Message::new(body)).await
+    }
+
+    /// `POST .../publish?delay=<ms>`.
+    pub async fn publish_delayed(&self, body: &str, delay: Duration) -> Result<()> {
+        self.publish_message(Message::delayed(body, delay)).await
+    }
+
+    async fn publish_message(&self, message: Message<'_>) -> Result<()> {
+        let call = match message.delay {
+            // The common case, on a URI parsed when the queue was made.
+            None => self.publish_call(),
+            Some(delay) => {
+                let mut path = self.path("/publish");
+                query(&mut path, "delay", millis(delay));
+                self.client
+                    .prepare_target(Method::POST, path, Idempotence::Publish)?
+            }
+        }
+        .body(single_publish_body(message.body)?);
+        self.client.call(&call).await.map(drop)
+    }
+
+    /// `POST .../publish` with `{"messages": [...]}`: all or nothing;
+    /// answers how many were published. Each message may carry its own
+    /// delay.
+    pub async fn publish_batch<'m, I, M>(&self, messages: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<Message<'m>>,
+    {
+        self.publish_encoded(&EncodedBatch::new(messages)?).await
+    }
+
+    /// Publishes one message encoded beforehand (`{"body": ...}`, sent
+    /// again without copying), on the single route.
+    pub async fn publish_encoded_message(&self, message: &EncodedMessage) -> Result<()> {
+        let call = self.publish_call().body(message.body().clone());
+        self.client.call(&call).await.map(drop)
+    }
+
+    /// Publishes a batch encoded beforehand (sent again without copying).
+    pub async fn publish_encoded(&self, batch: &EncodedBatch) -> Result<u64> {
+        let call = self.publish_call().body(batch.body().clone());
+        let reply = self.client.call(&call).await?;
+        decode_count(&reply.body, "published")
+    }
+
+    fn fetch_call(&self, max: Option<usize>, wait: Option<Duration>) -> Result<Call> {
+        let mut path = self.path("/fetch");
+        if let Some(max) = max {
+            query(&mut path, "max", max as u64);
+        }
+        if let Some(wait) = wait {
+            query(&mut path, "wait", millis(wait));
+        }
+        self.client
+            .prepare_target(Method::GET, path, Idempotence::Safe)
+    }
+
+    /// `GET .../fetch[?wait=<ms>]`: the head of the queue, now leased, or
+    /// `None` if nothing arrived within the wait (`None`: the server's
+    /// `--fetch-timeout`). A fetch whose answer is lost in transit is
+    /// retried; the lease it may have taken expires after the TTL and the
+    /// message is delivered again (at least once).
+    pub async fn fetch(&self, wait: Option<Duration>) -> Result<Option<Delivery>> {
+        match self.client.call(&self.fetch_call(None, wait)?).await {
+            Ok(reply) => decode_delivery(&reply.body).map(Some),
+            Err(error) if is_timeout(&error) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `GET .../fetch?max=<n>[&wait=<ms>]`: 1 to `max` deliveries, as soon
+    /// as one is ready; empty if none arrived within the wait.
+    pub async fn fetch_batch(&self, max: usize, wait: Option<Duration>) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        self.fetch_batch_into(max, wait, &mut out).await?;
+        Ok(out)
+    }
+
+    /// [`Queue::fetch_batch`] appending to `out`; answers how many were
+    /// appended.
+    pub async fn fetch_batch_into(
+        &self,
+        max: usize,
+        wait: Option<Duration>,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize> {
+        if max == 0 {
+            return Err(Error::InvalidArgument(
+                "fetch max must be at least 1".into(),
+            ));
+        }
+        match self.client.call(&self.fetch_call(Some(max), wait)?).await {
+            Ok(reply) => {
+                let before = out.len();
+                decode_deliveries(&reply.body, out)?;
+                Ok(out.len() - before)
+            }
+            Err(error) if is_timeout(&error) => Ok(0),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn settle_one(&self, route: &str, id: u64, param: Option<(&str, u64)>) -> Result<()> {
+        let mut path = self.path(route);
+        let _ = write!(path, "/{id}");
+        if let Some((name, value)) = param {
+            query(&mut path, name, value);
+        }
+        // Settlements are retried freely: a second acknowledge or requeue
+        // of the same id is `invalid`, never a second effect.
+        let call = self
+            .client
+            .prepare_target(Method::POST, path, Idempotence::Safe)?;
+        self.client.call(&call).await.map(drop)
+    }
+
+    async fn settle_batch(
+        &self,
+        route: &str,
+        ids: &[u64],
+        param: Option<(&str, u64)>,
+    ) -> Result<Vec<Settled>> {
+        let mut path = self.path(route);
+        if let Some((name, value)) = param {
+            query(&mut path, name, value);
+        }
+        let call = self
+            .client
+            .prepare_target(Method::POST, path, Idempotence::Safe)?
+            .body(ids_body(ids)?);
+        let reply = self.client.call(&call).await?;
+        let results = decode_results(&reply.body)?;
+        if results.len() != ids.len() {
+            return Err(Error::Decode {
+                route: "settle batch",
+                source: serde::de::Error::invalid_length(results.len(), &"one result per id"),
+            });
+        }
+        Ok(results)
+    }
+
+    /// `POST .../acknowledge/{id}`: the message is gone for good. A retry
+    /// after a lost answer may see `invalid_id` for an acknowledge that
+    /// did succeed.
+    pub async fn acknowledge(&self, id: u64) -> Result<()> {
+        self.settle_one("/acknowledge", id, None).await
+    }
+
+    /// `POST .../requeue/{id}[?delay=<ms>]`: back to the tail, after
+    /// `delay` if given.
+    pub async fn requeue(&self, id: u64, delay: Option<Duration>) -> Result<()> {
+        self.settle_one("/requeue", id, delay.map(|d| ("delay", millis(d))))
+            .await
+    }
+
+    /// `POST .../touch/{id}[?ttl=<ms>]`: the lease now ends `ttl` from now
+    /// (default: the queue's TTL).
+    pub async fn touch(&self, id: u64, ttl: Option<Duration>) -> Result<()> {
+        self.settle_one("/touch", id, ttl.map(|d| ("ttl", millis(d))))
+            .await
+    }
+
+    /// `POST .../acknowledge` with `{"ids": [...]}`: one result per id.
+    pub async fn acknowledge_batch(&self, ids: &[u64]) -> Result<Vec<Settled>> {
+        self.settle_batch("/acknowledge", ids, None).await
+    }
+
+    /// `POST .../requeue[?delay=<ms>]` with `{"ids": [...]}`.
+    pub async fn requeue_batch(
+        &self,
+        ids: &[u64],
+        delay: Option<Duration>,
+    ) -> Result<Vec<Settled>> {
+        self.settle_batch("/requeue", ids, delay.map(|d| ("delay", millis(d))))
+            .await
+    }
+
+    /// `POST .../touch[?ttl=<ms>]` with `{"ids": [...]}`.
+    pub async fn touch_batch(&self, ids: &[u64], ttl: Option<Duration>) -> Result<Vec<Settled>> {
+        self.settle_batch("/touch", ids, ttl.map(|d| ("ttl", millis(d))))
+            .await
+    }
+
+    fn admin_path(&self) -> String {
+        format!("/queues/{}", self.name)
+    }
+
+    /// `PUT /queues/{queue}`: creates the queue or changes its settings.
+    pub async fn put(&self, settings: QueueSettings) -> Result<QueueInfo> {
+        let body = serde_json::to_vec(&settings)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode settings: {e}")))?;
+        let call = self
+            .client
+            .prepare(Method::PUT, &self.admin_path(), Idempotence::Safe)?
+            .body(Bytes::from(body));
+        let reply = self.client.call(&call).await?;
+        decode(&reply.body, "put queue")
+    }
+
+    /// `GET /queues/{queue}`: `Err` with code `not_found` if it does not
+    /// exist.
+    pub async fn info(&self) -> Result<QueueInfo> {
+        let call = self
+            .client
+            .prepare(Method::GET, &self.admin_path(), Idempotence::Safe)?;
+        let reply = self.client.call(&call).await?;
+        decode(&reply.body, "get queue")
+    }
+
+    /// `DELETE /queues/{queue}`: drops it with all its messages; answers
+    /// how many. Retried like the rest: a retry after a lost answer gets
+    /// `not_found`.
+    pub async fn delete(&self) -> Result<u64> {
+        let call = self
+            .client
+            .prepare(Method::DELETE, &self.admin_path(), Idempotence::Safe)?;
+        let reply = self.client.call(&call).await?;
+        decode_count(&reply.body, "deleted")
+    }
+
+    /// `POST /queues/{queue}.dead/redrive` (call it on the `.dead` queue):
+    /// moves its ready messages back to the source queue; answers how many.
+    pub async fn redrive(&self) -> Result<u64> {
+        let call = self.client.prepare(
+            Method::POST,
+            &format!("{}/redrive", self.admin_path()),
+            Idempotence::Safe,
+        )?;
+        let reply = self.client.call(&call).await?;
+        decode_count(&reply.body, "moved")
+    }
+
+    /// The dead-letter queue of this queue (`{name}.dead`).
+    pub fn dead_letters(&self) -> Result<Queue> {
+        self.client.queue(&format!("{}.dead", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_are_checked_as_the_server_does() {
+        let client = Client::new("http://127.0.0.1:1").unwrap();
+        for good in ["jobs", "a-b_C9", "jobs.dead", &"x".repeat(80)] {
+            assert!(client.queue(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "jobs.dead.dead",
+            ".dead",
+            "é",
+            &"x".repeat(81),
+        ] {
+            assert!(client.queue(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        for bad in [
+            "https://x:1",
+            "127.0.0.1:8080",
+            "http://x:1/?a=b",
+            "not a url",
+        ] {
+            assert!(Client::new(bad).is_err(), "{bad}");
+        }
+        let c = Client::new("http://localhost:8080/broker/").unwrap();
+        assert_eq!(c.inner.base, "http://localhost:8080/broker");
+        assert!(Client::builder("http://x:1").token("a\nb").build().is_err());
+    }
+
+    #[test]
+    fn error_bodies_keep_status_code_message_and_retry_after() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        let e = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            br#"{"error":"queue full","code":"queue_full"}"#,
+        );
+        assert_eq!(e.status, 429);
+        assert_eq!(e.code, Code::QueueFull);
+        assert_eq!(e.message, "queue full");
+        assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
+        // A part-1 server's bodies have no code.
+        let e = api_error(
+            StatusCode::REQUEST_TIMEOUT,
+            &HeaderMap::new(),
+            br#"{"error":"timeout"}"#,
+        );
+        assert_eq!(e.code, Code::Timeout);
+        let e = api_error(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Code::Other(String::new()), "<html>")
+        );
+    }
+
+    #[test]
+    fn queries_join() {
+        let mut p = "/fetch".to_owned();
+        query(&mut p, "max", 10);
+        query(&mut p, "wait", 0);
+        assert_eq!(p, "/fetch?max=10&wait=0");
+    }
+}

@@ -1,0 +1,225 @@
+//! [`Error`]: every way a call can fail, and [`Code`], the server's
+//! machine-readable error code (SPEC, **Errors**), which is what retries are
+//! decided on. An error answer keeps the server's status, code and message
+//! as it sent them.
+
+use std::fmt;
+use std::time::Duration;
+
+use hyper::StatusCode;
+
+/// The `code` of an error body (SPEC, **Errors**). Codes this client does
+/// not know (a newer server) are kept in [`Code::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Code {
+    InvalidRequest,
+    InvalidId,
+    InvalidQueueName,
+    NotFound,
+    MethodNotAllowed,
+    Unauthorized,
+    BodyTooLarge,
+    HeadersTooLarge,
+    /// `408`: no message arrived within a fetch's wait. The typed fetches
+    /// answer `Ok(None)` / an empty list instead of this error.
+    Timeout,
+    /// `429`, retried: the queue's byte budget is spent for now.
+    QueueFull,
+    /// `429`, never retried: it clears only when someone deletes a queue.
+    TooManyQueues,
+    /// `503`, retried: the server is at its connection cap.
+    TooManyConnections,
+    /// `503`, retried: the server is stopping (another may take its place).
+    ShuttingDown,
+    /// `503`, never retried: the server's log failed and it takes no writes.
+    LogFailed,
+    /// `503`: the disk is full; not retried (it does not clear by itself).
+    DiskFull,
+    /// Any other code, as the server spelled it.
+    Other(String),
+}
+
+impl Code {
+    /// Reads a code as the server spells it.
+    pub fn parse(code: &str) -> Code {
+        match code {
+            "invalid_request" => Code::InvalidRequest,
+            "invalid_id" => Code::InvalidId,
+            "invalid_queue_name" => Code::InvalidQueueName,
+            "not_found" => Code::NotFound,
+            "method_not_allowed" => Code::MethodNotAllowed,
+            "unauthorized" => Code::Unauthorized,
+            "body_too_large" => Code::BodyTooLarge,
+            "headers_too_large" => Code::HeadersTooLarge,
+            "timeout" => Code::Timeout,
+            "queue_full" => Code::QueueFull,
+            "too_many_queues" => Code::TooManyQueues,
+            "too_many_connections" => Code::TooManyConnections,
+            "shutting_down" => Code::ShuttingDown,
+            "log_failed" => Code::LogFailed,
+            "disk_full" => Code::DiskFull,
+            other => Code::Other(other.to_owned()),
+        }
+    }
+
+    /// The code as the server spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Code::InvalidRequest => "invalid_request",
+            Code::InvalidId => "invalid_id",
+            Code::InvalidQueueName => "invalid_queue_name",
+            Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::Unauthorized => "unauthorized",
+            Code::BodyTooLarge => "body_too_large",
+            Code::HeadersTooLarge => "headers_too_large",
+            Code::Timeout => "timeout",
+            Code::QueueFull => "queue_full",
+            Code::TooManyQueues => "too_many_queues",
+            Code::TooManyConnections => "too_many_connections",
+            Code::ShuttingDown => "shutting_down",
+            Code::LogFailed => "log_failed",
+            Code::DiskFull => "disk_full",
+            Code::Other(other) => other,
+        }
+    }
+
+    /// Whether the same request may succeed later without anything but
+    /// time passing. Only these codes are retried; each one means the
+    /// server changed nothing, so even a publish is safe to send again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Code::QueueFull | Code::TooManyConnections | Code::ShuttingDown
+        )
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answer from the server: its status, `code` and `error` message,
+/// and the `Retry-After` it asked for, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Code,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ({})", self.status, self.message, self.code)
+    }
+}
+
+/// Every way a call can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status.
+    #[error("server answered {0}")]
+    Api(ApiError),
+    /// The request may never have reached the server, or its answer was
+    /// lost: connect refused, connection reset, malformed response.
+    /// `connect` is true when the request certainly was not sent: no
+    /// connection could be made, or the connection closed before the
+    /// request was written.
+    #[error("transport error{}: {source}", if *.connect { " (connect)" } else { "" })]
+    Transport {
+        connect: bool,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A success answer that is not the JSON the route promises.
+    #[error("cannot decode the answer to {route}: {source}")]
+    Decode {
+        route: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A bad argument, caught before anything was sent: a URL, a queue
+    /// name, a token that cannot be a header, an empty batch.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The server's status, for an error answer.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Api(api) => Some(api.status),
+            _ => None,
+        }
+    }
+
+    /// The server's code, for an error answer.
+    pub fn code(&self) -> Option<&Code> {
+        match self {
+            Error::Api(api) => Some(&api.code),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the server's answer with `code`.
+    pub fn is(&self, code: &Code) -> bool {
+        self.code() == Some(code)
+    }
+
+    /// The server's `Retry-After`, for an error answer that carried one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api(api) => api.retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The result of every call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_only_three_are_transient() {
+        let all = [
+            "invalid_request",
+            "invalid_id",
+            "invalid_queue_name",
+            "not_found",
+            "method_not_allowed",
+            "unauthorized",
+            "body_too_large",
+            "headers_too_large",
+            "timeout",
+            "queue_full",
+            "too_many_queues",
+            "too_many_connections",
+            "shutting_down",
+            "log_failed",
+            "disk_full",
+            "something_new",
+        ];
+        let mut transient = Vec::new();
+        for text in all {
+            let code = Code::parse(text);
+            assert_eq!(code.as_str(), text);
+            if code.is_transient() {
+                transient.push(text);
+            }
+        }
+        assert_eq!(
+            transient,
+            ["queue_full", "too_many_connections", "shutting_down"]
+        );
+        assert_eq!(
+            Code::parse("something_new"),
+            Code::Other("something_new".into())
+        );
+    }
+}
