@@ -143,6 +143,7 @@ impl<C: Clock> Broker<C> {
             shared: Shared {
                 agenda: Agenda::new(),
                 next_id: CachePadded::new(AtomicU64::new(1)),
+                journal: None,
             },
             next_message_id: CachePadded::new(AtomicU64::new(1)),
             held_bytes: CachePadded::new(AtomicU64::new(0)),
@@ -405,7 +406,7 @@ impl<C: Clock> Broker<C> {
         self.check_ids()?;
         Ok(queue
             .try_fetch(&self.shared, || self.clock.now())
-            .map(|leased| delivery(queue, leased)))
+            .map(|leased| self.delivered(queue, leased)))
     }
 
     fn check_ids(&self) -> Result<(), Error> {
@@ -433,7 +434,11 @@ impl<C: Clock> Broker<C> {
             || self.clock.now(),
             &mut leased,
         );
-        out.extend(leased.into_iter().map(|leased| delivery(queue, leased)));
+        out.extend(
+            leased
+                .into_iter()
+                .map(|leased| self.delivered(queue, leased)),
+        );
         Ok(taken)
     }
 
@@ -572,7 +577,7 @@ impl<C: Clock> Broker<C> {
     /// past its deadline (even if no sweep has run yet), or not of `queue`.
     pub fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error> {
         let found = self.existing(queue)?;
-        let charge = found.acknowledge(id, self.clock.now())?;
+        let charge = found.acknowledge(&self.shared, id, self.clock.now())?;
         self.release(charge);
         Ok(())
     }
@@ -610,7 +615,8 @@ impl<C: Clock> Broker<C> {
         let mut results = Vec::with_capacity(ids.len());
         match self.existing(queue) {
             Ok(found) => {
-                let charge = found.acknowledge_all(ids, self.clock.now(), &mut results);
+                let charge =
+                    found.acknowledge_all(&self.shared, ids, self.clock.now(), &mut results);
                 self.release(charge);
             }
             Err(Error::InvalidId) => results.resize(ids.len(), false),
@@ -684,6 +690,7 @@ impl<C: Clock> Broker<C> {
             let _ = source.accept(&self.shared, message, Duration::ZERO, now);
             return;
         };
+        self.journal_moved(&dead, &message);
         // Exempt from the cap and a valid name: this cannot fail.
         let _ = self.accept_into(dead.as_str(), message, Duration::ZERO, now, true);
     }
@@ -842,6 +849,7 @@ impl<C: Clock> Broker<C> {
         for mut message in source.take_ready_for_redrive() {
             message.attempts = 0;
             message.dead_lettered = false;
+            self.journal_moved(&target, &message);
             // Exempt from the cap and a valid name: this cannot fail.
             let _ = self.accept_into(target.as_str(), message, Duration::ZERO, now, true);
             moved += 1;
@@ -991,6 +999,9 @@ impl Drop for Parked<'_> {
         self.leave();
     }
 }
+
+mod durable;
+pub use durable::Prepared;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

@@ -111,6 +111,14 @@ mod imp {
             }
         }
 
+        /// Calls `f` on every lease (a queue being deleted, for its
+        /// journal).
+        pub(crate) fn for_each(&self, mut f: impl FnMut(&Lease)) {
+            for lease in self.map.iter() {
+                f(&lease);
+            }
+        }
+
         /// Removes every lease; returns how many there were and what they
         /// were charged against the byte budget. Only for a queue being
         /// deleted, when no other operation can reach the table.
@@ -186,6 +194,12 @@ mod imp {
             match lock(&self.map).get_mut(&id) {
                 Some(lease) => update(lease),
                 None => false,
+            }
+        }
+
+        pub(crate) fn for_each(&self, mut f: impl FnMut(&Lease)) {
+            for lease in lock(&self.map).values() {
+                f(lease);
             }
         }
 

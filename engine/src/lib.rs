@@ -8,6 +8,13 @@
 //!   (with and without waiting), acknowledge, requeue, touch, each single
 //!   or in batches ([`NewMessage`]), delays, dead letters, redrive, queue
 //!   administration, timekeeping, close, stats.
+//! * `broker/durable`: for a caller that keeps a write-ahead log: the
+//!   journal hook attached, two-phase publish (`prepare_publish`, then
+//!   `commit_publish` once the record is durable), and restoring queues,
+//!   messages and id marks at start-up.
+//! * `journal`: [`Journal`], the hook told of every change a log must
+//!   record (requeues, expiries, delays coming due, dead-letter moves,
+//!   redrives, deliveries, acknowledgements, deletes), and in what order.
 //! * `registry`: the named queues, the `max_queues` cap, and the fetches
 //!   waiting for a queue that does not exist yet.
 //! * `queue`: one queue: where each of its messages is (ready, leased,
@@ -104,6 +111,7 @@ mod broker;
 mod clock;
 mod error;
 mod fifo;
+mod journal;
 mod lease;
 mod message;
 mod queue;
@@ -113,9 +121,10 @@ mod sync;
 mod timer;
 mod waiters;
 
-pub use broker::{Broker, Config, Delivery, NewMessage, QueueUpdate, Sweep};
+pub use broker::{Broker, Config, Delivery, NewMessage, Prepared, QueueUpdate, Sweep};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
+pub use journal::Journal;
 pub use message::{validate as validate_queue_name, QueueName, MAX_ID, MESSAGE_OVERHEAD};
 pub use queue::QueueSettings;
 pub use stats::{QueueInfo, QueueStats, Stats};

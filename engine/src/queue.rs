@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) agenda: Agenda,
     /// The next delivery id (1, 2, ...), unique across all queues.
     pub(crate) next_id: CachePadded<AtomicU64>,
+    /// Told of every change a write-ahead log must record (`journal.rs`).
+    pub(crate) journal: Option<std::sync::Arc<dyn crate::journal::Journal>>,
 }
 
 pub(crate) struct Queue {
@@ -242,6 +244,26 @@ impl Queue {
         self.note_head_ready_at(now);
         // After the push: the woken fetches must find the messages.
         self.waiters.notify_many(n);
+    }
+
+    /// Reports a message going back to this queue's tail (now, or after
+    /// `delay`), before it is visible there.
+    fn journal_back(
+        &self,
+        journal: &dyn crate::journal::Journal,
+        message: &Message,
+        delay: Duration,
+    ) {
+        if delay.is_zero() {
+            journal.ready(
+                &self.name,
+                message.id,
+                message.attempts,
+                message.dead_lettered,
+            );
+        } else {
+            journal.delayed(&self.name, message.id, message.attempts, delay);
+        }
     }
 
     /// Appends `message` at the tail and wakes the oldest waiting fetch.
@@ -417,9 +439,17 @@ impl Queue {
 
     /// Acknowledges `id`; returns what the message was charged, for the
     /// caller to release from the byte budget.
-    pub(crate) fn acknowledge(&self, id: u64, now: Timestamp) -> Result<u64, Error> {
+    pub(crate) fn acknowledge(
+        &self,
+        shared: &Shared,
+        id: u64,
+        now: Timestamp,
+    ) -> Result<u64, Error> {
         let _alive = self.alive().ok_or(Error::InvalidId)?;
         let lease = self.take_lease(id, now)?;
+        if let Some(journal) = &shared.journal {
+            journal.gone(lease.message.id);
+        }
         self.bytes
             .fetch_sub(lease.message.body.len() as u64, Ordering::Relaxed);
         Counters::bump(&self.counters.acknowledged);
@@ -430,6 +460,7 @@ impl Queue {
     /// `results`; returns what the settled messages were charged.
     pub(crate) fn acknowledge_all(
         &self,
+        shared: &Shared,
         ids: &[u64],
         now: Timestamp,
         results: &mut Vec<bool>,
@@ -444,6 +475,9 @@ impl Queue {
             let lease = self.leases.remove_if(id, |lease| now < lease.deadline);
             results.push(lease.is_some());
             if let Some(lease) = lease {
+                if let Some(journal) = &shared.journal {
+                    journal.gone(lease.message.id);
+                }
                 keys.push((lease.deadline, id));
                 bytes += lease.message.body.len() as u64;
                 charge += lease.message.charge();
@@ -495,6 +529,11 @@ impl Queue {
             dead = out;
         }
         Counters::add(&self.counters.requeued, back.len() as u64);
+        if let Some(journal) = &shared.journal {
+            for message in &back {
+                self.journal_back(journal.as_ref(), message, delay);
+            }
+        }
         if delay.is_zero() {
             self.make_all_ready(back, now);
         } else {
@@ -569,6 +608,9 @@ impl Queue {
             return Ended::DeadLetter(message);
         }
         Counters::bump(counter);
+        if let Some(journal) = &shared.journal {
+            self.journal_back(journal.as_ref(), &message, delay);
+        }
         if delay.is_zero() {
             self.make_ready(message, now);
             Ended::Ready
@@ -610,12 +652,18 @@ impl Queue {
                             dead_bytes += message.body.len() as u64;
                             dead.push(message);
                         } else {
+                            if let Some(journal) = &shared.journal {
+                                self.journal_back(journal.as_ref(), &message, Duration::ZERO);
+                            }
                             back.push(message);
                         }
                     }
                 }
                 Entry::Delayed(message) => {
                     came_due += 1;
+                    if let Some(journal) = &shared.journal {
+                        self.journal_back(journal.as_ref(), &message, Duration::ZERO);
+                    }
                     back.push(message);
                 }
             }
@@ -641,14 +689,24 @@ impl Queue {
                 return (0, 0);
             }
             *life = true;
+            let journal = shared.journal.as_deref();
+            if let Some(journal) = journal {
+                self.leases.for_each(|lease| journal.gone(lease.message.id));
+            }
             let (mut count, mut charge) = self.leases.clear();
             while let Some(message) = self.ready.pop() {
                 count += 1;
                 charge += message.charge();
+                if let Some(journal) = journal {
+                    journal.gone(message.id);
+                }
             }
             for message in self.timer.clear(&self.hint(shared)) {
                 count += 1;
                 charge += message.charge();
+                if let Some(journal) = journal {
+                    journal.gone(message.id);
+                }
             }
             self.bytes.store(0, Ordering::Relaxed);
             (count as u64, charge)

@@ -58,6 +58,12 @@
 //! | 14 | `m14_delete_queue.rs` | delete of `jobs` vs. publish to it, acknowledge of its lease, fetch from it | acknowledged + counted by the delete + held by the recreated queue = every message; none lands in the dropped queue; the byte budget releases what was dropped; an acknowledge after the delete fails | 26 822 | 7 s |
 //! | 15 | `m15_batch_fetch_vs_fetch_and_expiry.rs` | a batch fetch of up to two vs. a single fetch vs. the expiry sweep of a third message's lease | the batch is a contiguous run of queue order; no message goes to both fetches; the expired message is redelivered (attempt 2) under a live lease; every lease stays reachable by timekeeping | 478 926 | 138 s |
 //! | 16 | `m16_batch_publish_wakes_waiters.rs` | a batch publish of two vs. a waiting batch fetch and a waiting single fetch | no lost wake-up: each fetch gets one message (at most 2 preemptions, see the file) | 104 757 | 33 s |
+//! | w01 | `w01_group_commit.rs` | the write-ahead log's group commit: two publishers append with waiters, one writer takes, writes, syncs, answers | every waiter answered once, `Ok`, and only after a sync covering its record; one shared sync and one sync each both reached | 938 | 0.12 s |
+//! | w02 | `w02_log_failure.rs` | two publishers append while the writer's sync fails | every publisher hears of the failure exactly once (waiter `Err`, or refused at append), never `Ok`; the sync is not retried | 2 431 | 0.12 s |
+//!
+//! Models w01 and w02 check `ubroker-wal`'s `commit` module, which takes
+//! its `Mutex` and `Condvar` from its own `sync` facade; the engine's
+//! invariant below does not apply to them.
 //!
 //! Every model ends with the conservation invariant: each published,
 //! unacknowledged message is in exactly one place (a ready queue, one live
@@ -123,6 +129,8 @@
 //! | 11b | `Queue::end_delivery`: an expiry (counter `expired`) notifies, then pushes | loom: "deadlock; threads = [(Id(0), Blocked), (Id(1), Blocked), (Id(2), Terminated)]" |
 //! | 12 | `Broker::poll_fetch`: when the timeout is ready, lease from the queue anyway (dropping the delivery) and return `Timeout`; or: poll the timeout before returning a message just leased, and return `Timeout` if it is ready | both: "a fetch that timed out leased the message: Stats { ready: 0, in_flight: 1, .. delivered: 1 .. }" |
 //! | 13 | `Queue::end_delivery`: the dead-letter branch also pushes the message back to the source's ready queue | "the message is not out of its source queue exactly once: QueueStats { ready: 1, .. dead_lettered: 1 .. }" |
+//! | w01 | `ubroker_wal::commit`: answer the group's waiters after the write, before the sync | "record 1 answered before a sync covered it (written [1], synced 0)" |
+//! | w02 | `CommitQueue::fail` poisons but does not hand back the waiters still pending | "every publisher heard of the failure once" (`left: 1, right: 2`: a publisher left waiting forever) |
 //! | 14 | `Queue::accept` ignores the `deleted` flag (publishes into a dropped queue); or: `Queue::delete` empties the queue before taking the life-cycle write lock | "every message is acknowledged, counted by the delete, or held by the recreated queue (acknowledged 0, deleted 2)" (`left: 2, right: 3`, `queued_bytes: 65` still charged); the second: "(acknowledged 1, deleted 1)" (`left: 2, right: 3`) |
 //! | 15 | `Queue::try_fetch_batch` reads the clock before its pop; or: schedules the batch's deadlines before inserting its leases | "a lease taken after its message expired was born expired" (`left: Err(InvalidId)`, `right: Ok(())`); the second: "the final sweep left a lease or a delayed message behind" (`left: (1, 0, 1, 0)`, `right: (2, 0, 0, 0)`) |
 //! | 16 | `Queue::make_all_ready` wakes one waiter (`notify_one`) instead of one per message; or: wakes before it pushes | loom: "deadlock; threads = [(Id(0), Blocked), (Id(1), Terminated), (Id(2), Blocked), (Id(3), Terminated)]"; the second: "deadlock" with three threads blocked |

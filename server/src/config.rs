@@ -5,6 +5,7 @@
 //! ranges at parse time, so a bad flag is a usage error, never a panic later.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -105,6 +106,35 @@ pub struct Config {
     #[arg(long, env = "UBROKER_MAX_BATCH", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_batch: u64,
+
+    /// Keep the broker's state in a write-ahead log under this directory
+    /// (created if missing; one broker per directory). Without it the
+    /// broker runs in memory.
+    #[arg(long, env = "UBROKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir: `always` answers a publish only once its record is
+    /// on disk (fsync, shared by concurrent publishes); `interval` syncs
+    /// every --fsync-interval-ms; `never` leaves it to the OS.
+    #[arg(long, env = "UBROKER_FSYNC", default_value = "always",
+          value_parser = ["always", "interval", "never"])]
+    pub fsync: String,
+
+    /// The sync period of `--fsync interval`, and how long deliveries and
+    /// acknowledgements may wait for a sync under `always`, in ms.
+    #[arg(long, env = "UBROKER_FSYNC_INTERVAL_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub fsync_interval_ms: u64,
+
+    /// Size of a log segment in bytes.
+    #[arg(long, env = "UBROKER_SEGMENT_BYTES", default_value_t = 16 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)))]
+    pub segment_bytes: u64,
+
+    /// At start-up, cut a corrupt log at its first bad record (dropping
+    /// everything after it, logged) instead of refusing to start.
+    #[arg(long, env = "UBROKER_TRUNCATE_CORRUPT_LOG")]
+    pub truncate_corrupt_log: bool,
 }
 
 impl Config {
@@ -132,6 +162,23 @@ impl Config {
             max_delay: 86_400_000,
             drain_ms: 0,
             max_batch: 1_000,
+            data_dir: None,
+            fsync: "always".to_owned(),
+            fsync_interval_ms: 100,
+            segment_bytes: 16 << 20,
+            truncate_corrupt_log: false,
+        }
+    }
+
+    /// The write-ahead log's settings (`--fsync`, `--fsync-interval-ms`,
+    /// `--segment-bytes`, `--truncate-corrupt-log`).
+    pub fn log_options(&self) -> ubroker_wal::Options {
+        ubroker_wal::Options {
+            fsync: crate::durability::parse_fsync(&self.fsync)
+                .unwrap_or(ubroker_wal::FsyncMode::Always),
+            interval: Duration::from_millis(self.fsync_interval_ms),
+            segment_bytes: self.segment_bytes,
+            truncate_corrupt: self.truncate_corrupt_log,
         }
     }
 
@@ -223,6 +270,9 @@ mod tests {
             &["ubroker", "--max-ttl", "0"],
             &["ubroker", "--max-deliveries", "-1"],
             &["ubroker", "--max-batch", "0"],
+            &["ubroker", "--fsync", "sometimes"],
+            &["ubroker", "--fsync-interval-ms", "0"],
+            &["ubroker", "--segment-bytes", "100"],
         ] {
             assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
         }

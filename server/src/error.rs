@@ -53,6 +53,12 @@ pub enum ApiError {
     NotFound,
     /// The path exists but not with this method; carries the `Allow` value.
     MethodNotAllowed { allow: &'static str },
+    /// The write-ahead log failed (an I/O error): nothing more is written
+    /// until a restart.
+    LogFailed,
+    /// The disk holding the log is full: publishes are refused while
+    /// acknowledgements go on.
+    DiskFull,
     /// A bug of ours, not the client's: carries what failed.
     Internal(&'static str),
 }
@@ -75,7 +81,9 @@ impl ApiError {
                 | EngineError::DeadLetterMaxDeliveries
                 | EngineError::ZeroTtl => StatusCode::BAD_REQUEST,
             },
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::LogFailed | ApiError::DiskFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BadBody(_)
             | ApiError::BodyRead
             | ApiError::BadId
@@ -116,6 +124,8 @@ impl ApiError {
                 EngineError::IdsExhausted => "ids_exhausted",
             },
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::LogFailed => "log_failed",
+            ApiError::DiskFull => "disk_full",
             ApiError::BadBody(_)
             | ApiError::BodyRead
             | ApiError::BadWait
@@ -185,6 +195,10 @@ impl fmt::Display for ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed; use {allow}")
             }
+            ApiError::LogFailed => f.write_str(
+                "the write-ahead log failed; this broker accepts no writes until it is restarted",
+            ),
+            ApiError::DiskFull => f.write_str("the disk holding the log is full"),
             ApiError::Internal(what) => write!(f, "internal error: {what}"),
         }
     }

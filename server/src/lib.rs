@@ -30,6 +30,11 @@
 //!   back when the broker drains or connections close in bulk (the
 //!   `ConnectionGauge`); [`TokioClock`], the engine's clock on tokio's
 //!   (pausable) time.
+//! * `durability`: [`Durability`], `--data-dir`: the write-ahead log
+//!   (`ubroker-wal`) opened and recovered into a broker, the journal that
+//!   logs what the engine changes, publishes logged (and, under `--fsync
+//!   always`, synced) before they become visible, the log's `/stats` and
+//!   `/health`.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
 //! * `metrics`: the Prometheus exposition of `GET /metrics`: the engine's
 //!   figures read at scrape time, and the per-request counters.
@@ -66,6 +71,7 @@ mod config;
 mod connection;
 mod decode;
 mod descriptors;
+mod durability;
 mod error;
 mod metrics;
 mod response;
@@ -75,6 +81,7 @@ mod shutdown;
 mod timekeeper;
 
 pub use config::Config;
+pub use durability::Durability;
 pub use error::ApiError;
 pub use server::{serve, Server};
 pub use timekeeper::TokioClock;

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use ubroker_engine::Broker;
 use ubroker_server::internal::{connection_cap, raise_limit, Signals};
-use ubroker_server::{Config, Server, TokioClock};
+use ubroker_server::{Config, Durability, Server, TokioClock};
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
@@ -59,6 +59,29 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Recovery comes before the listening line: a broker that answers
+        // has every message of its log back.
+        let (broker, durable) = match &config.data_dir {
+            None => (
+                Arc::new(Broker::with_clock(config.engine(), TokioClock::new())),
+                None,
+            ),
+            Some(dir) => {
+                match Durability::open_dir(
+                    dir,
+                    config.log_options(),
+                    config.engine(),
+                    TokioClock::new(),
+                ) {
+                    Ok((broker, durable)) => (broker, Some(durable)),
+                    Err(error) => {
+                        tracing::error!("{error}");
+                        eprintln!("error: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
         let listener = match TcpListener::bind((config.host, config.port)).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -98,13 +121,20 @@ fn main() -> ExitCode {
             max_ttl_ms = config.max_ttl,
             max_delay_ms = config.max_delay,
             drain_ms = config.drain_ms,
+            data_dir = config.data_dir.as_ref().map(|dir| dir.display().to_string()),
+            fsync = config.data_dir.as_ref().map(|_| config.fsync.as_str()),
+            fsync_interval_ms = config.fsync_interval_ms,
+            segment_bytes = config.segment_bytes,
             "ubroker started"
         );
 
         // The engine reads tokio's clock: the same instant the timekeeper
         // sleeps on.
-        let broker = Arc::new(Broker::with_clock(config.engine(), TokioClock::new()));
-        let server = Server::new(listener, broker, config).with_memory_trim(release_free_memory);
+        let mut server =
+            Server::new(listener, broker, config).with_memory_trim(release_free_memory);
+        if let Some(durable) = durable {
+            server = server.with_durability(durable);
+        }
         match server.run(signals.recv()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

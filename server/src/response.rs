@@ -310,13 +310,23 @@ impl From<QueueStats> for QueueStatsBody {
 }
 
 /// `200 {"uptime_ms": ..., "queues": {"<name>": {...}}}`.
-pub fn stats(uptime_ms: u64, queues: &BTreeMap<String, QueueStatsBody>) -> Response<Body> {
+pub fn stats(
+    uptime_ms: u64,
+    queues: &BTreeMap<String, QueueStatsBody>,
+    log: Option<&crate::durability::LogStatsBody>,
+) -> Response<Body> {
     #[derive(Serialize)]
     struct Stats<'a> {
         uptime_ms: u64,
         queues: &'a BTreeMap<String, QueueStatsBody>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log: Option<&'a crate::durability::LogStatsBody>,
     }
-    ok_json(&Stats { uptime_ms, queues })
+    ok_json(&Stats {
+        uptime_ms,
+        queues,
+        log,
+    })
 }
 
 /// `200` with the Prometheus text exposition: the one response that is not
@@ -341,6 +351,16 @@ pub fn shutting_down_health() -> Response<Body> {
         StatusCode::SERVICE_UNAVAILABLE,
         Bytes::from_static(
             br#"{"error":"server is shutting down","code":"shutting_down","status":"shutting down"}"#,
+        ),
+    )
+}
+
+/// `503` from `/health` once the write-ahead log has failed.
+pub fn log_failed_health() -> Response<Body> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from_static(
+            br#"{"error":"the write-ahead log failed","code":"log_failed","status":"log failed"}"#,
         ),
     )
 }

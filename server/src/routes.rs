@@ -34,7 +34,9 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, Version};
 use tokio::sync::watch;
-use ubroker_engine::{validate_queue_name, Broker, Clock, Error as EngineError, QueueName};
+use ubroker_engine::{
+    validate_queue_name, Broker, Clock, Error as EngineError, NewMessage, QueueName,
+};
 
 use crate::config::Config;
 use crate::connection::WaitSignal;
@@ -42,6 +44,7 @@ use crate::decode::{
     delay, fetch_max, fetch_wait, head_bytes, parse_id, parse_ids, parse_publish, parse_put_queue,
     query_param, touch_ttl, Publish,
 };
+use crate::durability::Durability;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::response::{self, Body};
@@ -57,6 +60,8 @@ pub struct State<C: Clock> {
     draining: AtomicBool,
     pub(crate) metrics: Metrics,
     started: tokio::time::Instant,
+    /// The write-ahead log, with `--data-dir`.
+    pub(crate) durable: Option<Arc<Durability>>,
 }
 
 impl<C: Clock> State<C> {
@@ -73,6 +78,22 @@ impl<C: Clock> State<C> {
             shutting_down,
             draining: AtomicBool::new(false),
             started: tokio::time::Instant::now(),
+            durable: None,
+        }
+    }
+
+    /// Logs through `durable` (`--data-dir`).
+    pub fn with_durability(mut self, durable: Option<Arc<Durability>>) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// `503 log_failed` once the log has failed, for requests that change
+    /// what it must record.
+    fn check_writable(&self) -> Result<(), ApiError> {
+        match &self.durable {
+            Some(durable) => durable.check_writable(),
+            None => Ok(()),
         }
     }
 
@@ -422,13 +443,33 @@ where
     let raw = read_body_in_time(state, body).await?;
     match parse_publish(&raw, &state.config)? {
         Publish::One(message) => {
-            state.broker.publish_to(queue, message, delay)?;
+            match &state.durable {
+                None => {
+                    state.broker.publish_to(queue, message, delay)?;
+                }
+                Some(durable) => {
+                    let entry = NewMessage {
+                        body: message,
+                        delay,
+                    };
+                    durable.publish(&state.broker, queue, vec![entry]).await?;
+                }
+            }
             Ok(response::ok_empty())
         }
         Publish::Batch(_) if query_param(query, "delay").is_some() => Err(ApiError::DelayOnBatch),
         Publish::Batch(messages) => {
             let count = messages.len() as u64;
-            state.broker.publish_batch(queue, messages)?;
+            match &state.durable {
+                None => {
+                    state.broker.publish_batch(queue, messages)?;
+                }
+                // One record for the whole batch: all or nothing on disk
+                // as in the broker.
+                Some(durable) => {
+                    durable.publish(&state.broker, queue, messages).await?;
+                }
+            }
             Ok(response::published(count))
         }
     }
@@ -618,6 +659,7 @@ fn settle<C: Clock>(
 
 /// `POST /queues/{queue}.dead/redrive`.
 fn redrive<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
+    state.check_writable()?;
     let moved = state.broker.redrive(queue)?;
     Ok(response::count("moved", moved))
 }
@@ -642,7 +684,12 @@ where
     validate_queue_name(queue)?;
     let raw = read_body_in_time(state, body).await?;
     let update = parse_put_queue(&raw, &state.config)?;
-    Ok(response::queue(&state.broker.put_queue(queue, update)?))
+    state.check_writable()?;
+    let info = state.broker.put_queue(queue, update)?;
+    if let Some(durable) = &state.durable {
+        durable.queue_put(&info)?;
+    }
+    Ok(response::queue(&info))
 }
 
 /// `GET /stats`: every queue's figures, for people and scripts.
@@ -654,7 +701,8 @@ fn stats<C: Clock>(state: &State<C>) -> Response<Body> {
         .map(|(name, stats)| (name.as_str().to_owned(), stats.into()))
         .collect();
     let uptime_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    response::stats(uptime_ms, &queues)
+    let log = state.durable.as_ref().map(|durable| durable.stats_body());
+    response::stats(uptime_ms, &queues, log.as_ref())
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -669,7 +717,13 @@ fn metrics<C: Clock>(state: &State<C>) -> Result<Response<Body>, ApiError> {
 /// `GET /health`: 200 while serving, 503 from SIGTERM (and through the
 /// drain) on.
 fn health<C: Clock>(state: &State<C>) -> Response<Body> {
-    if state.healthy() {
+    if state
+        .durable
+        .as_ref()
+        .is_some_and(|durable| durable.failed())
+    {
+        response::log_failed_health()
+    } else if state.healthy() {
         response::healthy()
     } else {
         response::shutting_down_health()
@@ -678,7 +732,11 @@ fn health<C: Clock>(state: &State<C>) -> Response<Body> {
 
 /// `DELETE /queues/{queue}`.
 fn delete_queue<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
+    state.check_writable()?;
     let deleted = state.broker.delete_queue(queue)?;
+    if let Some(durable) = &state.durable {
+        durable.queue_deleted(queue)?;
+    }
     Ok(response::count("deleted", deleted))
 }
 

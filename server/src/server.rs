@@ -38,6 +38,7 @@ use ubroker_engine::{Broker, Clock};
 
 use crate::config::Config;
 use crate::connection::{self, Activity, Ended, Timeouts, Tracked, WaitSignal};
+use crate::durability::Durability;
 use crate::response::TOO_MANY_CONNECTIONS;
 use crate::routes::{self, State};
 use crate::timekeeper::{self, ConnectionGauge, Trim};
@@ -60,6 +61,7 @@ pub struct Server<C: Clock> {
     broker: Arc<Broker<C>>,
     config: Config,
     trim: Option<Trim>,
+    durable: Option<Arc<Durability>>,
 }
 
 impl<C: Clock> Server<C> {
@@ -70,7 +72,16 @@ impl<C: Clock> Server<C> {
             broker,
             config,
             trim: None,
+            durable: None,
         }
+    }
+
+    /// Logs through `durable` (`--data-dir`); `broker` must be the one it
+    /// rebuilt ([`Durability::open_dir`]). Shutdown ends with a sync of the
+    /// log, in every fsync mode.
+    pub fn with_durability(mut self, durable: Durability) -> Self {
+        self.durable = Some(Arc::new(durable));
+        self
     }
 
     /// Calls `trim` when freed memory is worth giving back to the operating
@@ -90,6 +101,7 @@ impl<C: Clock> Server<C> {
             broker,
             config,
             trim,
+            durable,
         } = self;
         let (shutting_down_tx, shutting_down) = watch::channel(false);
         let gauge = Arc::new(ConnectionGauge::default());
@@ -102,7 +114,17 @@ impl<C: Clock> Server<C> {
         ));
         let shutdown_timeout = config.shutdown_timeout();
         let drain = config.drain();
-        let state = Arc::new(State::new(broker.clone(), config.clone(), shutting_down));
+        let ids = durable.clone().map(|durable| {
+            tokio::spawn(crate::durability::keep_ids(
+                broker.clone(),
+                durable,
+                shutting_down.clone(),
+            ))
+        });
+        let state = Arc::new(
+            State::new(broker.clone(), config.clone(), shutting_down)
+                .with_durability(durable.clone()),
+        );
         let mut listener = Listener::new(listener, state.clone(), gauge, &config);
 
         listener.accept_until(shutdown, drain).await;
@@ -122,6 +144,15 @@ impl<C: Clock> Server<C> {
         broker.close();
         let _ = timekeeper.await;
         let _ = reclaim.await;
+        if let Some(ids) = ids {
+            let _ = ids.await;
+        }
+        if let Some(durable) = &durable {
+            // Everything logged reaches the disk before the process exits.
+            let durable = durable.clone();
+            let _ = tokio::task::spawn_blocking(move || durable.close()).await;
+            tracing::info!("write-ahead log synced and closed");
+        }
         let totals = broker.stats();
         tracing::info!(
             published = totals.published,
