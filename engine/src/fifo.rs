@@ -154,6 +154,12 @@ mod imp {
                         }
                     }
                 };
+                if out.len() == start {
+                    // Room once something is there: a fetch that finds the
+                    // queue empty (every poll of a waiting one) allocates
+                    // nothing.
+                    out.reserve(max.min(256));
+                }
                 match run {
                     Run::One(value) => {
                         if !admit(&value) {

@@ -31,7 +31,7 @@
 //! * `agenda`: `Agenda`, which queue has something due next across all
 //!   queues, and the signal that wakes the timekeeping task early.
 //! * `waiters`: `WaitList`, parked fetches, the wake-up protocol, fairness.
-//! * `message`: the held message (48 bytes) and [`QueueName`].
+//! * `message`: the held message (56 bytes) and [`QueueName`].
 //! * `clock`: [`Clock`], [`SystemClock`], [`ManualClock`]: time is injected.
 //! * `stats`: [`Stats`], [`QueueStats`], [`QueueInfo`] and the counters.
 //! * `error`: [`Error`], every way an operation fails.

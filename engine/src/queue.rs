@@ -373,7 +373,8 @@ impl Queue {
         let Some(_alive) = self.alive() else {
             return 0;
         };
-        let mut messages = Vec::with_capacity(max.min(1024));
+        // Sized by the pop, once it finds something.
+        let mut messages = Vec::new();
         let (mut total, mut any) = (0usize, false);
         let taken = self.ready.pop_many(
             max,

@@ -524,30 +524,11 @@ async fn fetch<C: Clock>(
     if let Some(delivery) = state.broker.try_fetch_from(queue)? {
         return Ok(response::delivery(&delivery));
     }
-    if wait.is_zero() {
-        return Err(EngineError::Timeout.into());
-    }
-    let mut shutting_down = state.shutting_down.clone();
-    if *shutting_down.borrow_and_update() {
-        return Err(ApiError::ShuttingDown);
-    }
-    // The engine's fetch ends when this future does: at the wait, when
-    // shutdown begins, or when the connection drops it because its client
-    // went away. Either way it leases nothing once it gives up.
-    let give_up = async move {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = shutting_down.wait_for(|down| *down) => {}
-        }
-    };
+    let give_up = give_up_after(state, wait)?;
     let waiting = signal.map(WaitSignal::begin);
     let fetched = state.broker.fetch_from(queue, give_up).await;
     drop(waiting);
-    match fetched {
-        Ok(delivery) => Ok(response::delivery(&delivery)),
-        Err(EngineError::Timeout) if *state.shutting_down.borrow() => Err(ApiError::ShuttingDown),
-        Err(error) => Err(error.into()),
-    }
+    waited(state, fetched).map(|delivery| response::delivery(&delivery))
 }
 
 /// `GET [/queues/{queue}]/fetch?max=n[&wait=ms]`: as [`fetch`], answering
@@ -568,6 +549,25 @@ async fn fetch_batch<C: Clock>(
     {
         return Ok(response::deliveries(&ready));
     }
+    let give_up = give_up_after(state, wait)?;
+    let waiting = signal.map(WaitSignal::begin);
+    let fetched = state
+        .broker
+        .fetch_batch_from(queue, max, max_bytes, give_up)
+        .await;
+    drop(waiting);
+    waited(state, fetched).map(|deliveries| response::deliveries(&deliveries))
+}
+
+/// For a fetch that found nothing ready: `Timeout` at once for `wait=0`,
+/// `ShuttingDown` if shutdown has begun, else the future that ends its
+/// wait. The engine's fetch ends when this future does: at the wait, when
+/// shutdown begins, or when the connection drops it because its client
+/// went away. Either way it leases nothing once it gives up.
+fn give_up_after<C: Clock>(
+    state: &State<C>,
+    wait: Duration,
+) -> Result<impl std::future::Future<Output = ()>, ApiError> {
     if wait.is_zero() {
         return Err(EngineError::Timeout.into());
     }
@@ -575,20 +575,19 @@ async fn fetch_batch<C: Clock>(
     if *shutting_down.borrow_and_update() {
         return Err(ApiError::ShuttingDown);
     }
-    let give_up = async move {
+    Ok(async move {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = shutting_down.wait_for(|down| *down) => {}
         }
-    };
-    let waiting = signal.map(WaitSignal::begin);
-    let fetched = state
-        .broker
-        .fetch_batch_from(queue, max, max_bytes, give_up)
-        .await;
-    drop(waiting);
+    })
+}
+
+/// What a waiting fetch's outcome answers: a wait cut short by shutdown is
+/// `ShuttingDown`, not `Timeout`.
+fn waited<C: Clock, T>(state: &State<C>, fetched: Result<T, EngineError>) -> Result<T, ApiError> {
     match fetched {
-        Ok(deliveries) => Ok(response::deliveries(&deliveries)),
+        Ok(taken) => Ok(taken),
         Err(EngineError::Timeout) if *state.shutting_down.borrow() => Err(ApiError::ShuttingDown),
         Err(error) => Err(error.into()),
     }
