@@ -24,8 +24,19 @@ use crate::clock::Timestamp;
 use crate::queue::Queue;
 use crate::sync::{lock, Mutex};
 
+/// A hint's key: when, which queue, which shard of its timer.
+type HintKey = (Timestamp, u64, u32);
+
+/// A queue with something due: the queue, its id, and a bit mask of the
+/// timer shards whose hints came due.
+pub(crate) struct Due {
+    pub(crate) queue: Weak<Queue>,
+    pub(crate) queue_id: u64,
+    pub(crate) shards: u64,
+}
+
 pub(crate) struct Agenda {
-    hints: Mutex<BTreeMap<(Timestamp, u64), Weak<Queue>>>,
+    hints: Mutex<BTreeMap<HintKey, Weak<Queue>>>,
     signal: DueSignal,
 }
 
@@ -37,15 +48,16 @@ impl Agenda {
         }
     }
 
-    /// Queue `queue_id` has something due at `at`. Signals the timekeeper if
-    /// that is now the earliest hint.
-    pub(crate) fn hint(&self, at: Timestamp, queue_id: u64, queue: &Weak<Queue>) {
+    /// Shard `shard` of queue `queue_id`'s timer has something due at `at`.
+    /// Signals the timekeeper if that is now the earliest hint.
+    pub(crate) fn hint(&self, at: Timestamp, queue_id: u64, shard: u32, queue: &Weak<Queue>) {
+        let key = (at, queue_id, shard);
         let earliest = {
             let mut hints = lock(&self.hints);
             let earliest = hints
                 .first_key_value()
-                .map_or(true, |(first, _)| *first > (at, queue_id));
-            hints.insert((at, queue_id), queue.clone());
+                .map_or(true, |(first, _)| *first > key);
+            hints.insert(key, queue.clone());
             earliest
         };
         if earliest {
@@ -54,26 +66,36 @@ impl Agenda {
     }
 
     /// Withdraws a hint (replaced by an earlier one, or its queue deleted).
-    pub(crate) fn unhint(&self, at: Timestamp, queue_id: u64) {
-        lock(&self.hints).remove(&(at, queue_id));
+    pub(crate) fn unhint(&self, at: Timestamp, queue_id: u64, shard: u32) {
+        lock(&self.hints).remove(&(at, queue_id, shard));
     }
 
-    /// Removes and returns the queues hinted at or before `now`.
-    pub(crate) fn take_due(&self, now: Timestamp) -> Vec<Weak<Queue>> {
+    /// Removes the hints at or before `now` and returns their queues, each
+    /// once, with the shards hinted.
+    pub(crate) fn take_due(&self, now: Timestamp) -> Vec<Due> {
         let mut hints = lock(&self.hints);
-        let mut due = Vec::new();
+        let mut due: Vec<Due> = Vec::new();
         while let Some(entry) = hints.first_entry() {
-            if entry.key().0 > now {
+            let (at, queue_id, shard) = *entry.key();
+            if at > now {
                 break;
             }
-            due.push(entry.remove());
+            let queue = entry.remove();
+            match due.iter_mut().find(|d| d.queue_id == queue_id) {
+                Some(d) => d.shards |= 1 << shard,
+                None => due.push(Due {
+                    queue,
+                    queue_id,
+                    shards: 1 << shard,
+                }),
+            }
         }
         due
     }
 
     /// The earliest hint, if any.
     pub(crate) fn next_due(&self) -> Option<Timestamp> {
-        lock(&self.hints).first_key_value().map(|(&(at, _), _)| at)
+        lock(&self.hints).first_key_value().map(|(&(at, _, _), _)| at)
     }
 
     /// Hints held (for tests and memory accounting).
@@ -145,13 +167,18 @@ mod tests {
     fn hints_come_out_in_time_order() {
         let agenda = Agenda::new();
         let w = Weak::new();
-        agenda.hint(t(30), 1, &w);
-        agenda.hint(t(10), 2, &w);
-        agenda.hint(t(20), 3, &w);
+        agenda.hint(t(30), 1, 0, &w);
+        agenda.hint(t(10), 2, 0, &w);
+        agenda.hint(t(20), 3, 0, &w);
+        agenda.hint(t(15), 2, 5, &w);
         assert_eq!(agenda.next_due(), Some(t(10)));
-        assert_eq!(agenda.take_due(t(20)).len(), 2);
+        let due = agenda.take_due(t(20));
+        // Queue 2's two shards come out as one queue.
+        assert_eq!(due.len(), 2);
+        assert_eq!((due[0].queue_id, due[0].shards), (2, 0b10_0001));
+        assert_eq!((due[1].queue_id, due[1].shards), (3, 1));
         assert_eq!(agenda.next_due(), Some(t(30)));
-        agenda.unhint(t(30), 1);
+        agenda.unhint(t(30), 1, 0);
         assert_eq!(agenda.next_due(), None);
     }
 
@@ -163,7 +190,7 @@ mod tests {
 
         let agenda = Agenda::new();
         let w = Weak::new();
-        agenda.hint(t(30), 1, &w); // earliest: signals before anyone waits
+        agenda.hint(t(30), 1, 0, &w); // earliest: signals before anyone waits
         struct Noop;
         impl std::task::Wake for Noop {
             fn wake(self: std::sync::Arc<Self>) {}
@@ -177,9 +204,9 @@ mod tests {
         );
         let mut changed = pin!(agenda.signal().changed());
         assert!(changed.as_mut().poll(&mut cx).is_pending());
-        agenda.hint(t(40), 2, &w); // later than the first: no signal
+        agenda.hint(t(40), 2, 0, &w); // later than the first: no signal
         assert!(changed.as_mut().poll(&mut cx).is_pending());
-        agenda.hint(t(20), 3, &w);
+        agenda.hint(t(20), 3, 0, &w);
         assert!(changed.as_mut().poll(&mut cx).is_ready());
     }
 }

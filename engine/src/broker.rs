@@ -591,7 +591,10 @@ impl<C: Clock> Broker<C> {
         let now = self.clock.now();
         let ended = found.requeue(&self.shared, id, delay, now)?;
         if let Ended::DeadLetter(message) = ended {
-            self.move_to_dead_letters(&found, message, now);
+            // Without the registry guard: the move may create `.dead`.
+            let source = found.name.clone();
+            drop(found);
+            self.move_to_dead_letters(&source, message, now);
         }
         Ok(())
     }
@@ -639,8 +642,13 @@ impl<C: Clock> Broker<C> {
             Ok(found) => {
                 let now = self.clock.now();
                 let dead = found.requeue_all(&self.shared, ids, delay, now, &mut results);
-                for message in dead {
-                    self.move_to_dead_letters(&found, message, now);
+                if !dead.is_empty() {
+                    // Without the registry guard: the move may create `.dead`.
+                    let source = found.name.clone();
+                    drop(found);
+                    for message in dead {
+                        self.move_to_dead_letters(&source, message, now);
+                    }
                 }
             }
             Err(Error::InvalidId) => results.resize(ids.len(), false),
@@ -679,15 +687,18 @@ impl<C: Clock> Broker<C> {
     /// `source`'s dead-letter queue (created as needed, outside
     /// `max_queues`). The byte budget is unchanged: the message is still
     /// held.
-    fn move_to_dead_letters(&self, source: &Queue, mut message: Message, now: Timestamp) {
+    ///
+    /// The caller holds no [`QueueRef`]: creating `.dead` takes the
+    /// registry's write side.
+    fn move_to_dead_letters(&self, source: &QueueName, mut message: Message, now: Timestamp) {
         message.attempts = 0;
         message.dead_lettered = true;
-        let Some(dead) = source.name.dead_letter_queue() else {
+        let Some(dead) = source.dead_letter_queue() else {
             // A dead-letter queue never has max_deliveries > 0 (put_queue
             // refuses it), so this cannot happen; were it to, keeping the
             // message beats dropping it.
             message.dead_lettered = false;
-            let _ = source.accept(&self.shared, message, Duration::ZERO, now);
+            let _ = self.accept_into(source.as_str(), message, Duration::ZERO, now, true);
             return;
         };
         self.journal_moved(&dead, &message);
@@ -710,12 +721,15 @@ impl<C: Clock> Broker<C> {
             if due.is_empty() {
                 break;
             }
-            for queue in due.iter().filter_map(std::sync::Weak::upgrade) {
-                let (e, c, dead) = queue.run_due(&self.shared, now);
+            for (queue, shards) in due
+                .iter()
+                .filter_map(|due| Some((due.queue.upgrade()?, due.shards)))
+            {
+                let (e, c, dead) = queue.run_due(&self.shared, now, shards);
                 expired += e;
                 came_due += c;
                 for message in dead {
-                    self.move_to_dead_letters(&queue, message, now);
+                    self.move_to_dead_letters(&queue.name, message, now);
                 }
             }
         }
@@ -846,7 +860,10 @@ impl<C: Clock> Broker<C> {
         let target = QueueName::new(name.base())?;
         let now = self.clock.now();
         let mut moved = 0;
-        for mut message in source.take_ready_for_redrive() {
+        let taken = source.take_ready_for_redrive();
+        // Without the registry guard: the move may create the target.
+        drop(source);
+        for mut message in taken {
             message.attempts = 0;
             message.dead_lettered = false;
             self.journal_moved(&target, &message);
@@ -887,6 +904,18 @@ impl<C: Clock> Broker<C> {
             stats.add(&queue.stats(now));
         }
         stats
+    }
+
+    /// Leases and delayed messages as the queues' timers count them,
+    /// added up: equal to `in_flight` and `delayed` of [`Broker::stats`]
+    /// whenever no operation is under way, if every settlement counted its
+    /// lease out of its timer. For model checks and tests.
+    pub fn timer_counts(&self) -> (usize, usize) {
+        self.registry
+            .all()
+            .iter()
+            .map(|queue| queue.timer_counts())
+            .fold((0, 0), |(l, d), (ql, qd)| (l + ql, d + qd))
     }
 
     /// Timer entries held over all queues (live leases plus delayed

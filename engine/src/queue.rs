@@ -46,7 +46,9 @@ use crate::fifo::Fifo;
 use crate::lease::{Lease, LeaseTable};
 use crate::message::{Message, QueueName};
 use crate::stats::{Counters, QueueInfo, QueueStats};
-use crate::sync::{read, write, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard};
+use crate::sync::{
+    read_sharded, write_sharded, AtomicU32, AtomicU64, Ordering, ShardedLock, ShardedLockReadGuard,
+};
 use crate::timer::{lease_ids, Entry, Hint, Timer};
 use crate::waiters::WaitList;
 
@@ -92,7 +94,7 @@ pub(crate) struct Queue {
     /// Unique for the broker's lifetime; orders agenda hints of equal time.
     pub(crate) id: u64,
     me: Weak<Queue>,
-    life: RwLock<bool>,
+    life: ShardedLock<bool>,
     ready: Fifo<Message>,
     leases: LeaseTable,
     timer: Timer,
@@ -127,7 +129,7 @@ impl Queue {
             origin,
             id,
             me: me.clone(),
-            life: RwLock::new(false),
+            life: ShardedLock::new(false),
             ready: Fifo::new(),
             leases: LeaseTable::new(),
             timer: Timer::new(),
@@ -149,8 +151,8 @@ impl Queue {
     }
 
     /// The life-cycle read guard, or `None` once the queue is deleted.
-    fn alive(&self) -> Option<RwLockReadGuard<'_, bool>> {
-        let life = read(&self.life);
+    fn alive(&self) -> Option<ShardedLockReadGuard<'_, bool>> {
+        let life = read_sharded(&self.life);
         (!*life).then_some(life)
     }
 
@@ -230,8 +232,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Appends `messages` at the tail, in order and contiguous, and wakes
-    /// as many waiting fetches in one pass.
+    /// Appends `messages` at the tail, in order (other publishes may land
+    /// between them), and wakes as many waiting fetches in one pass.
     fn make_all_ready(&self, mut messages: Vec<Message>, now: Timestamp) {
         let n = messages.len();
         if n == 0 {
@@ -314,11 +316,9 @@ impl Queue {
         }
     }
 
-    /// Whether a message is ready (for passing on a wake-up): exact, under
-    /// the ready queue's head lock, so a message a batch fetch is splitting
-    /// off is not missed.
+    /// Whether a message is ready (for passing on a wake-up).
     pub(crate) fn has_ready(&self) -> bool {
-        self.ready.has_any()
+        !self.ready.is_empty()
     }
 
     /// Leases the head of the queue, if there is one. The clock is read
@@ -358,10 +358,12 @@ impl Queue {
         Some(Leased { id, message })
     }
 
-    /// Leases up to `max` messages from the head, in order, stopping before
-    /// their bodies pass `max_bytes` in total (the first always fits), into
-    /// `out`. One pop under one lock, one clock read, one id range, one
-    /// deadline and one timer lock for the whole batch. Returns how many.
+    /// Leases up to `max` messages from the head, in order, into `out`,
+    /// stopping once their bodies reach `max_bytes` in total: the message
+    /// that crosses the line is the last one taken, so an answer's bodies
+    /// stay under `max_bytes` plus one body (SPEC "Batches"). Lock-free
+    /// pops, then one clock read, one id range, one deadline and one timer
+    /// run per shard for the whole batch. Returns how many.
     pub(crate) fn try_fetch_batch(
         &self,
         shared: &Shared,
@@ -375,18 +377,12 @@ impl Queue {
         };
         // Sized by the pop, once it finds something.
         let mut messages = Vec::new();
-        let (mut total, mut any) = (0usize, false);
-        let taken = self.ready.pop_many(
+        let mut total = 0usize;
+        let taken = self.ready.pop_while(
             max,
             |message| {
-                let len = message.body.len();
-                // The first message always fits, however large.
-                let fits = !any || total.saturating_add(len) <= max_bytes;
-                if fits {
-                    any = true;
-                    total = total.saturating_add(len);
-                }
-                fits
+                total = total.saturating_add(message.body.len());
+                total < max_bytes
             },
             &mut messages,
         );
@@ -626,11 +622,16 @@ impl Queue {
     /// delayed messages, in due order. Returns the number of leases that
     /// expired, of delayed messages that came due, and the messages to move
     /// to the dead-letter queue.
-    pub(crate) fn run_due(&self, shared: &Shared, now: Timestamp) -> (usize, usize, Vec<Message>) {
+    pub(crate) fn run_due(
+        &self,
+        shared: &Shared,
+        now: Timestamp,
+        shards: u64,
+    ) -> (usize, usize, Vec<Message>) {
         let Some(_alive) = self.alive() else {
             return (0, 0, Vec::new());
         };
-        let due = self.timer.take_due(now, &self.hint(shared));
+        let due = self.timer.take_due(now, shards, &self.hint(shared));
         let max = self.max_deliveries.load(Ordering::Relaxed);
         // Everything that comes back joins the tail as one run, in due
         // order, with one wake-up pass: a sweep of many pays per sweep what
@@ -685,7 +686,7 @@ impl Queue {
     /// look for the queue that replaces it.
     pub(crate) fn delete(&self, shared: &Shared) -> (u64, u64) {
         let (count, charge) = {
-            let mut life = write(&self.life);
+            let mut life = write_sharded(&self.life);
             if *life {
                 return (0, 0);
             }
@@ -776,8 +777,14 @@ impl Queue {
         self.leases.shrink_if_sparse();
     }
 
-    /// Timer entries held (live leases plus delayed messages).
+    /// Timer entries held (runs of live leases plus delayed messages).
     pub(crate) fn timer_entries(&self) -> usize {
         self.timer.len()
+    }
+
+    /// Leases and delayed messages as the timer counts them (see
+    /// [`Timer::live_leases`]).
+    pub(crate) fn timer_counts(&self) -> (usize, usize) {
+        (self.timer.live_leases(), self.timer.delayed())
     }
 }

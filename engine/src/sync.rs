@@ -9,13 +9,28 @@
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
-    Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    Mutex, MutexGuard,
+};
+
+/// A reader-writer lock whose readers rarely meet: crossbeam's
+/// `ShardedLock` keeps one lock per shard and a reader takes only its
+/// thread's, so readers share no cache line; a writer takes them all.
+/// Under loom, a plain `RwLock` stands in for it: the contract the engine
+/// relies on (readers together, a writer alone) is the same.
+#[cfg(not(loom))]
+pub(crate) use crossbeam_utils::sync::{
+    ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard,
+};
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    RwLock as ShardedLock, RwLockReadGuard as ShardedLockReadGuard,
+    RwLockWriteGuard as ShardedLockWriteGuard,
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
-    Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    Mutex, MutexGuard,
 };
 
 /// Locks `mutex`, ignoring poisoning.
@@ -30,16 +45,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// Read-locks `rwlock`, ignoring poisoning (see [`lock`]).
-pub(crate) fn read<T>(rwlock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+/// Read-locks a [`ShardedLock`], ignoring poisoning (see [`lock`]).
+pub(crate) fn read_sharded<T>(rwlock: &ShardedLock<T>) -> ShardedLockReadGuard<'_, T> {
     match rwlock.read() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     }
 }
 
-/// Write-locks `rwlock`, ignoring poisoning (see [`lock`]).
-pub(crate) fn write<T>(rwlock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+/// Write-locks a [`ShardedLock`], ignoring poisoning (see [`lock`]).
+pub(crate) fn write_sharded<T>(rwlock: &ShardedLock<T>) -> ShardedLockWriteGuard<'_, T> {
     match rwlock.write() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),

@@ -74,27 +74,53 @@
 //! Decide a settlement, or take a lease-table lock while holding its own
 //! (lock order: lease-table shard, then timer, then agenda).
 
-use std::collections::{btree_map, BTreeMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Weak;
+
+use crossbeam_utils::CachePadded;
 
 use crate::agenda::Agenda;
 use crate::clock::Timestamp;
 use crate::message::Message;
 use crate::queue::Queue;
-use crate::sync::{lock, Mutex};
+use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 
 /// Orders entries: due time first, then the lease id or delay sequence.
 pub(crate) type Key = (Timestamp, u64);
 
 const DELAYED: u64 = 1 << 63;
 
-/// Leases `key.1 .. key.1 + len` share the deadline `key.0`; `live` of them
-/// are neither settled nor touched since.
+/// Shards per timer: a power of two. Lease `id` lives in shard
+/// `id % SHARDS`, so the consecutive ids that concurrent fetches take land
+/// in different shards. Eight covers the threads a 2- to 8-core server
+/// runs with few collisions, at about 1 KiB per queue (each shard on its
+/// own cache line). Loom runs the same code with two, so that a model's
+/// few leases still share and split shards.
+#[cfg(not(loom))]
+pub(crate) const SHARDS: usize = 8;
+#[cfg(loom)]
+pub(crate) const SHARDS: usize = 2;
+
+/// The shard lease `id` (or delayed sequence `seq`) lives in.
+fn shard_of(id: u64) -> usize {
+    (id % SHARDS as u64) as usize
+}
+
+/// Leases `key.1, key.1 + SHARDS, ...` (`len` of them) share the deadline
+/// `key.0`; `live` of them are neither settled nor touched since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Run {
     len: u32,
     live: u32,
+}
+
+impl Run {
+    /// Whether lease `id` (of this run's shard) is one of the run starting
+    /// at `first`.
+    fn holds(&self, first: u64, id: u64) -> bool {
+        id >= first && (id - first) / SHARDS as u64 <= u64::from(self.len - 1)
+    }
 }
 
 #[derive(Debug)]
@@ -110,14 +136,18 @@ pub(crate) struct Hint<'a> {
     pub(crate) queue: &'a Weak<Queue>,
 }
 
+/// One queue's timekeeping, in [`SHARDS`] independently locked shards.
 pub(crate) struct Timer {
-    inner: Mutex<Inner>,
+    shards: Box<[CachePadded<Mutex<Inner>>]>,
+    /// Orders delayed messages of equal due time across shards.
+    next_delay_seq: AtomicU64,
 }
 
 struct Inner {
+    /// This shard's index, which its agenda hints carry.
+    index: u32,
     leases: BTreeMap<Key, Run>,
     delayed: BTreeMap<Key, Message>,
-    next_delay_seq: u64,
     hinted: Option<Timestamp>,
 }
 
@@ -139,9 +169,9 @@ impl Inner {
     fn hint_for(&mut self, due: Timestamp, hint: &Hint<'_>) {
         if self.hinted.map_or(true, |hinted| hinted > due) {
             if let Some(old) = self.hinted {
-                hint.agenda.unhint(old, hint.queue_id);
+                hint.agenda.unhint(old, hint.queue_id, self.index);
             }
-            hint.agenda.hint(due, hint.queue_id, hint.queue);
+            hint.agenda.hint(due, hint.queue_id, self.index, hint.queue);
             self.hinted = Some(due);
         }
     }
@@ -152,80 +182,124 @@ impl Inner {
         self.hint_for(deadline, hint);
     }
 
-    fn insert_delayed(&mut self, due: Timestamp, message: Message, hint: &Hint<'_>) {
-        let seq = DELAYED | self.next_delay_seq;
-        self.next_delay_seq += 1;
-        self.delayed.insert((due, seq), message);
-        self.hint_for(due, hint);
+    fn insert_delayed(&mut self, key: Key, message: Message, hint: &Hint<'_>) {
+        self.delayed.insert(key, message);
+        self.hint_for(key.0, hint);
     }
 
-    /// Counts `keys[0]`'s lease out of its run, with every following key
-    /// in the same run (a batch settled together), and drops the run once
+    /// Counts lease `keys[0]` out of its run, with every following key in
+    /// the same run (a batch settled together), and drops the run once
     /// none of its leases is live. Returns how many keys it consumed.
     /// Nothing changes for a run already gone (a sweep took it first).
     ///
-    /// A single lease, or the first of a batch, is found by its exact key:
-    /// one search, and its removal reuses the handle. Any other lease of a
-    /// batch needs the greatest key at or before its own.
+    /// A single lease, or the first of a batch's run, is found by its exact
+    /// key. Any other lease of a run is in the run with the greatest key at
+    /// or before its own that holds it: the search walks back over runs of
+    /// one that a touch back to the same deadline may have put in between.
     fn cancel_run(&mut self, keys: &[Key]) -> usize {
         let (deadline, id) = keys[0];
-        let in_run = |first: u64, len: u32| {
-            let end = first + u64::from(len);
-            keys.iter()
-                .take_while(|&&(d, i)| d == deadline && (first..end).contains(&i))
-                .count()
-        };
-        if let btree_map::Entry::Occupied(mut found) = self.leases.entry((deadline, id)) {
-            let n = in_run(id, found.get().len);
-            let run = found.get_mut();
-            run.live = run.live.saturating_sub(n as u32);
-            if run.live == 0 {
-                found.remove();
+        let mut found = None;
+        // At most a few steps: runs of one in between are rare, and a
+        // lease not found is one whose run a sweep already took (or, past
+        // the steps, one that its run's sweep will count out).
+        for (&key, run) in self
+            .leases
+            .range((deadline, 0)..=(deadline, id))
+            .rev()
+            .take(4)
+        {
+            if run.holds(key.1, id) {
+                found = Some((key, *run));
+                break;
             }
-            return n;
         }
-        let Some((&key, run)) = self.leases.range_mut(..(deadline, id)).next_back() else {
+        let Some((key, run)) = found else {
             return 1;
         };
-        if key.0 != deadline || id - key.1 >= u64::from(run.len) {
-            return 1;
-        }
-        let n = in_run(key.1, run.len);
-        run.live = run.live.saturating_sub(n as u32);
-        if run.live == 0 {
+        let n = keys
+            .iter()
+            .take_while(|&&(d, i)| d == deadline && run.holds(key.1, i))
+            .count();
+        let live = run.live.saturating_sub(n as u32);
+        if live == 0 {
             self.leases.remove(&key);
+        } else if let Some(run) = self.leases.get_mut(&key) {
+            run.live = live;
         }
         n
     }
 
-    fn cancel(&mut self, deadline: Timestamp, id: u64) {
-        self.cancel_run(&[(deadline, id)]);
+    /// Removes and returns every entry due at `now`, in due order, onto
+    /// `due`; re-hints the agenda at the first entry left.
+    fn take_due(&mut self, now: Timestamp, hint: &Hint<'_>, due: &mut Vec<(Key, Entry)>) {
+        self.hinted = None;
+        loop {
+            let lease = self.leases.first_key_value().map(|(&key, _)| key);
+            let delayed = self.delayed.first_key_value().map(|(&key, _)| key);
+            // Pop the earlier of the two firsts: one descent each, no
+            // second search for the key just found.
+            let take_lease = match (lease, delayed) {
+                (Some(l), Some(d)) => l < d,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_lease {
+                if lease.is_some_and(|key| key.0 > now) {
+                    break;
+                }
+                let (key, run) = self.leases.pop_first().expect("seen above");
+                due.push((key, Entry::Leases(run.len)));
+            } else {
+                if delayed.is_some_and(|key| key.0 > now) {
+                    break;
+                }
+                let (key, message) = self.delayed.pop_first().expect("seen above");
+                due.push((key, Entry::Delayed(message)));
+            }
+        }
+        if let Some(next) = self.first() {
+            hint.agenda.hint(next.0, hint.queue_id, self.index, hint.queue);
+            self.hinted = Some(next.0);
+        }
     }
 }
 
 impl Timer {
     pub(crate) fn new() -> Self {
         Timer {
-            inner: Mutex::new(Inner {
-                leases: BTreeMap::new(),
-                delayed: BTreeMap::new(),
-                next_delay_seq: 0,
-                hinted: None,
-            }),
+            shards: (0..SHARDS as u32)
+                .map(|index| {
+                    CachePadded::new(Mutex::new(Inner {
+                        index,
+                        leases: BTreeMap::new(),
+                        delayed: BTreeMap::new(),
+                        hinted: None,
+                    }))
+                })
+                .collect(),
+            next_delay_seq: AtomicU64::new(0),
         }
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<Inner> {
+        &self.shards[shard_of(id)]
     }
 
     /// Schedules lease `id`'s deadline (a run of one).
     pub(crate) fn schedule_lease(&self, deadline: Timestamp, id: u64, hint: &Hint<'_>) {
-        lock(&self.inner).insert_run(deadline, id, 1, hint);
+        lock(self.shard(id)).insert_run(deadline, id, 1, hint);
     }
 
     /// Schedules the deadline shared by a batch's leases, `ids` one range:
-    /// one entry, one lock, the agenda hinted at most once.
+    /// one run per shard it reaches (its ids `SHARDS` apart), each under one
+    /// lock of its shard.
     pub(crate) fn schedule_leases(&self, deadline: Timestamp, ids: Range<u64>, hint: &Hint<'_>) {
-        let len = u32::try_from(ids.end.saturating_sub(ids.start)).expect("a batch fits a u32");
-        if len > 0 {
-            lock(&self.inner).insert_run(deadline, ids.start, len, hint);
+        let len = ids.end.saturating_sub(ids.start);
+        for first in ids.start..ids.start + len.min(SHARDS as u64) {
+            let in_shard = (ids.end - first).div_ceil(SHARDS as u64);
+            let in_shard = u32::try_from(in_shard).expect("a batch fits a u32");
+            lock(self.shard(first)).insert_run(deadline, first, in_shard, hint);
         }
     }
 
@@ -242,107 +316,136 @@ impl Timer {
             // here could replace the run that `id` starts.
             return;
         }
-        let mut inner = lock(&self.inner);
-        inner.cancel(old, id);
+        let mut inner = lock(self.shard(id));
+        inner.cancel_run(&[(old, id)]);
         inner.insert_run(new, id, 1, hint);
     }
 
     /// Cancels a settled lease's deadline.
     pub(crate) fn cancel_lease(&self, deadline: Timestamp, id: u64) {
-        lock(&self.inner).cancel(deadline, id);
+        lock(self.shard(id)).cancel_run(&[(deadline, id)]);
     }
 
-    /// Cancels the deadlines of settled leases, under one lock.
+    /// Cancels the deadlines of settled leases, under one lock per shard
+    /// they reach. Keys of one shard that follow each other in `keys` are
+    /// counted out of their run together.
     pub(crate) fn cancel_leases(&self, keys: &[Key]) {
-        if keys.is_empty() {
-            return;
+        match keys {
+            [] => {}
+            [(deadline, id)] => self.cancel_lease(*deadline, *id),
+            _ => {
+                let mut mine = Vec::with_capacity(keys.len().div_ceil(SHARDS));
+                for (index, shard) in self.shards.iter().enumerate() {
+                    mine.clear();
+                    mine.extend(keys.iter().filter(|key| shard_of(key.1) == index));
+                    if mine.is_empty() {
+                        continue;
+                    }
+                    let mut inner = lock(shard);
+                    let mut rest = &mine[..];
+                    while !rest.is_empty() {
+                        let n = inner.cancel_run(rest);
+                        rest = &rest[n.max(1)..];
+                    }
+                }
+            }
         }
-        let mut inner = lock(&self.inner);
-        let mut rest = keys;
-        while !rest.is_empty() {
-            let n = inner.cancel_run(rest);
-            rest = &rest[n.max(1)..];
-        }
+    }
+
+    fn delay_key(&self, due: Timestamp) -> Key {
+        let seq = self.next_delay_seq.fetch_add(1, Ordering::Relaxed);
+        (due, DELAYED | seq)
     }
 
     pub(crate) fn schedule_delayed(&self, due: Timestamp, message: Message, hint: &Hint<'_>) {
-        lock(&self.inner).insert_delayed(due, message, hint);
+        let key = self.delay_key(due);
+        lock(self.shard(key.1)).insert_delayed(key, message, hint);
     }
 
-    /// Holds delayed messages, each until its own due time, under one lock;
-    /// ties keep the order given.
+    /// Holds delayed messages, each until its own due time; ties keep the
+    /// order given.
     pub(crate) fn schedule_delayed_all(
         &self,
         messages: impl IntoIterator<Item = (Timestamp, Message)>,
         hint: &Hint<'_>,
     ) {
-        let mut inner = lock(&self.inner);
         for (due, message) in messages {
-            inner.insert_delayed(due, message, hint);
+            self.schedule_delayed(due, message, hint);
         }
     }
 
-    /// Removes and returns every entry due at `now`, in due order, and
-    /// re-hints the agenda at the first entry left.
-    pub(crate) fn take_due(&self, now: Timestamp, hint: &Hint<'_>) -> Vec<(Key, Entry)> {
-        let mut inner = lock(&self.inner);
-        inner.hinted = None;
+    /// Removes and returns every entry due at `now` in the shards of
+    /// `shards` (a bit mask: the shards the agenda handed out), merged in
+    /// due order, and re-hints the agenda at each shard's first entry left.
+    ///
+    /// A shard not in the mask has nothing due: its hint, at or before its
+    /// first entry, would have come out of the agenda with the others.
+    pub(crate) fn take_due(&self, now: Timestamp, shards: u64, hint: &Hint<'_>) -> Vec<(Key, Entry)> {
         let mut due = Vec::new();
-        loop {
-            let lease = inner.leases.first_key_value().map(|(&key, _)| key);
-            let delayed = inner.delayed.first_key_value().map(|(&key, _)| key);
-            // Pop the earlier of the two firsts: one descent each, no
-            // second search for the key just found.
-            let take_lease = match (lease, delayed) {
-                (Some(l), Some(d)) => l < d,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if take_lease {
-                if lease.is_some_and(|key| key.0 > now) {
-                    break;
-                }
-                let (key, run) = inner.leases.pop_first().expect("seen above");
-                due.push((key, Entry::Leases(run.len)));
-            } else {
-                if delayed.is_some_and(|key| key.0 > now) {
-                    break;
-                }
-                let (key, message) = inner.delayed.pop_first().expect("seen above");
-                due.push((key, Entry::Delayed(message)));
+        let mut from = 0;
+        for (index, shard) in self.shards.iter().enumerate() {
+            if shards & (1 << index) != 0 {
+                lock(shard).take_due(now, hint, &mut due);
+                from += 1;
             }
         }
-        if let Some(next) = inner.first() {
-            hint.agenda.hint(next.0, hint.queue_id, hint.queue);
-            inner.hinted = Some(next.0);
+        if from > 1 {
+            // Keys are unique (lease ids and delay sequences are), so the
+            // order is total; each shard's part is sorted already.
+            due.sort_by_key(|(key, _)| *key);
         }
         due
     }
 
     pub(crate) fn clear(&self, hint: &Hint<'_>) -> Vec<Message> {
-        let mut inner = lock(&self.inner);
-        if let Some(old) = inner.hinted.take() {
-            hint.agenda.unhint(old, hint.queue_id);
+        let mut dropped = Vec::new();
+        for shard in self.shards.iter() {
+            let mut inner = lock(shard);
+            if let Some(old) = inner.hinted.take() {
+                hint.agenda.unhint(old, hint.queue_id, inner.index);
+            }
+            inner.leases = BTreeMap::new();
+            dropped.extend(std::mem::take(&mut inner.delayed).into_values());
         }
-        inner.leases = BTreeMap::new();
-        std::mem::take(&mut inner.delayed).into_values().collect()
+        dropped
     }
 
     pub(crate) fn delayed(&self) -> usize {
-        lock(&self.inner).delayed.len()
+        self.shards.iter().map(|shard| lock(shard).delayed.len()).sum()
     }
 
     /// Entries held: runs of live leases plus delayed messages.
     pub(crate) fn len(&self) -> usize {
-        let inner = lock(&self.inner);
-        inner.leases.len() + inner.delayed.len()
+        self.shards
+            .iter()
+            .map(|shard| {
+                let inner = lock(shard);
+                inner.leases.len() + inner.delayed.len()
+            })
+            .sum()
+    }
+
+    /// Leases the runs count as live: equal to the lease table's size
+    /// whenever no operation is under way, if every settlement counted its
+    /// lease out.
+    pub(crate) fn live_leases(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .leases
+                    .values()
+                    .map(|run| run.live as usize)
+                    .sum::<usize>()
+            })
+            .sum()
     }
 }
 
-/// The ids of the leases of a due run: `key.1 .. key.1 + len`.
-pub(crate) fn lease_ids(key: &Key, len: u32) -> Range<u64> {
-    key.1..key.1 + u64::from(len)
+/// The ids of the leases of a due run: `key.1`, `key.1 + SHARDS`, ...
+pub(crate) fn lease_ids(key: &Key, len: u32) -> impl Iterator<Item = u64> {
+    let first = key.1;
+    (0..u64::from(len)).map(move |k| first + k * SHARDS as u64)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -363,31 +466,46 @@ mod tests {
         }
     }
 
+    /// As the sweep does: the agenda hands out the due shards, then the
+    /// timer gives up what is due in them.
+    fn sweep(agenda: &Agenda, timer: &Timer, now: Timestamp, h: &Hint<'_>) -> Vec<(Key, Entry)> {
+        let shards = agenda
+            .take_due(now)
+            .iter()
+            .fold(0, |mask, due| mask | due.shards);
+        timer.take_due(now, shards, h)
+    }
+
+    fn ids(key: &Key, len: u32) -> Vec<u64> {
+        lease_ids(key, len).collect()
+    }
+
     #[test]
-    fn entries_come_due_in_order_with_delay_ties_in_insertion_order() {
+    fn entries_come_due_in_order_across_shards_with_delay_ties_in_insertion_order() {
         let agenda = Agenda::new();
         let weak = Weak::new();
         let h = hint(&agenda, &weak);
         let timer = Timer::new();
         timer.schedule_lease(t(30), 1, &h);
-        timer.schedule_delayed(t(20), Message::new(10, Bytes::from_static(b"a")), &h);
-        timer.schedule_delayed(t(20), Message::new(11, Bytes::from_static(b"b")), &h);
+        // Ten delayed messages due together land in different shards.
+        for id in 10..20 {
+            timer.schedule_delayed(t(20), Message::new(id, Bytes::from_static(b"a")), &h);
+        }
         timer.schedule_lease(t(10), 2, &h);
+        timer.schedule_lease(t(20), 3, &h);
         assert_eq!(agenda.next_due(), Some(t(10)));
-        assert_eq!(timer.delayed(), 2);
+        assert_eq!(timer.delayed(), 10);
 
-        // As the sweep does: the agenda hands out the hint, then the timer
-        // gives up what is due.
-        assert_eq!(agenda.take_due(t(25)).len(), 1);
-        let due = timer.take_due(t(25), &h);
-        let order: Vec<_> = due
+        let order: Vec<_> = sweep(&agenda, &timer, t(25), &h)
             .iter()
             .map(|(key, entry)| match entry {
-                Entry::Leases(len) => format!("leases {:?}", lease_ids(key, *len)),
+                Entry::Leases(len) => format!("leases {:?}", ids(key, *len)),
                 Entry::Delayed(m) => format!("delayed {}", m.id),
             })
             .collect();
-        assert_eq!(order, ["leases 2..3", "delayed 10", "delayed 11"]);
+        let mut expected = vec!["leases [2]".to_string(), "leases [3]".to_string()];
+        expected.extend((10..20).map(|id| format!("delayed {id}")));
+        assert_eq!(order, expected);
         assert_eq!(timer.delayed(), 0);
         // Re-hinted at the first entry left.
         assert_eq!(agenda.next_due(), Some(t(30)));
@@ -416,94 +534,100 @@ mod tests {
                 timer.reschedule_lease(t(100 + id), t(5000 + id), id, &h);
             }
         }
-        assert_eq!(timer.len(), 500);
-        assert!(timer.take_due(t(4999), &h).is_empty());
-        assert_eq!(timer.take_due(t(10_000), &h).len(), 500);
+        assert_eq!((timer.len(), timer.live_leases()), (500, 500));
+        assert!(sweep(&agenda, &timer, t(4999), &h).is_empty());
+        assert_eq!(sweep(&agenda, &timer, t(10_000), &h).len(), 500);
         assert_eq!(timer.len(), 0);
+        assert_eq!(agenda.len(), 0);
     }
 
     #[test]
-    fn a_batch_is_one_entry_that_leaves_when_its_last_lease_settles() {
+    fn a_batch_is_one_run_per_shard_that_leaves_when_its_last_lease_settles() {
         let agenda = Agenda::new();
         let weak = Weak::new();
         let h = hint(&agenda, &weak);
         let timer = Timer::new();
-        // Two batches with the same deadline and a single lease between.
-        timer.schedule_leases(t(50), 10..14, &h);
-        timer.schedule_lease(t(50), 14, &h);
-        timer.schedule_leases(t(50), 15..17, &h);
-        assert_eq!(timer.len(), 3);
-        // Settling each lease of the first run counts it down; an id outside
-        // every run (or a second cancel after the run is gone) is nothing.
-        for id in [13, 11, 10] {
+        let s = SHARDS as u64;
+        // A batch of 2 * SHARDS + 3 leases: one run in each shard, the
+        // first three shards' runs three long, the others two.
+        let batch = 100..100 + 2 * s + 3;
+        timer.schedule_leases(t(50), batch.clone(), &h);
+        assert_eq!(timer.len(), SHARDS);
+        assert_eq!(timer.live_leases(), batch.clone().count());
+        // Settling every lease but one, singly and in batches, leaves only
+        // the last one's run.
+        let last = batch.end - 1;
+        for id in batch.clone().step_by(2).filter(|&id| id != last) {
             timer.cancel_lease(t(50), id);
         }
-        timer.cancel_lease(t(49), 12);
-        timer.cancel_lease(t(50), 99);
-        assert_eq!(timer.len(), 3, "one lease of the first run is live");
-        timer.cancel_lease(t(50), 12);
-        assert_eq!(timer.len(), 2);
-        // A touch moves one lease out of its run into a run of one; a touch
-        // to the same deadline changes nothing (and must not replace the
-        // run its id starts).
-        timer.reschedule_lease(t(50), t(50), 15, &h);
-        timer.reschedule_lease(t(50), t(80), 16, &h);
-        assert_eq!(timer.len(), 3);
-        timer.cancel_leases(&[(t(50), 14)]);
-        // As the sweep does: the agenda hands out the hint first.
-        assert_eq!(agenda.take_due(t(60)).len(), 1);
-        let due = timer.take_due(t(60), &h);
-        let runs: Vec<_> = due
-            .iter()
-            .map(|(key, entry)| match entry {
-                Entry::Leases(len) => lease_ids(key, *len),
-                Entry::Delayed(_) => unreachable!("no delayed messages"),
-            })
+        let rest: Vec<Key> = batch
+            .clone()
+            .skip(1)
+            .step_by(2)
+            .filter(|&id| id != last)
+            .map(|id| (t(50), id))
             .collect();
-        // The run 15..17 comes due whole: the sweep skips 16, whose lease
-        // now has a later deadline in the lease table.
-        assert_eq!(runs.len(), 1);
-        assert_eq!(runs[0], 15..17);
-        assert_eq!(timer.len(), 1);
-        assert_eq!(agenda.next_due(), Some(t(80)));
+        timer.cancel_leases(&rest);
+        assert_eq!((timer.len(), timer.live_leases()), (1, 1));
+        // A second cancel, a wrong deadline or an id outside every run is
+        // nothing.
+        timer.cancel_lease(t(50), 100);
+        timer.cancel_lease(t(49), last);
+        timer.cancel_lease(t(50), last + s);
+        assert_eq!((timer.len(), timer.live_leases()), (1, 1));
+        timer.cancel_lease(t(50), last);
+        assert_eq!((timer.len(), timer.live_leases()), (0, 0));
     }
 
     #[test]
-    fn a_settled_batch_is_cancelled_run_by_run() {
+    fn a_touched_lease_leaves_its_run_and_the_run_comes_due_whole() {
         let agenda = Agenda::new();
         let weak = Weak::new();
         let h = hint(&agenda, &weak);
         let timer = Timer::new();
-        timer.schedule_leases(t(50), 10..14, &h);
-        timer.schedule_leases(t(50), 14..16, &h);
-        timer.schedule_lease(t(60), 16, &h);
-        // In one call: the first run whole, one lease of the second, the
-        // single, and an id no run holds.
-        timer.cancel_leases(&[
-            (t(50), 10),
-            (t(50), 11),
-            (t(50), 12),
-            (t(50), 13),
-            (t(50), 15),
-            (t(60), 16),
-            (t(60), 99),
-        ]);
-        assert_eq!(timer.len(), 1, "only the second run, with 14 live");
-        timer.cancel_leases(&[(t(50), 14)]);
+        let s = SHARDS as u64;
+        // Three leases in shard 0's run: 0, S, 2S.
+        timer.schedule_leases(t(50), 0..2 * s + 1, &h);
+        // A touch to the same deadline changes nothing (and must not
+        // replace the run its id starts); a touch elsewhere and back puts a
+        // run of one between the run's key and its later ids.
+        timer.reschedule_lease(t(50), t(50), 0, &h);
+        timer.reschedule_lease(t(50), t(80), s, &h);
+        timer.reschedule_lease(t(80), t(50), s, &h);
+        assert_eq!(timer.live_leases(), (2 * s + 1) as usize);
+        // 2S is still found in its run behind the run of one.
+        timer.cancel_lease(t(50), 2 * s);
+        assert_eq!(timer.live_leases(), (2 * s) as usize);
+        let due = sweep(&agenda, &timer, t(60), &h);
+        let runs: Vec<_> = due
+            .iter()
+            .filter_map(|(key, entry)| match entry {
+                Entry::Leases(len) => Some(ids(key, *len)),
+                Entry::Delayed(_) => None,
+            })
+            .filter(|ids| ids[0] % s == 0)
+            .collect();
+        // Shard 0: the batch's run whole (the sweep skips leases settled or
+        // touched since, in the lease table), and S's run of one.
+        assert_eq!(runs, [vec![0, s, 2 * s], vec![s]]);
         assert_eq!(timer.len(), 0);
     }
 
     #[test]
-    fn an_earlier_entry_replaces_the_hint_and_clear_removes_it() {
+    fn an_earlier_entry_replaces_its_shards_hint_and_clear_removes_them() {
         let agenda = Agenda::new();
         let weak = Weak::new();
         let h = hint(&agenda, &weak);
         let timer = Timer::new();
-        timer.schedule_lease(t(50), 1, &h);
-        timer.schedule_lease(t(60), 2, &h);
+        let s = SHARDS as u64;
+        timer.schedule_lease(t(50), s, &h);
+        timer.schedule_lease(t(60), 2 * s, &h);
         assert_eq!(agenda.len(), 1);
-        timer.schedule_lease(t(40), 3, &h);
+        timer.schedule_lease(t(40), 3 * s, &h);
         assert_eq!((agenda.len(), agenda.next_due()), (1, Some(t(40))));
+        // Another shard hints for itself.
+        timer.schedule_lease(t(45), 1, &h);
+        assert_eq!(agenda.len(), 2);
         timer.schedule_delayed(t(45), Message::new(1, Bytes::new()), &h);
         let dropped = timer.clear(&h);
         assert_eq!(dropped.len(), 1);
