@@ -15,27 +15,30 @@
 //! * `journal`: [`Journal`], the hook told of every change a log must
 //!   record (requeues, expiries, delays coming due, dead-letter moves,
 //!   redrives, deliveries, acknowledgements, deletes), and in what order.
-//! * `registry`: the named queues, the `max_queues` cap, and the fetches
-//!   waiting for a queue that does not exist yet.
+//! * `registry`: the named queues behind a sharded lock, lent out without
+//!   a reference count; the `max_queues` cap, and the fetches waiting for a
+//!   queue that does not exist yet.
 //! * `queue`: one queue: where each of its messages is (ready, leased,
 //!   delayed), its settings and counters, and its life cycle (delete).
-//! * `fifo`: the queue under each ready queue: producers push runs (one
-//!   message, or a whole batch, contiguous) onto a lock-free `SegQueue`;
-//!   consumers pop under a small head lock that keeps a partly taken run's
-//!   rest in front. A loom model stands behind the same API.
+//! * `fifo`: the queue under each ready queue: a lock-free `SegQueue`, one
+//!   message per slot; batch pushes and pops are runs of single ones. Under
+//!   loom a model of `SegQueue`'s contract stands behind `push` and `pop`,
+//!   and the rest runs unchanged.
 //! * `lease`: `LeaseTable`, a queue's in-flight deliveries by id (`DashMap`,
 //!   or a loom model), whose atomic `remove_if` / `update_if` decide every
 //!   settlement and touch.
 //! * `timer`: `Timer`, a queue's lease deadlines and delayed messages in due
-//!   order; settled leases leave nothing behind.
-//! * `agenda`: `Agenda`, which queue has something due next across all
-//!   queues, and the signal that wakes the timekeeping task early.
+//!   order, in 8 shards by id; settled leases leave nothing behind.
+//! * `agenda`: `Agenda`, which queue (and which of its timer shards) has
+//!   something due next across all queues, and the signal that wakes the
+//!   timekeeping task early.
 //! * `waiters`: `WaitList`, parked fetches, the wake-up protocol, fairness.
 //! * `message`: the held message (56 bytes) and [`QueueName`].
 //! * `clock`: [`Clock`], [`SystemClock`], [`ManualClock`]: time is injected.
 //! * `stats`: [`Stats`], [`QueueStats`], [`QueueInfo`] and the counters.
 //! * `error`: [`Error`], every way an operation fails.
-//! * `sync`: the only module that chooses between `std` and `loom` types.
+//! * `sync`: the only module that chooses between `std` (and crossbeam's
+//!   `ShardedLock`) and `loom` types.
 //!
 //! # Guarantees
 //!
@@ -59,52 +62,82 @@
 //!
 //! # Which paths take which lock
 //!
-//! Not everything is lock-free, and this says exactly what is:
+//! SPEC part 3 ("The engine's message path"): publish, fetch, acknowledge,
+//! requeue and touch of a queue take no lock that every operation on that
+//! queue shares. What each takes, exactly (normal build; under loom the
+//! same code runs on loom-visible twins, see below):
 //!
-//! * Lock-free: publishing to the ready queue (a `SegQueue` push of one
-//!   run, whether one message or a batch), id allocation,
-//!   the byte budget and every counter (atomic RMWs), and the check a
-//!   producer makes for waiting fetches (one RMW; the wait list's mutex is
-//!   taken only when someone waits).
-//! * A queue's life-cycle `RwLock`, read side (two uncontended RMWs): held
-//!   by every operation on that queue, so that a delete excludes them.
-//! * A queue's ready-queue head `Mutex`: fetches only (single and batch),
-//!   around the pop; producers never take it. Fetches of one queue already
-//!   serialise on its timer lock, so it costs one uncontended lock.
-//! * A `DashMap` shard lock (one of several per queue, chosen by id): fetch
-//!   (insert), acknowledge, requeue, expiry (`remove_if`), touch.
-//! * A queue's timer `Mutex`: fetch (schedule the deadline), acknowledge and
-//!   requeue (cancel it), touch, delayed publish and requeue, the sweep.
-//! * The agenda `Mutex`: only when a queue's first due time moves earlier
-//!   (its first lease or delayed message, or an earlier touch), and in the
-//!   sweep.
-//! * The registry `RwLock`: lookups of named queues (read), creation and
-//!   deletion (write). The `default` queue is found without it.
+//! * **Lock-free**: the ready queue (crossbeam `SegQueue` push and pop, one
+//!   message per slot, batches included), delivery and message id
+//!   allocation, the byte budget and every counter (atomic RMWs), finding
+//!   `default`, and a producer's check for waiting fetches (one RMW on the
+//!   queue's waiter count).
+//! * **A queue's life cycle, read side**: every operation on the queue,
+//!   for its duration. A crossbeam `ShardedLock`: a reader takes only its
+//!   own thread's shard, so readers share no cache line. Delete takes the
+//!   write side (every shard).
+//! * **The registry, read side**: finding a named queue. Also a
+//!   `ShardedLock`, held for the operation (the queue is borrowed under it,
+//!   so no `Arc` count is touched per operation); creating or deleting a
+//!   queue takes the write side, and a dead-letter move or a redrive drops
+//!   the read side first (it may create the target).
+//! * **A lease-table shard** (`DashMap`, chosen by a hash of the delivery
+//!   id): fetch (insert), acknowledge, requeue and expiry (`remove_if`),
+//!   touch (`update_if`).
+//! * **A timer shard** (one of 8 per queue, lease id mod 8; a delayed
+//!   message by its delay sequence mod 8): fetch (schedule the deadline),
+//!   acknowledge and requeue (cancel it), touch (move it, inside the lease
+//!   shard's lock), delayed publish and delayed requeue, the sweep (the
+//!   shards it was hinted). A batch fetch takes each shard its ids reach
+//!   once; a batch settle likewise.
+//! * **The agenda** (one per broker): when a timer shard's first due time
+//!   moves earlier (its first entry, an earlier delay or touch), and in the
+//!   sweep. With a queue's TTL fixed, deadlines only grow, so steady fetch
+//!   traffic does not take it.
+//! * **A queue's wait list**: only while fetches are parked on it
+//!   (registering, re-arming, a producer waking a parked fetch).
+//! * **The drained signal**: when the byte budget returns to zero (the
+//!   broker holds nothing), to wake the server's memory trim.
+//! * **The journal** (only with a write-ahead log): called with the queue's
+//!   life-cycle read guard held (in a delete, the write guard and the lease
+//!   shards' read locks); the log's commit queue is its own lock (SPEC: the
+//!   log's path is its own).
 //!
-//! Lock order, outermost first: life cycle, lease shard, timer, agenda,
-//! signal; the ready-queue head and the wait list's mutex are leaves. No lock is held across an
-//! `.await` or while calling a waker.
+//! Lock order, outermost first: registry, life cycle, lease shard, timer
+//! shard, agenda, due signal; the wait lists and the drained signal are
+//! leaves, and the journal is called under the life cycle only (and never
+//! calls back). No lock is held across an `.await` or while calling a
+//! waker.
 //!
 //! # How it is checked
 //!
 //! Unit tests beside each module drive every rule of the contract with a
 //! [`ManualClock`]. The `loom-tests` crate compiles this crate with
-//! `--cfg loom`, where `sync`, `fifo` and `lease` switch to loom-visible
-//! types, and model-checks the protocols (settlement, touch and expiry
-//! races, delays coming due, wake-ups from every producer, fetch timeouts,
-//! dead-letter moves, queue deletion, close) over every interleaving.
+//! `--cfg loom`, where `sync` switches to loom's atomics, mutexes and
+//! `RwLock` (the twin of `ShardedLock`), and the two structures loom
+//! cannot run are replaced by twins of their documented contracts: the
+//! `SegQueue` under `fifo` (a linearizable FIFO whose pop may find it
+//! empty without synchronising) and the `DashMap` under `lease` (per-id
+//! atomic `remove_if` / `update_if`). Everything of ours around them runs
+//! as in production: timer shards (two under loom), sweeps, settlement,
+//! touch, the life cycle against delete, wake-ups. The models cover
+//! settlement, touch and expiry races, a batch's leases across timer
+//! shards, delays coming due, wake-ups from every producer (dead-letter
+//! moves included), fetch timeouts, queue deletion and close, over every
+//! interleaving.
 //!
 //! # Performance
 //!
-//! Publish is a lock-free push plus a few uncontended atomic RMWs; fetch a
-//! pop under the head lock, one shard write lock and one timer insert;
-//! acknowledge one shard write lock and one timer remove. Nothing scans.
-//! Batches pay the per-request costs once per batch: one byte reservation,
-//! id range, clock read, push and wake-up pass per publish; one pop, id
-//! range, deadline and timer lock per fetch; one timer lock and one counter
-//! update per acknowledge or requeue. The `benches`
-//! crate measures it against a `Mutex<VecDeque>` + `Mutex<HashMap>` engine
-//! written the obvious way, and `ubroker-load` over HTTP.
+//! Publish is a lock-free push plus a few atomic RMWs; fetch a lock-free
+//! pop, one lease-shard lock and one timer-shard lock; acknowledge one
+//! lease-shard lock and one timer-shard lock. Nothing scans. Batches pay
+//! the per-request costs once per batch where they can: one byte
+//! reservation, id range, clock read and wake-up pass per publish; one id
+//! range, deadline and one lock per timer shard reached per fetch,
+//! acknowledge or requeue. The `benches` crate measures it against a
+//! `Mutex<VecDeque>` + `Mutex<HashMap>` engine written the obvious way
+//! (`contended_ratio` for threads racing on one queue), and `ubroker-load`
+//! over HTTP.
 
 mod agenda;
 mod broker;

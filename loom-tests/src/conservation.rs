@@ -35,7 +35,8 @@ const FINAL_ADVANCE: Duration = Duration::from_nanos(100 * TTL.as_nanos() as u64
 ///   in_flight + (acknowledged - redriven) + requeued + expired +
 ///   dead_lettered = delivered;
 ///
-/// and the aggregate [`Stats`] is their sum. Counts only: it holds for a
+/// and the aggregate [`Stats`] is their sum, and the queues' timers count
+/// exactly the leases in flight and the delayed messages. Counts only: it holds for a
 /// closed broker too, which can no longer be drained. [`assert_conserved`]
 /// also proves where each message is.
 #[track_caller]
@@ -129,6 +130,15 @@ pub fn assert_counters_agree(broker: &ModelBroker, live: &[&'static str]) {
         "queued bytes (the byte budget) disagree with {live:?}: {stats:?}"
     );
     assert_eq!(stats.waiting, 0, "a waiter is left behind: {stats:?}");
+    // Every settlement counts its lease out of its timer shard at once, not
+    // at the lease's old deadline: the timers count exactly the live leases
+    // and delayed messages.
+    assert_eq!(
+        broker.timer_counts(),
+        (stats.in_flight, stats.delayed),
+        "the timers' (leases, delayed) disagree with the lease tables and \
+         delayed messages: a settled lease left its timer entry behind? {stats:?}"
+    );
 }
 
 /// Checks the conservation invariant on an open, quiescent broker: the

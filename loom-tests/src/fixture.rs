@@ -147,11 +147,22 @@ pub fn spawn_waiting_fetch(
     loom::thread::JoinHandle<Result<Delivery, Error>>,
     SleepProbe,
 ) {
+    spawn_waiting_fetch_from(broker, "default")
+}
+
+/// [`spawn_waiting_fetch`] on the queue `queue`.
+pub fn spawn_waiting_fetch_from(
+    broker: &Arc<ModelBroker>,
+    queue: &'static str,
+) -> (
+    loom::thread::JoinHandle<Result<Delivery, Error>>,
+    SleepProbe,
+) {
     let probe = SleepProbe::new();
     let waiter = {
         let broker = Arc::clone(broker);
         let probe = probe.clone();
-        loom::thread::spawn(move || loom::future::block_on(broker.fetch(probe)))
+        loom::thread::spawn(move || loom::future::block_on(broker.fetch_from(queue, probe)))
     };
     (waiter, probe)
 }

@@ -162,7 +162,7 @@ pub use conservation::{assert_conserved, assert_counters_agree};
 #[cfg(loom)]
 pub use fixture::{
     check, check_bounded, lease, lease_in, msg, new_broker, new_broker_with,
-    settle_checking_deadline, spawn_waiting_fetch, ModelBroker, TTL,
+    settle_checking_deadline, spawn_waiting_fetch, spawn_waiting_fetch_from, ModelBroker, TTL,
 };
 #[cfg(loom)]
 pub use observe::{Outcomes, SleepProbe, Trigger, WakeFlag};

@@ -6,8 +6,10 @@
 //! `TTL` and sweeps, which expires `a` back to the tail. Whatever the
 //! interleaving:
 //!
-//! * the batch is a contiguous run of the queue's order `b, c, a`, and no
-//!   message goes to both fetches;
+//! * the batch is in the queue's order `b, c, a` (not necessarily
+//!   contiguous: each of its pops is a lock-free pop of its own, and the
+//!   single fetch may pop between them), and no message goes to both
+//!   fetches;
 //! * `a`'s lease expires exactly once;
 //! * a fetch that takes `a` after its expiry gets a live lease (attempt 2,
 //!   a deadline after the sweep's clock): a batch fetch that read the clock
@@ -20,7 +22,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{assert_conserved, check, lease, msg, new_broker, Outcomes, TTL};
-use ubroker_engine::{Clock as _, Delivery, NewMessage};
+use ubroker_engine::{Delivery, NewMessage};
 
 const ORDER: [&str; 3] = ["b", "c", "a"];
 
@@ -73,9 +75,11 @@ fn m15_batch_fetch_vs_fetch_and_expiry() {
 
         assert!(batch.len() <= 2);
         let positions: Vec<usize> = batch.iter().map(position).collect();
+        // In queue order; since the ready queue's pops are each lock-free
+        // and on their own, the single fetch may take one in between.
         assert!(
-            positions.windows(2).all(|w| w[1] == w[0] + 1),
-            "the batch is not a contiguous run of the queue: {positions:?}"
+            positions.windows(2).all(|w| w[1] > w[0]),
+            "the batch is not in queue order: {positions:?}"
         );
         let mut all: Vec<&Delivery> = batch.iter().chain(single.iter()).collect();
         all.sort_by_key(|d| position(d));
