@@ -95,7 +95,9 @@ impl Agenda {
 
     /// The earliest hint, if any.
     pub(crate) fn next_due(&self) -> Option<Timestamp> {
-        lock(&self.hints).first_key_value().map(|(&(at, _, _), _)| at)
+        lock(&self.hints)
+            .first_key_value()
+            .map(|(&(at, _, _), _)| at)
     }
 
     /// Hints held (for tests and memory accounting).

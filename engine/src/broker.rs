@@ -334,7 +334,7 @@ impl<C: Clock> Broker<C> {
                 delayed.push((entry.delay, message));
             }
         }
-        self.hand_over(queue, (ready, delayed), false, |found, (ready, delayed)| {
+        self.hand_over(queue, false, |found| {
             found.accept_batch(&self.shared, ready, delayed, now)
         })?;
         Ok(first..first + n)
@@ -342,9 +342,9 @@ impl<C: Clock> Broker<C> {
 
     /// Hands `message` (already charged to the byte budget) to the queue
     /// named `queue`, created as needed, at its tail now or after `delay`.
-    /// If the queue is deleted between finding it and handing over, the
-    /// message goes to the queue that replaces it: it never lands in a
-    /// dropped queue. `exempt` creations skip `max_queues` (dead-letter
+    /// The registry's read guard, held while the queue takes the message,
+    /// keeps a delete out: the message never lands in a dropped queue.
+    /// `exempt` creations skip `max_queues` (dead-letter
     /// moves and redrives, which a client did not ask for), and then this
     /// cannot fail.
     fn accept_into(
@@ -355,41 +355,26 @@ impl<C: Clock> Broker<C> {
         now: Timestamp,
         exempt: bool,
     ) -> Result<(), Error> {
-        self.hand_over(queue, message, exempt, |found, message| {
+        self.hand_over(queue, exempt, |found| {
             found.accept(&self.shared, message, delay, now)
         })
     }
 
-    /// The find-or-create-and-retry loop under [`Broker::accept_into`] and
-    /// [`Broker::publish_batch`]: `hand` gives `parcel` to a queue found (or
-    /// created) by name, or gives it back if that queue was deleted
-    /// meanwhile, and then the queue that replaces it is tried.
-    fn hand_over<T>(
-        &self,
-        queue: &str,
-        mut parcel: T,
-        exempt: bool,
-        mut hand: impl FnMut(&Queue, T) -> Result<(), T>,
-    ) -> Result<(), Error> {
-        // The name is allocated only if the queue has to be created.
-        let mut owned_name = None;
-        loop {
-            let found = match self.registry.get(queue) {
-                Some(found) => found,
-                None => {
-                    let name = match &owned_name {
-                        Some(name) => name,
-                        None => owned_name.insert(QueueName::new(queue)?),
-                    };
-                    self.registry
-                        .get_or_create(name, || self.new_queue_settings(name), exempt)?
-                }
-            };
-            match hand(&found, parcel) {
-                Ok(()) => return Ok(()),
-                Err(back) => parcel = back,
+    /// The find-or-create under [`Broker::accept_into`] and
+    /// [`Broker::publish_batch`]: `hand` gives the messages to the queue
+    /// found (or created) by name, under the registry's read guard.
+    fn hand_over(&self, queue: &str, exempt: bool, hand: impl FnOnce(&Queue)) -> Result<(), Error> {
+        let found = match self.registry.get(queue) {
+            Some(found) => found,
+            None => {
+                // The name is allocated only if the queue has to be created.
+                let name = QueueName::new(queue)?;
+                self.registry
+                    .get_or_create(&name, || self.new_queue_settings(&name), exempt)?
             }
-        }
+        };
+        hand(&found);
+        Ok(())
     }
 
     /// Leases the head of `queue`, if there is one, without waiting. A

@@ -6,7 +6,9 @@
 //! time forward explicitly instead of sleeping, and a lease's expiry is a
 //! pure function of the clock's value.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(unix))]
+use std::time::Instant;
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -56,9 +58,18 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }
 
-/// The real clock: `std::time::Instant`, relative to when it was created.
+/// The real clock: the monotonic clock (`CLOCK_MONOTONIC` on Unix, what
+/// `std::time::Instant` reads), relative to when it was created.
+///
+/// On Unix it calls `clock_gettime` itself and subtracts its origin in
+/// plain `u64` nanoseconds: `Instant::elapsed` goes through checked
+/// `Timespec` arithmetic and a `Duration`, about 100 instructions a read
+/// against about 50, and a fetch and its acknowledge read the clock twice.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
+    #[cfg(unix)]
+    origin: u64,
+    #[cfg(not(unix))]
     origin: Instant,
 }
 
@@ -66,9 +77,28 @@ impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
         SystemClock {
+            #[cfg(unix)]
+            origin: monotonic_nanos(),
+            #[cfg(not(unix))]
             origin: Instant::now(),
         }
     }
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC`, which never goes backwards.
+#[cfg(unix)]
+fn monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always
+    // supported on the Unix systems Rust targets, so this cannot fail (and
+    // were it to, `ts` stays zero: time would stand still, not go back).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 impl Default for SystemClock {
@@ -78,6 +108,13 @@ impl Default for SystemClock {
 }
 
 impl Clock for SystemClock {
+    #[cfg(unix)]
+    #[inline]
+    fn now(&self) -> Timestamp {
+        Timestamp(monotonic_nanos().saturating_sub(self.origin))
+    }
+
+    #[cfg(not(unix))]
     fn now(&self) -> Timestamp {
         Timestamp(duration_nanos(self.origin.elapsed()))
     }
@@ -131,11 +168,19 @@ mod tests {
     }
 
     #[test]
-    fn system_clock_is_monotonic() {
+    fn system_clock_is_monotonic_and_follows_instant() {
         let clock = SystemClock::new();
+        let start = std::time::Instant::now();
         let a = clock.now();
+        std::thread::sleep(Duration::from_millis(20));
         let b = clock.now();
+        let elapsed = start.elapsed();
         assert!(b >= a);
+        // It measures the same clock as `Instant`: at least the 20 ms slept,
+        // and no more than the `Instant` around it saw.
+        let moved = b.saturating_duration_since(a);
+        assert!(moved >= Duration::from_millis(20), "{moved:?}");
+        assert!(moved <= elapsed, "{moved:?} > {elapsed:?}");
     }
 
     #[test]

@@ -19,14 +19,22 @@
 //!
 //! # Life cycle
 //!
-//! `life` is a read-write lock around the `deleted` flag. Every operation
-//! holds it for reading while it touches the queue; delete holds it for
-//! writing while it empties the queue. So an operation either completes
-//! before the delete (and its message is counted and dropped by it) or sees
-//! `deleted` and touches nothing: a publish that raced a delete retries on
-//! the queue that replaces it, and no message lands in a dropped queue. The
-//! read side is two uncontended atomic RMWs; it is never held across an
-//! `.await` or while waiting.
+//! Every operation of a client (publish, fetch, settle, touch, redrive,
+//! and the dead-letter moves they cause) reaches a queue through the
+//! registry, and holds the registry's read side (a `ShardedLock`, sharded
+//! by thread) for as long as it works on the queue. A delete first takes
+//! the queue out of the registry under the write side, which waits for
+//! those readers, and only then empties it: so no such operation ever
+//! overlaps a delete, and they need no check of their own. (`default` is
+//! never deleted.)
+//!
+//! The timekeeper reaches a queue through the agenda's `Weak` reference
+//! instead. For it, `life` is a `ShardedLock` around the `deleted` flag: a
+//! sweep holds it for reading, delete for writing while it empties the
+//! queue, so a sweep either completes before the delete (and what it made
+//! ready is counted and dropped by the delete) or sees `deleted` and
+//! touches nothing (loom model 20). It is never held across an `.await`
+//! or while waiting.
 //!
 //! # What it must never do
 //!
@@ -66,10 +74,6 @@ pub(crate) enum Ended {
     /// this queue's dead-letter queue.
     DeadLetter(Message),
 }
-
-/// A batch handed back by [`Queue::accept_batch`] because the queue was
-/// deleted: the messages to make ready, and those to delay.
-pub(crate) type Batch = (Vec<Message>, Vec<(Duration, Message)>);
 
 /// A delivery handed out by [`Queue::try_fetch`].
 pub(crate) struct Leased {
@@ -172,18 +176,15 @@ impl Queue {
     }
 
     /// Accepts a message (already charged against the byte budget): at the
-    /// tail now, or after `delay`. `Err` gives it back if the queue has been
-    /// deleted, so the caller can retry on its replacement.
+    /// tail now, or after `delay`. The caller found the queue in the
+    /// registry (see "Life cycle" above).
     pub(crate) fn accept(
         &self,
         shared: &Shared,
         message: Message,
         delay: Duration,
         now: Timestamp,
-    ) -> Result<(), Message> {
-        let Some(_alive) = self.alive() else {
-            return Err(message);
-        };
+    ) {
         self.bytes
             .fetch_add(message.body.len() as u64, Ordering::Relaxed);
         Counters::bump(&self.counters.published);
@@ -193,23 +194,18 @@ impl Queue {
             self.timer
                 .schedule_delayed(now.saturating_add(delay), message, &self.hint(shared));
         }
-        Ok(())
     }
 
     /// Accepts a batch (already charged against the byte budget): `ready`
-    /// joins the tail in order and contiguous, each of `delayed` is held
-    /// until its delay has passed. `Err` gives both back if the queue has
-    /// been deleted.
+    /// joins the tail in order, each of `delayed` is held until its delay
+    /// has passed. The caller found the queue in the registry.
     pub(crate) fn accept_batch(
         &self,
         shared: &Shared,
         ready: Vec<Message>,
         delayed: Vec<(Duration, Message)>,
         now: Timestamp,
-    ) -> Result<(), Batch> {
-        let Some(_alive) = self.alive() else {
-            return Err((ready, delayed));
-        };
+    ) {
         let bytes = ready
             .iter()
             .chain(delayed.iter().map(|(_, message)| message))
@@ -229,7 +225,6 @@ impl Queue {
             );
         }
         self.make_all_ready(ready, now);
-        Ok(())
     }
 
     /// Appends `messages` at the tail, in order (other publishes may land
@@ -330,7 +325,6 @@ impl Queue {
         shared: &Shared,
         now: impl FnOnce() -> Timestamp,
     ) -> Option<Leased> {
-        let _alive = self.alive()?;
         let mut message = self.ready.pop()?;
         let now = now();
         let head = if self.ready.len() == 0 {
@@ -372,9 +366,6 @@ impl Queue {
         now: impl FnOnce() -> Timestamp,
         out: &mut Vec<Leased>,
     ) -> usize {
-        let Some(_alive) = self.alive() else {
-            return 0;
-        };
         // Sized by the pop, once it finds something.
         let mut messages = Vec::new();
         let mut total = 0usize;
@@ -442,7 +433,6 @@ impl Queue {
         id: u64,
         now: Timestamp,
     ) -> Result<u64, Error> {
-        let _alive = self.alive().ok_or(Error::InvalidId)?;
         let lease = self.take_lease(id, now)?;
         if let Some(journal) = &shared.journal {
             journal.gone(lease.message.id);
@@ -462,10 +452,6 @@ impl Queue {
         now: Timestamp,
         results: &mut Vec<bool>,
     ) -> u64 {
-        let Some(_alive) = self.alive() else {
-            results.extend(ids.iter().map(|_| false));
-            return 0;
-        };
         let mut keys = Vec::with_capacity(ids.len());
         let (mut bytes, mut charge) = (0u64, 0u64);
         for &id in ids {
@@ -498,10 +484,6 @@ impl Queue {
         now: Timestamp,
         results: &mut Vec<bool>,
     ) -> Vec<Message> {
-        let Some(_alive) = self.alive() else {
-            results.extend(ids.iter().map(|_| false));
-            return Vec::new();
-        };
         let mut keys = Vec::with_capacity(ids.len());
         let mut back = Vec::with_capacity(ids.len());
         for &id in ids {
@@ -552,7 +534,6 @@ impl Queue {
         delay: Duration,
         now: Timestamp,
     ) -> Result<Ended, Error> {
-        let _alive = self.alive().ok_or(Error::InvalidId)?;
         let lease = self.take_lease(id, now)?;
         Ok(self.end_delivery(shared, lease.message, delay, now, &self.counters.requeued))
     }
@@ -566,7 +547,6 @@ impl Queue {
         ttl: Option<Duration>,
         now: Timestamp,
     ) -> Result<(), Error> {
-        let _alive = self.alive().ok_or(Error::InvalidId)?;
         let new = now.saturating_add(ttl.unwrap_or_else(|| self.settings().ttl));
         let touched = self.leases.update_if(id, |lease| {
             if now >= lease.deadline {
@@ -720,9 +700,6 @@ impl Queue {
     /// Takes every ready message for a redrive (this is a dead-letter
     /// queue). Each counts as consumed here: see `Broker::redrive`.
     pub(crate) fn take_ready_for_redrive(&self) -> Vec<Message> {
-        let Some(_alive) = self.alive() else {
-            return Vec::new();
-        };
         let mut taken = Vec::new();
         while let Some(message) = self.ready.pop() {
             self.bytes

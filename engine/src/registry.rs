@@ -184,11 +184,7 @@ impl Registry {
 
     /// Every queue, `default` included, sorted by name in byte order.
     pub(crate) fn all(&self) -> Vec<Arc<Queue>> {
-        let mut all: Vec<Arc<Queue>> = read_sharded(&self.named)
-            .queues
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<Arc<Queue>> = read_sharded(&self.named).queues.values().cloned().collect();
         all.push(self.default.clone());
         all.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         all

@@ -18,9 +18,7 @@ pub(crate) use loom::sync::{
 /// Under loom, a plain `RwLock` stands in for it: the contract the engine
 /// relies on (readers together, a writer alone) is the same.
 #[cfg(not(loom))]
-pub(crate) use crossbeam_utils::sync::{
-    ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard,
-};
+pub(crate) use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     RwLock as ShardedLock, RwLockReadGuard as ShardedLockReadGuard,

@@ -74,7 +74,7 @@
 //! Decide a settlement, or take a lease-table lock while holding its own
 //! (lock order: lease-table shard, then timer, then agenda).
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::ops::Range;
 use std::sync::Weak;
 
@@ -198,6 +198,20 @@ impl Inner {
     /// one that a touch back to the same deadline may have put in between.
     fn cancel_run(&mut self, keys: &[Key]) -> usize {
         let (deadline, id) = keys[0];
+        if let btree_map::Entry::Occupied(mut exact) = self.leases.entry((deadline, id)) {
+            // The common case: a single lease, or the first of a run. One
+            // search, and the removal reuses its handle.
+            let run = exact.get_mut();
+            let n = keys
+                .iter()
+                .take_while(|&&(d, i)| d == deadline && run.holds(id, i))
+                .count();
+            run.live = run.live.saturating_sub(n as u32);
+            if run.live == 0 {
+                exact.remove();
+            }
+            return n;
+        }
         let mut found = None;
         // At most a few steps: runs of one in between are rare, and a
         // lease not found is one whose run a sweep already took (or, past
@@ -259,7 +273,8 @@ impl Inner {
             }
         }
         if let Some(next) = self.first() {
-            hint.agenda.hint(next.0, hint.queue_id, self.index, hint.queue);
+            hint.agenda
+                .hint(next.0, hint.queue_id, self.index, hint.queue);
             self.hinted = Some(next.0);
         }
     }
@@ -334,15 +349,29 @@ impl Timer {
             [] => {}
             [(deadline, id)] => self.cancel_lease(*deadline, *id),
             _ => {
-                let mut mine = Vec::with_capacity(keys.len().div_ceil(SHARDS));
+                // A counting sort by shard (stable, so each shard's keys keep
+                // their order and a run's leases stay together): two passes
+                // and one allocation, then one lock per shard reached.
+                let mut starts = [0usize; SHARDS + 1];
+                for key in keys {
+                    starts[shard_of(key.1) + 1] += 1;
+                }
+                for i in 1..=SHARDS {
+                    starts[i] += starts[i - 1];
+                }
+                let mut next = starts;
+                let mut sorted = vec![(Timestamp::ZERO, 0u64); keys.len()];
+                for &key in keys {
+                    let shard = shard_of(key.1);
+                    sorted[next[shard]] = key;
+                    next[shard] += 1;
+                }
                 for (index, shard) in self.shards.iter().enumerate() {
-                    mine.clear();
-                    mine.extend(keys.iter().filter(|key| shard_of(key.1) == index));
-                    if mine.is_empty() {
+                    let mut rest = &sorted[starts[index]..starts[index + 1]];
+                    if rest.is_empty() {
                         continue;
                     }
                     let mut inner = lock(shard);
-                    let mut rest = &mine[..];
                     while !rest.is_empty() {
                         let n = inner.cancel_run(rest);
                         rest = &rest[n.max(1)..];
@@ -380,7 +409,12 @@ impl Timer {
     ///
     /// A shard not in the mask has nothing due: its hint, at or before its
     /// first entry, would have come out of the agenda with the others.
-    pub(crate) fn take_due(&self, now: Timestamp, shards: u64, hint: &Hint<'_>) -> Vec<(Key, Entry)> {
+    pub(crate) fn take_due(
+        &self,
+        now: Timestamp,
+        shards: u64,
+        hint: &Hint<'_>,
+    ) -> Vec<(Key, Entry)> {
         let mut due = Vec::new();
         let mut from = 0;
         for (index, shard) in self.shards.iter().enumerate() {
@@ -392,7 +426,7 @@ impl Timer {
         if from > 1 {
             // Keys are unique (lease ids and delay sequences are), so the
             // order is total; each shard's part is sorted already.
-            due.sort_by_key(|(key, _)| *key);
+            due.sort_unstable_by_key(|(key, _)| *key);
         }
         due
     }
@@ -411,7 +445,10 @@ impl Timer {
     }
 
     pub(crate) fn delayed(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).delayed.len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).delayed.len())
+            .sum()
     }
 
     /// Entries held: runs of live leases plus delayed messages.

@@ -326,8 +326,11 @@ fn a_batch_fetch_takes_up_to_max_in_order_and_leaves_the_rest_at_the_head() {
 #[test]
 fn a_batch_fetch_stops_once_the_bodies_reach_max_bytes_with_the_crossing_one_last() {
     let b = broker();
-    b.publish_batch("jobs", entries(&["aaaa", "bbbb", "cc", "dddddddd", "e", "f"]))
-        .unwrap();
+    b.publish_batch(
+        "jobs",
+        entries(&["aaaa", "bbbb", "cc", "dddddddd", "e", "f"]),
+    )
+    .unwrap();
     // 4 + 4 = 8 is under 9; + 2 crosses it, and is the last one taken
     // (SPEC "Batches": an answer's bodies stay under twice the cap).
     assert_eq!(

@@ -1789,7 +1789,11 @@ fn timer_memory_follows_live_state() {
         n += 1;
     }
     assert_eq!(n, 1000);
-    assert_eq!(b.timer_counts(), (1, 0), "the one lease is all the timers hold");
+    assert_eq!(
+        b.timer_counts(),
+        (1, 0),
+        "the one lease is all the timers hold"
+    );
     assert!(
         b.timer_entries() <= 1 + 8,
         "one lease's run and at most one hint per timer shard: {}",

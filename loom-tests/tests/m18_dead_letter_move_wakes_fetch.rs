@@ -24,40 +24,43 @@ use ubroker_engine::{Config, QueueUpdate};
 #[test]
 fn m18_dead_letter_move_by_requeue_wakes_a_waiting_fetch() {
     static OUTCOMES: Outcomes = Outcomes::new();
-    check("m18_dead_letter_move_by_requeue_wakes_a_waiting_fetch", || {
-        let broker = new_broker_with(Config {
-            ttl: TTL,
-            max_deliveries: 1,
-            ..Config::default()
-        });
-        broker
-            .put_queue("jobs.dead", QueueUpdate::default())
-            .unwrap();
-        let (delivery, _) = lease_in(&broker, "jobs", "a");
+    check(
+        "m18_dead_letter_move_by_requeue_wakes_a_waiting_fetch",
+        || {
+            let broker = new_broker_with(Config {
+                ttl: TTL,
+                max_deliveries: 1,
+                ..Config::default()
+            });
+            broker
+                .put_queue("jobs.dead", QueueUpdate::default())
+                .unwrap();
+            let (delivery, _) = lease_in(&broker, "jobs", "a");
 
-        let (waiter, probe) = spawn_waiting_fetch_from(&broker, "jobs.dead");
-        let consumer = {
-            let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.requeue_in("jobs", delivery.id, Duration::ZERO))
-        };
-        assert_eq!(consumer.join().unwrap(), Ok(()));
-        let dead = waiter
-            .join()
-            .unwrap()
-            .expect("the waiting fetch gets the dead-lettered message");
-        assert_eq!(dead.body, msg("a"));
-        assert_eq!((dead.message_id, dead.attempt), (delivery.message_id, 1));
-        assert_eq!(
-            dead.dead_letter.as_ref().map(|q| q.as_str()),
-            Some("jobs"),
-            "the delivery names its origin"
-        );
-        OUTCOMES.record(if probe.slept() {
-            "woken from sleep"
-        } else {
-            "found the message without sleeping"
-        });
-        assert_conserved(&broker, &["a"]);
-    });
+            let (waiter, probe) = spawn_waiting_fetch_from(&broker, "jobs.dead");
+            let consumer = {
+                let broker = Arc::clone(&broker);
+                thread::spawn(move || broker.requeue_in("jobs", delivery.id, Duration::ZERO))
+            };
+            assert_eq!(consumer.join().unwrap(), Ok(()));
+            let dead = waiter
+                .join()
+                .unwrap()
+                .expect("the waiting fetch gets the dead-lettered message");
+            assert_eq!(dead.body, msg("a"));
+            assert_eq!((dead.message_id, dead.attempt), (delivery.message_id, 1));
+            assert_eq!(
+                dead.dead_letter.as_ref().map(|q| q.as_str()),
+                Some("jobs"),
+                "the delivery names its origin"
+            );
+            OUTCOMES.record(if probe.slept() {
+                "woken from sleep"
+            } else {
+                "found the message without sleeping"
+            });
+            assert_conserved(&broker, &["a"]);
+        },
+    );
     OUTCOMES.assert_seen(&["found the message without sleeping", "woken from sleep"]);
 }

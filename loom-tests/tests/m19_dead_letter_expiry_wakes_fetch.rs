@@ -19,45 +19,48 @@ use ubroker_engine::{Config, QueueUpdate};
 #[test]
 fn m19_dead_letter_move_by_expiry_wakes_a_waiting_fetch() {
     static OUTCOMES: Outcomes = Outcomes::new();
-    check("m19_dead_letter_move_by_expiry_wakes_a_waiting_fetch", || {
-        let broker = new_broker_with(Config {
-            ttl: TTL,
-            max_deliveries: 1,
-            ..Config::default()
-        });
-        broker
-            .put_queue("jobs.dead", QueueUpdate::default())
-            .unwrap();
-        let (delivery, _) = lease_in(&broker, "jobs", "a");
+    check(
+        "m19_dead_letter_move_by_expiry_wakes_a_waiting_fetch",
+        || {
+            let broker = new_broker_with(Config {
+                ttl: TTL,
+                max_deliveries: 1,
+                ..Config::default()
+            });
+            broker
+                .put_queue("jobs.dead", QueueUpdate::default())
+                .unwrap();
+            let (delivery, _) = lease_in(&broker, "jobs", "a");
 
-        let (waiter, probe) = spawn_waiting_fetch_from(&broker, "jobs.dead");
-        let timekeeper = {
-            let broker = Arc::clone(&broker);
-            thread::spawn(move || {
-                broker.clock().advance(TTL);
-                broker.expire_due()
-            })
-        };
-        let sweep = timekeeper.join().unwrap();
-        assert_eq!(sweep.expired, 1, "{sweep:?}");
-        let dead = waiter
-            .join()
-            .unwrap()
-            .expect("the waiting fetch gets the dead-lettered message");
-        assert_eq!(dead.body, msg("a"));
-        assert_eq!((dead.message_id, dead.attempt), (delivery.message_id, 1));
-        let jobs = broker.queue_stats("jobs").unwrap();
-        assert_eq!(
-            (jobs.dead_lettered, jobs.expired, jobs.ready),
-            (1, 0, 0),
-            "{jobs:?}"
-        );
-        OUTCOMES.record(if probe.slept() {
-            "woken from sleep"
-        } else {
-            "found the message without sleeping"
-        });
-        assert_conserved(&broker, &["a"]);
-    });
+            let (waiter, probe) = spawn_waiting_fetch_from(&broker, "jobs.dead");
+            let timekeeper = {
+                let broker = Arc::clone(&broker);
+                thread::spawn(move || {
+                    broker.clock().advance(TTL);
+                    broker.expire_due()
+                })
+            };
+            let sweep = timekeeper.join().unwrap();
+            assert_eq!(sweep.expired, 1, "{sweep:?}");
+            let dead = waiter
+                .join()
+                .unwrap()
+                .expect("the waiting fetch gets the dead-lettered message");
+            assert_eq!(dead.body, msg("a"));
+            assert_eq!((dead.message_id, dead.attempt), (delivery.message_id, 1));
+            let jobs = broker.queue_stats("jobs").unwrap();
+            assert_eq!(
+                (jobs.dead_lettered, jobs.expired, jobs.ready),
+                (1, 0, 0),
+                "{jobs:?}"
+            );
+            OUTCOMES.record(if probe.slept() {
+                "woken from sleep"
+            } else {
+                "found the message without sleeping"
+            });
+            assert_conserved(&broker, &["a"]);
+        },
+    );
     OUTCOMES.assert_seen(&["found the message without sleeping", "woken from sleep"]);
 }

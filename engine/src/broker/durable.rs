@@ -129,12 +129,9 @@ impl<C: Clock> Broker<C> {
                     delayed.push((entry.delay, message));
                 }
             }
-            self.hand_over(
-                &queue,
-                (ready, delayed),
-                false,
-                |found, (ready, delayed)| found.accept_batch(&self.shared, ready, delayed, now),
-            )
+            self.hand_over(&queue, false, |found| {
+                found.accept_batch(&self.shared, ready, delayed, now)
+            })
         };
         match result {
             Ok(()) => Ok(ids),
@@ -222,12 +219,9 @@ impl<C: Clock> Broker<C> {
         self.next_message_id
             .fetch_max(max_id.saturating_add(1), Ordering::Relaxed);
         let now = self.clock.now();
-        self.hand_over(
-            queue,
-            (ready, Vec::new()),
-            true,
-            |found, (ready, delayed)| found.accept_batch(&self.shared, ready, delayed, now),
-        )
+        self.hand_over(queue, true, |found| {
+            found.accept_batch(&self.shared, ready, Vec::new(), now)
+        })
     }
 
     /// Restore: hands out no delivery id below `next_delivery` and no
