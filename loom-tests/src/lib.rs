@@ -56,8 +56,12 @@
 //! | 12 | `m12_fetch_timeout.rs` | a waiting fetch's timeout (a `Trigger` fired by another thread) vs. a publish | `Err(Timeout)` leased nothing (the message is still ready, `delivered` 0); `Ok` leased it exactly once | 2 252 | 0.4 s |
 //! | 13 | `m13_dead_letter.rs` | with `max_deliveries` 1: requeue vs. expiry of the last delivery | exactly one ends it; the message is ready in `jobs.dead` once and nowhere else, with its origin and attempt 1; counted in `jobs`'s `dead_lettered`, not `requeued`/`expired` | 508 | 0.08 s |
 //! | 14 | `m14_delete_queue.rs` | delete of `jobs` vs. publish to it, acknowledge of its lease, fetch from it | acknowledged + counted by the delete + held by the recreated queue = every message; none lands in the dropped queue; the byte budget releases what was dropped; an acknowledge after the delete fails | 26 822 | 7 s |
-//! | 15 | `m15_batch_fetch_vs_fetch_and_expiry.rs` | a batch fetch of up to two vs. a single fetch vs. the expiry sweep of a third message's lease | the batch is a contiguous run of queue order; no message goes to both fetches; the expired message is redelivered (attempt 2) under a live lease; every lease stays reachable by timekeeping | 478 926 | 138 s |
+//! | 15 | `m15_batch_fetch_vs_fetch_and_expiry.rs` | a batch fetch of up to two vs. a single fetch vs. the expiry sweep of a third message's lease | the batch is in queue order (the single fetch may pop between its pops); no message goes to both fetches; the expired message is redelivered (attempt 2) under a live lease; every lease stays reachable by timekeeping | 478 926 | 138 s |
 //! | 16 | `m16_batch_publish_wakes_waiters.rs` | a batch publish of two vs. a waiting batch fetch and a waiting single fetch | no lost wake-up: each fetch gets one message (at most 2 preemptions, see the file) | 104 757 | 33 s |
+//! | 17 | `m17_sharded_timer_settle_vs_sweep.rs` | a batch of three leases across both timer shards: a batch acknowledge of two and a touch of the third vs. the expiry sweep | exactly one winner per lease; nothing settled or touched after the consumer saw the deadline; right after the joins the timers count exactly the live leases | 1 281 | 0.3 s |
+//! | 18 | `m18_dead_letter_move_wakes_fetch.rs` | with `max_deliveries` 1 and `jobs.dead` created first: a requeue of the last allowed delivery vs. a fetch waiting on `jobs.dead` | no lost wake-up; the fetch gets the message with its origin | 3 180 | 1.2 s |
+//! | 19 | `m19_dead_letter_expiry_wakes_fetch.rs` | as 18, the delivery running out (clock advance + sweep) | no lost wake-up; counted as dead-lettered, not expired | 3 518 | 1.2 s |
+//! | 20 | `m20_delete_vs_expiry_sweep.rs` | delete of `jobs` vs. the sweep that expires its lease | the delete counts the message either way; nothing left charged or in the dropped queue | 92 | 0.02 s |
 //! | w01 | `w01_group_commit.rs` | the write-ahead log's group commit: two publishers append with waiters, one writer takes, writes, syncs, answers | every waiter answered once, `Ok`, and only after a sync covering its record; one shared sync and one sync each both reached | 938 | 0.12 s |
 //! | w02 | `w02_log_failure.rs` | two publishers append while the writer's sync fails | every publisher hears of the failure exactly once (waiter `Err`, or refused at append), never `Ok`; the sync is not retried | 2 431 | 0.12 s |
 //!
@@ -129,19 +133,29 @@
 //! | 11b | `Queue::end_delivery`: an expiry (counter `expired`) notifies, then pushes | loom: "deadlock; threads = [(Id(0), Blocked), (Id(1), Blocked), (Id(2), Terminated)]" |
 //! | 12 | `Broker::poll_fetch`: when the timeout is ready, lease from the queue anyway (dropping the delivery) and return `Timeout`; or: poll the timeout before returning a message just leased, and return `Timeout` if it is ready | both: "a fetch that timed out leased the message: Stats { ready: 0, in_flight: 1, .. delivered: 1 .. }" |
 //! | 13 | `Queue::end_delivery`: the dead-letter branch also pushes the message back to the source's ready queue | "the message is not out of its source queue exactly once: QueueStats { ready: 1, .. dead_lettered: 1 .. }" |
+//! | 17 | `Queue::take_lease` does not cancel the lease's timer entry (it would stay until its deadline) | models 1, 3 and 17, at the counts right after the joins: "the timers' (leases, delayed) disagree with the lease tables and delayed messages" (`left: (1, 0)`, `right: (0, 0)`) |
+//! | 18, 19 | a dead-letter move wakes the dead-letter queue's waiter before the push (`move_to_dead_letters` notifies, `Queue::accept` pushes a dead-lettered message without notifying) | both: loom "deadlock; threads = [(Id(0), Blocked), (Id(1), Blocked), (Id(2), Terminated)]"; model 13 passes with the same bug, as the issue said |
+//! | 20 | `Queue::run_due` drops its life-cycle read guard at once (the sweep ignores a delete) | "the delete did not count the message it dropped" (`left: Ok(0)`, `right: Ok(1)`) |
 //! | w01 | `ubroker_wal::commit`: answer the group's waiters after the write, before the sync | "record 1 answered before a sync covered it (written [1], synced 0)" |
 //! | w02 | `CommitQueue::fail` poisons but does not hand back the waiters still pending | "every publisher heard of the failure once" (`left: 1, right: 2`: a publisher left waiting forever) |
-//! | 14 | `Queue::accept` ignores the `deleted` flag (publishes into a dropped queue); or: `Queue::delete` empties the queue before taking the life-cycle write lock | "every message is acknowledged, counted by the delete, or held by the recreated queue (acknowledged 0, deleted 2)" (`left: 2, right: 3`, `queued_bytes: 65` still charged); the second: "(acknowledged 1, deleted 1)" (`left: 2, right: 3`) |
+//! | 14 | (before the lock-free rewrite) `Queue::accept` ignores the `deleted` flag; or: `Queue::delete` empties the queue before taking the life-cycle write lock | "every message is acknowledged, counted by the delete, or held by the recreated queue (acknowledged 0, deleted 2)". Since the rewrite, operations hold the registry's read guard and a delete removes the queue under its write side first, so neither seed can be reached from a publish, fetch or acknowledge any more (model 14 passes with the first, as it should); the life cycle now guards only the sweep, and model 20 is its model |
 //! | 15 | `Queue::try_fetch_batch` reads the clock before its pop; or: schedules the batch's deadlines before inserting its leases | "a lease taken after its message expired was born expired" (`left: Err(InvalidId)`, `right: Ok(())`); the second: "the final sweep left a lease or a delayed message behind" (`left: (1, 0, 1, 0)`, `right: (2, 0, 0, 0)`) |
 //! | 16 | `Queue::make_all_ready` wakes one waiter (`notify_one`) instead of one per message; or: wakes before it pushes | loom: "deadlock; threads = [(Id(0), Blocked), (Id(1), Terminated), (Id(2), Blocked), (Id(3), Terminated)]"; the second: "deadlock" with three threads blocked |
 //!
 //! # How faithful the models are
 //!
-//! The ready queue's loom model lets a pop find the queue empty without
-//! synchronising with any push, as `SegQueue::pop` does (a fence and a
-//! relaxed load of the tail). A model that always took its lock would order
+//! The engine's own code runs under loom as in production: the batch push
+//! and pop loops of the ready queue, the timer's shards (two under loom, so
+//! a model's few leases both share and split shards), sweeps, settlement,
+//! touch, the life cycle against delete and the wake-ups. Only what loom
+//! cannot run is replaced, by a twin of its documented contract: the
+//! `SegQueue` (a linearizable FIFO whose pop may find it empty without
+//! synchronising with any push, as `SegQueue::pop` does with a fence and a
+//! relaxed load of the tail: a model that always took its lock would order
 //! every pop after every earlier push and hide lost wake-ups such as a
-//! `Relaxed` waiter count in `notify_one`.
+//! `Relaxed` waiter count in `notify_one`), the `DashMap` (per-id atomic
+//! `remove_if` / `update_if`), and crossbeam's `ShardedLock` (a loom
+//! `RwLock`: readers together, a writer alone).
 //!
 //! # What loom does not check
 //!
