@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{assert_conserved, check, msg, new_broker, ModelBroker, Outcomes};
+use loom_tests::{assert_conserved, check_bounded, msg, new_broker, ModelBroker, Outcomes};
 use ubroker_engine::Delivery;
 
 /// Bodies are `<publisher><sequence number>`: `a1`, `a2`, `b1`.
@@ -56,7 +56,10 @@ fn assert_in_publish_order(deliveries: &[Delivery]) {
 #[test]
 fn m8_publishers_and_consumers() {
     static OUTCOMES: Outcomes = Outcomes::new();
-    check("m8_publishers_and_consumers", || {
+    // At most 2 preemptions (see the module docs): with 3 this model
+    // took over 1.4 million interleavings once the ready queue's pops
+    // and the timer went lock-free and sharded.
+    check_bounded("m8_publishers_and_consumers", Some(2), || {
         let broker = new_broker();
 
         let publisher = {

@@ -21,7 +21,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{assert_conserved, check, lease, msg, new_broker, Outcomes, TTL};
+use loom_tests::{assert_conserved, check_bounded, lease, msg, new_broker, Outcomes, TTL};
 use ubroker_engine::{Delivery, NewMessage};
 
 const ORDER: [&str; 3] = ["b", "c", "a"];
@@ -36,7 +36,10 @@ fn position(delivery: &Delivery) -> usize {
 #[test]
 fn m15_batch_fetch_vs_fetch_and_expiry() {
     static OUTCOMES: Outcomes = Outcomes::new();
-    check("m15_batch_fetch_vs_fetch_and_expiry", || {
+    // At most 2 preemptions (see the module docs): with 3 this model
+    // took over 1.4 million interleavings once the ready queue's pops
+    // and the timer went lock-free and sharded.
+    check_bounded("m15_batch_fetch_vs_fetch_and_expiry", Some(2), || {
         let broker = new_broker();
         let (first, _) = lease(&broker, "a");
         let batch = ["b", "c"]
