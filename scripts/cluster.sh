@@ -75,11 +75,14 @@ start_node() {
 }
 
 wait_node() {
-    local i=$1
-    wait_ok $((PORT + 1 + i)) /health 60 || {
-        tail -5 "$DIR/node-$i.log" >&2 || true
-        die "node $i did not become healthy on port $((PORT + 1 + i)) (log: $DIR/node-$i.log)"
-    }
+    local i=$1 deadline=$((SECONDS + 60))
+    until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$((PORT + 1 + i))/health"; do
+        if ! alive "$DIR/node-$i.pid" || [ $SECONDS -ge $deadline ]; then
+            tail -5 "$DIR/node-$i.log" >&2 || true
+            die "node $i did not become healthy on port $((PORT + 1 + i)) (log: $DIR/node-$i.log)"
+        fi
+        sleep 0.1
+    done
 }
 
 # Stops the process in pid file $1: SIGTERM (and SIGCONT, in case it was
@@ -213,6 +216,8 @@ cmd_up() {
             done)
     fi
     printf 'NODES=%s\nPORT=%s\n' "$NODES" "$PORT" >"$DIR/cluster.env"
+    # A start that fails half-way stops what it started.
+    trap 'cmd_down >/dev/null 2>&1' EXIT
     write_config
     haproxy -c -q -f "$DIR/haproxy.cfg" || die "HAProxy rejected $DIR/haproxy.cfg"
     local i
@@ -225,6 +230,7 @@ cmd_up() {
     for ((i = 0; i < NODES; i++)); do
         wait_ok "$PORT" "/nodes/$i/health" 30 || die "node $i is not healthy through HAProxy"
     done
+    trap - EXIT
     echo "cluster at http://127.0.0.1:$PORT"
 }
 
