@@ -15,7 +15,10 @@
 //!   partition does not starve the others) and moves on when a long poll
 //!   times out or the partition is unavailable. A consumer therefore never
 //!   waits on an empty partition for more than one wait while another has
-//!   messages.
+//!   messages. A fetch that gets no answer within its wait plus
+//!   [`PartitionedQueueBuilder::fetch_grace`] (a hung node, which the
+//!   proxy only gives up on after `--max-fetch-wait`) is dropped and the
+//!   partition skipped; a lease it may have taken comes back after its TTL.
 //! * **Settle**: every [`Delivery`] fetched here carries its partition
 //!   ([`Delivery::partition`]); acknowledge, requeue and touch go to that
 //!   partition's queue, the only node that knows the delivery id.
@@ -50,6 +53,7 @@ pub struct PartitionedQueueBuilder {
     partitions: u32,
     skip_for: Duration,
     max_stay: u32,
+    fetch_grace: Duration,
 }
 
 impl PartitionedQueueBuilder {
@@ -64,6 +68,14 @@ impl PartitionedQueueBuilder {
     /// moving on to the next (default 8; at least 1).
     pub fn max_stay(mut self, fetches: u32) -> Self {
         self.max_stay = fetches.max(1);
+        self
+    }
+
+    /// How long past its wait a fetch may go unanswered before it is given
+    /// up and the partition skipped (default 5 s). A fetch without a wait
+    /// counts the broker's longest, 30 s.
+    pub fn fetch_grace(mut self, grace: Duration) -> Self {
+        self.fetch_grace = grace;
         self
     }
 
@@ -97,6 +109,7 @@ impl PartitionedQueueBuilder {
                 name: self.name.into(),
                 partitions,
                 skips: Skips::new(p, self.skip_for),
+                fetch_grace: self.fetch_grace,
                 next_publish: AtomicUsize::new(start),
                 cursor: Cursor {
                     at: AtomicUsize::new(start),
@@ -134,6 +147,7 @@ impl Client {
             partitions,
             skip_for: Duration::from_secs(1),
             max_stay: 8,
+            fetch_grace: Duration::from_secs(5),
         }
     }
 }
@@ -150,6 +164,7 @@ struct Inner {
     name: Box<str>,
     partitions: Box<[Queue]>,
     skips: Skips,
+    fetch_grace: Duration,
     /// The partition the next publish tries first (modulo P).
     next_publish: AtomicUsize,
     cursor: Cursor,
@@ -454,16 +469,26 @@ impl PartitionedQueue {
         let p = self.inner.partitions.len();
         let cursor = &self.inner.cursor;
         let policy = *self.client().retry_policy();
+        // The broker's default --max-fetch-wait bounds a fetch without one.
+        let limit = wait
+            .unwrap_or(Duration::from_secs(30))
+            .saturating_add(self.inner.fetch_grace);
         let mut round = 0;
         loop {
             let candidates = self.candidates(cursor.at.load(Relaxed) % p);
             let mut last = None;
             for k in candidates {
                 let before = out.len();
-                match self.inner.partitions[k]
-                    .fetch_batch_into(max, wait, out)
-                    .await
-                {
+                let fetch = self.inner.partitions[k].fetch_batch_into(max, wait, out);
+                // Boxed: the timer would otherwise sit in every fetch's future.
+                let answered = Box::pin(tokio::time::timeout(limit, fetch)).await;
+                let answered = answered.unwrap_or_else(|_| {
+                    Err(Error::Transport {
+                        connect: false,
+                        source: format!("no answer within {limit:?}").into(),
+                    })
+                });
+                match answered {
                     Ok(n) => {
                         self.inner.skips.clear(k);
                         for delivery in &mut out[before..] {

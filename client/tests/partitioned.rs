@@ -352,3 +352,62 @@ async fn the_consumer_goes_on_while_a_node_is_down() {
         node.stop().await;
     }
 }
+
+/// A node that takes requests and never answers holds a fetch up for its
+/// wait plus the grace, not for the proxy's timeout: the partition is then
+/// skipped and the other partitions' messages keep coming.
+#[tokio::test]
+async fn a_hung_node_holds_a_fetch_up_only_for_the_grace() {
+    let nodes = [
+        TestBroker::start(config()).await,
+        TestBroker::start(config()).await,
+    ];
+    let router = Router::start(nodes.iter().map(|n| n.addr).collect()).await;
+    let client = Client::builder(&router.url())
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let q = client
+        .partitioned_builder("jobs", 2)
+        .fetch_grace(Duration::from_millis(100))
+        .skip_for(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    q.partition(0)
+        .unwrap()
+        .publish_batch(["a", "b", "c"])
+        .await
+        .unwrap();
+    router.set_hung(1, true);
+    // Bounded by the test, not the client: without the grace, a fetch that
+    // reached the hung node would never return.
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.extend(
+                q.fetch_batch(3, Some(Duration::from_millis(20)))
+                    .await
+                    .unwrap(),
+            );
+        }
+        got
+    })
+    .await
+    .expect("fetches went on while node 1 hung");
+    assert!(got.iter().all(|d| d.partition == Some(0)));
+    // The cursor reaches partition 1 within a few empty fetches; the fetch
+    // there is given up on, answered by partition 0 instead (empty, not an
+    // error), and partition 1 is skipped from then on.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !q.is_skipped(1) {
+            let batch = q.fetch_batch(1, Some(Duration::from_millis(20))).await;
+            assert!(batch.unwrap().is_empty());
+        }
+    })
+    .await
+    .expect("the hung partition was given up on");
+    assert_eq!(router.forwarded()[1], 0);
+    for node in nodes {
+        node.stop().await;
+    }
+}

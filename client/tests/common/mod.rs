@@ -202,7 +202,9 @@ async fn serve_script(
 /// A stand-in for the cluster's HAProxy, for the client's partition tests
 /// without HAProxy: routes `/queues/{name}--k...` to backend `k mod N`
 /// (anything else to backend 0), one request per backend connection, and
-/// answers a backend marked down with HAProxy's JSON `503 unavailable`.
+/// answers a backend marked down with HAProxy's JSON `503 unavailable`;
+/// a backend marked hung gets nothing and its requests no answer (a
+/// SIGSTOPped node before the proxy's checks notice).
 /// Counts the requests that reached each backend and those refused.
 pub struct Router {
     pub addr: SocketAddr,
@@ -212,6 +214,7 @@ pub struct Router {
 struct RouterState {
     backends: Vec<SocketAddr>,
     down: Mutex<Vec<bool>>,
+    hung: Mutex<Vec<bool>>,
     forwarded: Mutex<Vec<u64>>,
     refused: Mutex<Vec<u64>>,
 }
@@ -224,6 +227,7 @@ impl Router {
         let state = Arc::new(RouterState {
             backends,
             down: Mutex::new(vec![false; n]),
+            hung: Mutex::new(vec![false; n]),
             forwarded: Mutex::new(vec![0; n]),
             refused: Mutex::new(vec![0; n]),
         });
@@ -242,6 +246,10 @@ impl Router {
 
     pub fn set_down(&self, node: usize, down: bool) {
         self.state.down.lock().unwrap()[node] = down;
+    }
+
+    pub fn set_hung(&self, node: usize, hung: bool) {
+        self.state.hung.lock().unwrap()[node] = hung;
     }
 
     /// Requests forwarded to each backend.
@@ -311,6 +319,13 @@ async fn route(mut client: TcpStream, state: Arc<RouterState>) {
     while let Some((head, request)) = read_message(&mut client, &mut buf).await {
         let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
         let node = node_of(&target, state.backends.len());
+        if state.hung.lock().unwrap()[node] {
+            // Never answered; the connection stays open until the client
+            // gives up on it.
+            let mut rest = [0u8; 1];
+            let _ = client.read(&mut rest).await;
+            return;
+        }
         let down = state.down.lock().unwrap()[node];
         let answer = if down {
             None
