@@ -154,6 +154,23 @@ impl Client {
 
 /// A queue spread over partitions: see the module docs. Cheap to clone;
 /// clones share the skip marks and the turns.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ubroker_client::Client;
+///
+/// # async fn run() -> ubroker_client::Result<()> {
+/// // A cluster behind HAProxy (scripts/cluster.sh up DIR).
+/// let jobs = Client::new("http://127.0.0.1:7000")?.partitioned("jobs", 6)?;
+/// let partition = jobs.publish("resize image 42").await?; // jobs--{partition}
+/// jobs.publish_batch(["mail 1", "mail 2"]).await?;         // one partition, the next one
+/// for delivery in jobs.fetch_batch(10, Some(Duration::from_secs(1))).await? {
+///     println!("{} from partition {:?}", delivery.text(), delivery.partition);
+///     jobs.acknowledge(&delivery).await?; // on the partition it came from
+/// }
+/// # let _ = partition;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PartitionedQueue {
     inner: Arc<Inner>,
