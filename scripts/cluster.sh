@@ -144,10 +144,14 @@ defaults
     http-error status 502 content-type application/json string '{"error": "node failed during the request", "code": "unavailable"}'
     # 504: the node did not answer within the server timeout (it may have acted on it).
     http-error status 504 content-type application/json string '{"error": "node did not answer in time", "code": "unavailable"}'
-    # 400: a request HAProxy could not parse.
+    # 400: a request HAProxy rejects once parsed (one that is not HTTP at all gets HAProxy's built-in page, as SPEC part 1 allows).
     http-error status 400 content-type application/json string '{"error": "bad request", "code": "invalid_request"}'
-    # 408: the request head did not arrive within timeout http-request.
-    http-error status 408 content-type application/json string '{"error": "request head timed out", "code": "invalid_request"}'
+    # 408: the request head did not arrive within timeout http-request (the broker's code for a late body).
+    http-error status 408 content-type application/json string '{"error": "the request did not arrive in time", "code": "timeout"}'
+    # 413: a request HAProxy cannot hold.
+    http-error status 413 content-type application/json string '{"error": "request too large for the proxy", "code": "body_too_large"}'
+    # 501: a request HAProxy does not implement (an unknown transfer coding).
+    http-error status 501 content-type application/json string '{"error": "not implemented by the proxy", "code": "invalid_request"}'
     # 500: an error inside HAProxy.
     http-error status 500 content-type application/json string '{"error": "proxy error", "code": "unavailable"}'
 
