@@ -1,6 +1,7 @@
 //! The cluster of SPEC part 3 as real processes: `scripts/cluster.sh`
 //! starts release `ubroker` nodes and Debian's HAProxy, and these tests
 //! drive it through the proxy: routing, the JSON `503` of a down node, a
+//! draining node taken out by the health checks, a
 //! SIGSTOPped node holding up only its own partitions, the client's
 //! partition logic with a node down, and a `kill -9` loop under traffic
 //! that loses nothing answered `200`.
@@ -45,6 +46,11 @@ fn free_ports(nodes: usize) -> u16 {
 
 impl Cluster {
     fn up(nodes: usize) -> Cluster {
+        Cluster::up_with(nodes, &[])
+    }
+
+    /// `up` with extra environment for the nodes (`UBROKER_*` flags).
+    fn up_with(nodes: usize, env: &[(&str, &str)]) -> Cluster {
         let port = free_ports(nodes);
         let dir =
             std::env::temp_dir().join(format!("ubroker-cluster-{}-{port}", std::process::id()));
@@ -55,6 +61,7 @@ impl Cluster {
                 &["up"],
                 &["--nodes", &nodes.to_string(), "--port", &port.to_string()],
             )
+            .envs(env.iter().copied())
             .output()
             .expect("run scripts/cluster.sh");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -90,6 +97,14 @@ impl Cluster {
             "cluster.sh {command} {i}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Node i's own pid, from the pid file cluster.sh keeps.
+    fn pid(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node-{i}.pid")))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     fn url(&self) -> String {
@@ -502,4 +517,38 @@ async fn a_kill_loop_under_traffic_loses_nothing_answered_200() {
         ledger.deliveries,
         ledger.publish_errors
     );
+}
+
+/// A node told to stop with `--drain-ms` answers `/health` with `503`
+/// first while serving everything else: HAProxy's checks take it out, so
+/// its partitions answer `503 unavailable` through the proxy while the
+/// node itself still serves.
+#[tokio::test]
+#[ignore = "needs haproxy: scripts/cluster-test.sh"]
+async fn a_draining_node_stops_getting_traffic() {
+    let cluster = Cluster::up_with(2, &[("UBROKER_DRAIN_MS", "8000")]);
+    let url = cluster.url();
+    let client = cluster.client();
+    client.queue("jobs--1").unwrap().publish("x").await.unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &cluster.pid(1)])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    eventually("HAProxy takes the draining node out", || async {
+        raw(&url, "POST", "/queues/jobs--1/publish", r#"{"body":"y"}"#)
+            .await
+            .0
+            == 503
+    })
+    .await;
+    assert_unavailable(&url, "/queues/jobs--3/publish").await;
+    // The node itself still serves (its 8 s drain is not over).
+    let direct = format!("http://127.0.0.1:{}", cluster.port + 2);
+    let (status, _, body) = raw(&direct, "GET", "/queues/jobs--1", "").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = raw(&direct, "GET", "/health", "").await;
+    assert_eq!(status, 503, "{body}");
+    // Node 0's partitions are not affected.
+    client.queue("jobs--0").unwrap().publish("z").await.unwrap();
 }
