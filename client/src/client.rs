@@ -182,6 +182,11 @@ pub struct Call {
     body: Bytes,
     idempotence: Idempotence,
     retry: bool,
+    /// Return at once, without retrying, an error after which another
+    /// node could take the request ([`Error::is_elsewhere`]): set by a
+    /// partitioned queue's publishes and fetches, which move on to
+    /// another partition instead.
+    failover: bool,
 }
 
 impl Call {
@@ -257,6 +262,7 @@ impl Client {
             name: name.into(),
             prefix: prefix.into(),
             publish,
+            failover: false,
         })
     }
 
@@ -273,6 +279,7 @@ impl Client {
             name: "default".into(),
             prefix: "".into(),
             publish,
+            failover: false,
         }
     }
 
@@ -336,6 +343,7 @@ impl Client {
             body: Bytes::new(),
             idempotence,
             retry: true,
+            failover: false,
         })
     }
 
@@ -355,6 +363,7 @@ impl Client {
             body: Bytes::new(),
             idempotence,
             retry: true,
+            failover: false,
         })
     }
 
@@ -392,7 +401,7 @@ impl Client {
                 Ok(answer) => Error::Api(api_error(answer.status, &answer.headers, &answer.body)),
                 Err(error) => error,
             };
-            let wait = if call.retry {
+            let wait = if call.retry && !(call.failover && error.is_elsewhere()) {
                 policy.next_wait(&error, call.idempotence, retries)
             } else {
                 None
@@ -470,6 +479,9 @@ pub struct Queue {
     prefix: Arc<str>,
     /// `.../publish`, parsed once.
     publish: Uri,
+    /// Set on the partitions of a [`crate::PartitionedQueue`]: publishes
+    /// and fetches fail fast where another partition could serve them.
+    failover: bool,
 }
 
 /// Appends `?name=value` or `&name=value` to `path`.
@@ -501,6 +513,7 @@ impl Queue {
             body: Bytes::new(),
             idempotence: Idempotence::Publish,
             retry: true,
+            failover: self.failover,
         }
     }
 
@@ -535,8 +548,11 @@ impl Queue {
             Some(delay) => {
                 let mut path = self.path("/publish");
                 query(&mut path, "delay", millis(delay));
-                self.client
-                    .prepare_target(Method::POST, path, Idempotence::Publish)?
+                let mut call =
+                    self.client
+                        .prepare_target(Method::POST, path, Idempotence::Publish)?;
+                call.failover = self.failover;
+                call
             }
         }
         .body(single_publish_body(message.body)?);
@@ -576,8 +592,11 @@ impl Queue {
         if let Some(wait) = wait {
             query(&mut path, "wait", millis(wait));
         }
-        self.client
-            .prepare_target(Method::GET, path, Idempotence::Safe)
+        let mut call = self
+            .client
+            .prepare_target(Method::GET, path, Idempotence::Safe)?;
+        call.failover = self.failover;
+        Ok(call)
     }
 
     /// `GET .../fetch[?wait=<ms>]`: the head of the queue, now leased, or
@@ -753,6 +772,14 @@ impl Queue {
         )?;
         let reply = self.client.call(&call).await?;
         decode_count(&reply.body, "moved")
+    }
+
+    /// This queue as a partition of a [`crate::PartitionedQueue`]:
+    /// publishes and fetches fail fast where another partition could
+    /// serve them.
+    pub(crate) fn into_partition(mut self) -> Queue {
+        self.failover = true;
+        self
     }
 
     /// The dead-letter queue of this queue (`{name}.dead`).

@@ -22,6 +22,10 @@
 //!   the consumer holds no lease. Dropping a `Consumer` without `stop` is
 //!   a crash: its leases expire and their messages are delivered again.
 //!
+//! * **Partitions.** Over a [`PartitionedQueue`] it fetches as that handle
+//!   does (one partition at a time, moving on when one is empty or
+//!   unavailable) and settles and touches each delivery on its partition.
+//!
 //! Handlers must be idempotent or deduplicate (see [`crate::Dedup`]): a
 //! lease that expires, or an acknowledgement whose answer is lost, brings
 //! the message back.
@@ -38,12 +42,53 @@ use tokio::task::JoinSet;
 use crate::client::Queue;
 use crate::error::{Code, Error};
 use crate::model::{Delivery, Settled};
+use crate::partitioned::PartitionedQueue;
 use crate::retry::Backoff;
+
+/// What a consumer consumes: one queue, or a queue spread over partitions.
+/// Both convert into it, so [`Consumer::builder`] takes either.
+#[derive(Debug, Clone)]
+pub enum ConsumerSource {
+    Queue(Queue),
+    Partitioned(PartitionedQueue),
+}
+
+impl From<Queue> for ConsumerSource {
+    fn from(queue: Queue) -> Self {
+        ConsumerSource::Queue(queue)
+    }
+}
+
+impl From<PartitionedQueue> for ConsumerSource {
+    fn from(queue: PartitionedQueue) -> Self {
+        ConsumerSource::Partitioned(queue)
+    }
+}
+
+impl ConsumerSource {
+    /// The (logical) queue's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ConsumerSource::Queue(queue) => queue.name(),
+            ConsumerSource::Partitioned(queue) => queue.name(),
+        }
+    }
+
+    /// The queue a delivery from `partition` settles on.
+    fn queue_for(&self, partition: Option<u32>) -> &Queue {
+        match self {
+            ConsumerSource::Queue(queue) => queue,
+            ConsumerSource::Partitioned(queue) => partition
+                .and_then(|k| queue.partition(k))
+                .expect("a partitioned queue's deliveries carry one of its partitions"),
+        }
+    }
+}
 
 /// Builds a [`Consumer`]; [`ConsumerBuilder::run`] starts it.
 #[derive(Debug, Clone)]
 pub struct ConsumerBuilder {
-    queue: Queue,
+    source: ConsumerSource,
     max_in_flight: usize,
     fetch_max: usize,
     wait: Duration,
@@ -119,7 +164,7 @@ impl ConsumerBuilder {
         let counters = Arc::new(Counters::default());
         let stop_timeout = self.stop_timeout;
         let shared = Arc::new(Shared {
-            queue: self.queue.clone(),
+            source: self.source.clone(),
             counters: counters.clone(),
             ttl: tokio::sync::OnceCell::new_with(self.lease_ttl.map(Some)),
             batches: AtomicBool::new(true),
@@ -218,10 +263,11 @@ impl Counters {
 }
 
 impl Consumer {
-    /// A builder for a consumer of `queue`.
-    pub fn builder(queue: Queue) -> ConsumerBuilder {
+    /// A builder for a consumer of `queue`: a [`Queue`] or a
+    /// [`PartitionedQueue`].
+    pub fn builder(queue: impl Into<ConsumerSource>) -> ConsumerBuilder {
         ConsumerBuilder {
-            queue,
+            source: queue.into(),
             max_in_flight: 16,
             fetch_max: 100,
             wait: Duration::from_secs(1),
@@ -282,7 +328,7 @@ impl Drop for Consumer {
 
 /// What the fetch loop and the handler tasks share.
 struct Shared {
-    queue: Queue,
+    source: ConsumerSource,
     config: ConsumerBuilder,
     counters: Arc<Counters>,
     /// The lease TTL, once known.
@@ -293,15 +339,17 @@ struct Shared {
 }
 
 impl Shared {
-    async fn ttl(&self) -> Option<Duration> {
+    /// The lease TTL, read from `queue` (a partition's settings stand
+    /// for all of them: a partitioned queue's partitions are set alike).
+    async fn ttl(&self, queue: &Queue) -> Option<Duration> {
         *self
             .ttl
             .get_or_init(|| async {
-                match self.queue.info().await {
+                match queue.info().await {
                     Ok(info) => Some(Duration::from_millis(info.ttl_ms)),
                     Err(error) => {
                         tracing::warn!(
-                            queue = self.queue.name(),
+                            queue = queue.name(),
                             "no heartbeat: cannot read the queue's TTL: {error}"
                         );
                         None
@@ -312,8 +360,9 @@ impl Shared {
     }
 }
 
-/// One message's permit and id, on its way to the settler.
-type Ack = (u64, OwnedSemaphorePermit);
+/// One message's partition (if any), id and permit, on its way to the
+/// settler.
+type Ack = (Option<u32>, u64, OwnedSemaphorePermit);
 
 async fn fetch_loop<H, F, E>(
     shared: Arc<Shared>,
@@ -353,23 +402,25 @@ async fn fetch_loop<H, F, E>(
         batch.clear();
         // Not raced against the stop signal: cutting a fetch could lose
         // an answer that carries a lease.
-        let fetched = if n == 1 {
-            shared
-                .queue
+        let fetched = match &shared.source {
+            ConsumerSource::Queue(queue) if n == 1 => queue
                 .fetch(Some(config.wait))
                 .await
-                .map(|d| batch.extend(d))
-        } else {
-            shared
-                .queue
+                .map(|d| batch.extend(d)),
+            ConsumerSource::Queue(queue) => queue
                 .fetch_batch_into(n, Some(config.wait), &mut batch)
                 .await
-                .map(drop)
+                .map(drop),
+            // Always `?max=`, as the SPEC's partitioned fetch says.
+            ConsumerSource::Partitioned(queue) => queue
+                .fetch_batch_into(n, Some(config.wait), &mut batch)
+                .await
+                .map(drop),
         };
         if let Err(error) = fetched {
             shared.counters.fetch_errors.fetch_add(1, Relaxed);
             fetch_failures += 1;
-            tracing::warn!(queue = shared.queue.name(), "fetch failed: {error}");
+            tracing::warn!(queue = shared.source.name(), "fetch failed: {error}");
             drop(held);
             tokio::select! {
                 () = wait_until_set(&mut stop) => break,
@@ -406,8 +457,12 @@ async fn fetch_loop<H, F, E>(
             ));
         }
         if !extra.is_empty() {
-            let ids: Vec<u64> = extra.iter().map(|d| d.id).collect();
-            settle_many(&shared, Settle::Requeue, &ids).await;
+            settle_grouped(
+                &shared,
+                Settle::Requeue,
+                extra.iter().map(|d| (d.partition, d.id)).collect(),
+            )
+            .await;
         }
     }
     // Running handlers finish (or are abandoned by `stop`); then the
@@ -430,9 +485,23 @@ enum Settle {
     Requeue,
 }
 
-/// Acknowledges or requeues (at once) `ids`: in one batch request, or one
-/// by one for a single id or a server without batches. Counts the results.
-async fn settle_many(shared: &Shared, kind: Settle, ids: &[u64]) {
+/// Settles `(partition, id)` pairs: one [`settle_many`] per partition.
+async fn settle_grouped(shared: &Shared, kind: Settle, mut items: Vec<(Option<u32>, u64)>) {
+    // Stable: each partition's ids keep their order.
+    items.sort_by_key(|(partition, _)| *partition);
+    let mut ids = Vec::with_capacity(items.len());
+    for group in items.chunk_by(|a, b| a.0 == b.0) {
+        ids.clear();
+        ids.extend(group.iter().map(|(_, id)| *id));
+        settle_many(shared, kind, group[0].0, &ids).await;
+    }
+}
+
+/// Acknowledges or requeues (at once) `ids` of `partition` (`None`: the
+/// one queue): in one batch request, or one by one for a single id or a
+/// server without batches. Counts the results.
+async fn settle_many(shared: &Shared, kind: Settle, partition: Option<u32>, ids: &[u64]) {
+    let queue = shared.source.queue_for(partition);
     let counters = &shared.counters;
     let ok = match kind {
         Settle::Acknowledge => &counters.acknowledged,
@@ -440,8 +509,8 @@ async fn settle_many(shared: &Shared, kind: Settle, ids: &[u64]) {
     };
     if ids.len() > 1 && shared.batches.load(Relaxed) {
         let result = match kind {
-            Settle::Acknowledge => shared.queue.acknowledge_batch(ids).await,
-            Settle::Requeue => shared.queue.requeue_batch(ids, None).await,
+            Settle::Acknowledge => queue.acknowledge_batch(ids).await,
+            Settle::Requeue => queue.requeue_batch(ids, None).await,
         };
         match result {
             Ok(results) => {
@@ -463,8 +532,8 @@ async fn settle_many(shared: &Shared, kind: Settle, ids: &[u64]) {
     }
     for &id in ids {
         let result = match kind {
-            Settle::Acknowledge => shared.queue.acknowledge(id).await,
-            Settle::Requeue => shared.queue.requeue(id, None).await,
+            Settle::Acknowledge => queue.acknowledge(id).await,
+            Settle::Requeue => queue.requeue(id, None).await,
         };
         counters.settled(single_result(result), ok);
     }
@@ -476,8 +545,8 @@ async fn return_unhandled(shared: &Shared, batch: &[Delivery]) {
         .counters
         .returned_on_stop
         .fetch_add(batch.len() as u64, Relaxed);
-    let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
-    settle_many(shared, Settle::Requeue, &ids).await;
+    let items = batch.iter().map(|d| (d.partition, d.id)).collect();
+    settle_grouped(shared, Settle::Requeue, items).await;
 }
 
 /// A single settlement's answer as a batch entry's: `invalid_id` is
@@ -522,12 +591,14 @@ async fn handle_one<H, F, E>(
 {
     let id = delivery.id;
     let attempt = delivery.attempt;
+    let partition = delivery.partition;
+    let queue = shared.source.queue_for(partition);
     let counters = &shared.counters;
     // A task of its own, so that a panic is caught as a JoinError and the
     // message is requeued rather than left to expire.
     let mut work = AbortOnDrop(tokio::spawn(handler(delivery)));
     let heartbeat = match shared.config.heartbeat {
-        f if f > 0.0 => shared.ttl().await.map(|ttl| ttl.mul_f64(f)),
+        f if f > 0.0 => shared.ttl(queue).await.map(|ttl| ttl.mul_f64(f)),
         _ => None,
     };
     let mut beats =
@@ -556,7 +627,7 @@ async fn handle_one<H, F, E>(
                 break Outcome::Abandoned;
             }
             _ = async { beats.as_mut().expect("guarded").tick().await }, if beats.is_some() => {
-                match shared.queue.touch(id, None).await {
+                match queue.touch(id, None).await {
                     Ok(()) => {
                         counters.touched.fetch_add(1, Relaxed);
                     }
@@ -575,17 +646,17 @@ async fn handle_one<H, F, E>(
         Outcome::Succeeded => {
             // The settler answers and drops the permit. If it is gone
             // (the consumer task was aborted), the lease expires.
-            let _ = acks.send((id, permit));
+            let _ = acks.send((partition, id, permit));
         }
         Outcome::Failed => {
             let delay = shared.config.requeue_backoff.delay(attempt.max(1));
             let delay = (!delay.is_zero()).then_some(delay);
-            let result = shared.queue.requeue(id, delay).await;
+            let result = queue.requeue(id, delay).await;
             counters.settled(single_result(result), &counters.requeued);
             drop(permit);
         }
         Outcome::Abandoned => {
-            let result = shared.queue.requeue(id, None).await;
+            let result = queue.requeue(id, None).await;
             counters.settled(single_result(result), &counters.requeued);
             drop(permit);
         }
@@ -599,9 +670,14 @@ async fn settle_acks(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack>) 
     let mut pending: Vec<Ack> = Vec::with_capacity(max);
     let mut ids: Vec<u64> = Vec::with_capacity(max);
     while rx.recv_many(&mut pending, max).await > 0 {
-        ids.clear();
-        ids.extend(pending.iter().map(|(id, _)| *id));
-        settle_many(&shared, Settle::Acknowledge, &ids).await;
+        if matches!(shared.source, ConsumerSource::Queue(_)) {
+            ids.clear();
+            ids.extend(pending.iter().map(|(_, id, _)| *id));
+            settle_many(&shared, Settle::Acknowledge, None, &ids).await;
+        } else {
+            let items = pending.iter().map(|(k, id, _)| (*k, *id)).collect();
+            settle_grouped(&shared, Settle::Acknowledge, items).await;
+        }
         // Dropping the permits frees their slots for the fetch loop.
         pending.clear();
     }

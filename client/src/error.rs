@@ -35,6 +35,10 @@ pub enum Code {
     LogFailed,
     /// `503`: the disk is full; not retried (it does not clear by itself).
     DiskFull,
+    /// `503`, retried: in a cluster, the node that owns the queue is down
+    /// (HAProxy answered for it). Nothing was done; another partition can
+    /// take the request now, this one later.
+    Unavailable,
     /// Any other code, as the server spelled it.
     Other(String),
 }
@@ -58,6 +62,7 @@ impl Code {
             "shutting_down" => Code::ShuttingDown,
             "log_failed" => Code::LogFailed,
             "disk_full" => Code::DiskFull,
+            "unavailable" => Code::Unavailable,
             other => Code::Other(other.to_owned()),
         }
     }
@@ -80,6 +85,7 @@ impl Code {
             Code::ShuttingDown => "shutting_down",
             Code::LogFailed => "log_failed",
             Code::DiskFull => "disk_full",
+            Code::Unavailable => "unavailable",
             Code::Other(other) => other,
         }
     }
@@ -90,7 +96,7 @@ impl Code {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Code::QueueFull | Code::TooManyConnections | Code::ShuttingDown
+            Code::QueueFull | Code::TooManyConnections | Code::ShuttingDown | Code::Unavailable
         )
     }
 }
@@ -169,6 +175,19 @@ impl Error {
         self.code() == Some(code)
     }
 
+    /// Whether the request certainly did nothing where it was sent and
+    /// another node could take it now: the owning node is down
+    /// (`unavailable`) or stopping (`shutting_down`), or no connection
+    /// could be made. A partitioned queue moves on to another partition
+    /// after such an error rather than waiting on this one.
+    pub fn is_elsewhere(&self) -> bool {
+        match self {
+            Error::Api(api) => matches!(api.code, Code::Unavailable | Code::ShuttingDown),
+            Error::Transport { connect, .. } => *connect,
+            Error::Decode { .. } | Error::InvalidArgument(_) => false,
+        }
+    }
+
     /// The server's `Retry-After`, for an error answer that carried one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -186,7 +205,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_round_trip_and_only_three_are_transient() {
+    fn codes_round_trip_and_only_four_are_transient() {
         let all = [
             "invalid_request",
             "invalid_id",
@@ -203,6 +222,7 @@ mod tests {
             "shutting_down",
             "log_failed",
             "disk_full",
+            "unavailable",
             "something_new",
         ];
         let mut transient = Vec::new();
@@ -215,7 +235,12 @@ mod tests {
         }
         assert_eq!(
             transient,
-            ["queue_full", "too_many_connections", "shutting_down"]
+            [
+                "queue_full",
+                "too_many_connections",
+                "shutting_down",
+                "unavailable"
+            ]
         );
         assert_eq!(
             Code::parse("something_new"),

@@ -17,7 +17,12 @@
 //!   status, [`Code`] and message; [`Result`].
 //! * `retry`: [`RetryPolicy`] and [`Backoff`]: which failures are sent
 //!   again, and when.
-//! * `consumer`: [`Consumer`], the handler loop, and [`ConsumerStats`].
+//! * `partitioned`: [`PartitionedQueue`], one queue spread over a
+//!   cluster's partitions `Q--0` ... `Q--{P-1}`: publishes in turn,
+//!   skipping unavailable partitions; fetches one partition at a time;
+//!   settles where each delivery came from.
+//! * `consumer`: [`Consumer`], the handler loop (over a [`Queue`] or a
+//!   [`PartitionedQueue`]), and [`ConsumerStats`].
 //! * `dedup`: [`Dedup`], a bounded set of finished `message_id`s.
 //!
 //! # Example
@@ -53,9 +58,12 @@
 //! the [`RetryPolicy`] allows, with exponential backoff and jitter, and
 //! waits what a `Retry-After` header asks, up to a cap:
 //!
-//! * `queue_full`, `too_many_connections` and `shutting_down` answers, and
-//!   failures to connect, are retried for every call: the server changed
-//!   nothing (or never saw the request).
+//! * `queue_full`, `too_many_connections`, `shutting_down` and (in a
+//!   cluster) `unavailable` answers, and failures to connect, are retried
+//!   for every call: the server changed nothing (or never saw the
+//!   request). A [`PartitionedQueue`] sends a publish or fetch that got
+//!   `unavailable`, `shutting_down` or no connection to another partition
+//!   at once instead.
 //! * `too_many_queues`, `log_failed`, `disk_full` and every `4xx` about
 //!   the request are never retried.
 //! * A connection lost after the request was sent is retried for fetches,
@@ -79,15 +87,17 @@ mod consumer;
 mod dedup;
 mod error;
 mod model;
+mod partitioned;
 mod retry;
 mod transport;
 
 pub use client::{Call, Client, ClientBuilder, Queue, Reply};
-pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerSource, ConsumerStats};
 pub use dedup::Dedup;
 pub use error::{ApiError, Code, Error, Result};
 pub use model::{
     DeadLetter, Delivery, EncodedBatch, EncodedMessage, Health, Message, QueueInfo, QueueSettings,
     QueueStats, Settled, Stats,
 };
+pub use partitioned::{partition_name, PartitionedQueue, PartitionedQueueBuilder, MAX_PARTITIONS};
 pub use retry::{Backoff, Idempotence, RetryPolicy};

@@ -210,6 +210,9 @@ pub struct Delivery {
     pub body: Bytes,
     /// Set when fetched from a dead-letter queue.
     pub dead_letter: Option<DeadLetter>,
+    /// The partition it was fetched from, when fetched through a
+    /// [`crate::PartitionedQueue`]: its settlements go there.
+    pub partition: Option<u32>,
 }
 
 impl Delivery {
@@ -254,6 +257,7 @@ impl RawDelivery<'_> {
             attempt: self.attempt,
             body,
             dead_letter: self.dead_letter,
+            partition: None,
         }
     }
 }

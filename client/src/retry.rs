@@ -129,7 +129,7 @@ impl RetryPolicy {
 
 /// A uniform random number in `[0, 1)` from a per-thread xorshift; jitter
 /// needs spread, not quality, and this saves a dependency.
-fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(seed());
     }

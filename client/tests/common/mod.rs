@@ -198,3 +198,151 @@ async fn serve_script(
         }
     }
 }
+
+/// A stand-in for the cluster's HAProxy, for the client's partition tests
+/// without HAProxy: routes `/queues/{name}--k...` to backend `k mod N`
+/// (anything else to backend 0), one request per backend connection, and
+/// answers a backend marked down with HAProxy's JSON `503 unavailable`.
+/// Counts the requests that reached each backend and those refused.
+pub struct Router {
+    pub addr: SocketAddr,
+    state: Arc<RouterState>,
+}
+
+struct RouterState {
+    backends: Vec<SocketAddr>,
+    down: Mutex<Vec<bool>>,
+    forwarded: Mutex<Vec<u64>>,
+    refused: Mutex<Vec<u64>>,
+}
+
+impl Router {
+    pub async fn start(backends: Vec<SocketAddr>) -> Router {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let n = backends.len();
+        let state = Arc::new(RouterState {
+            backends,
+            down: Mutex::new(vec![false; n]),
+            forwarded: Mutex::new(vec![0; n]),
+            refused: Mutex::new(vec![0; n]),
+        });
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(route(stream, shared.clone()));
+            }
+        });
+        Router { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_down(&self, node: usize, down: bool) {
+        self.state.down.lock().unwrap()[node] = down;
+    }
+
+    /// Requests forwarded to each backend.
+    pub fn forwarded(&self) -> Vec<u64> {
+        self.state.forwarded.lock().unwrap().clone()
+    }
+
+    /// Requests answered `503 unavailable` for each backend.
+    pub fn refused(&self) -> Vec<u64> {
+        self.state.refused.lock().unwrap().clone()
+    }
+}
+
+/// The node of a request target, as the cluster's HAProxy routes it.
+pub fn node_of(target: &str, nodes: usize) -> usize {
+    let path = target.split('?').next().unwrap_or("");
+    let Some(rest) = path.strip_prefix("/queues/") else {
+        return 0;
+    };
+    let name = rest.split('/').next().unwrap_or("");
+    let name = name.strip_suffix(".dead").unwrap_or(name);
+    match name.rsplit_once("--") {
+        Some((_, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => {
+            // Long suffixes as HAProxy's modulo would see them are not
+            // needed here: tests use small k.
+            k.parse::<usize>().map(|k| k % nodes).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+/// Reads one HTTP/1.1 message (head and `Content-Length` body) from
+/// `stream` into a fresh buffer, `buf` holding what was read before.
+async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let message: Vec<u8> = buf.drain(..head_end + length).collect();
+    Some((head, message))
+}
+
+async fn route(mut client: TcpStream, state: Arc<RouterState>) {
+    let mut buf = Vec::new();
+    while let Some((head, request)) = read_message(&mut client, &mut buf).await {
+        let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let node = node_of(&target, state.backends.len());
+        let down = state.down.lock().unwrap()[node];
+        let answer = if down {
+            None
+        } else {
+            forward(state.backends[node], &request).await
+        };
+        let answer = match answer {
+            Some(answer) => {
+                state.forwarded.lock().unwrap()[node] += 1;
+                answer
+            }
+            None => {
+                state.refused.lock().unwrap()[node] += 1;
+                let body = r#"{"error": "node unavailable", "code": "unavailable"}"#;
+                format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            }
+        };
+        if client.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends one request to `backend` on a connection of its own and reads
+/// its answer; `None` if the backend could not be reached.
+async fn forward(backend: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(backend).await.ok()?;
+    stream.write_all(request).await.ok()?;
+    let mut buf = Vec::new();
+    read_message(&mut stream, &mut buf).await.map(|(_, m)| m)
+}
