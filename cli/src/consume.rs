@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
-use ubroker_client::{Client, Code, Delivery, Queue};
+use ubroker_client::{Client, Code, Delivery, Error, PartitionedQueue, Queue};
 
 use crate::exit::Failure;
 
@@ -51,9 +51,47 @@ enum Outcome {
     Requeued,
 }
 
+/// Where messages come from: one queue, or the partitions of one.
+enum Source {
+    One(Queue),
+    Partitioned(PartitionedQueue),
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        match self {
+            Source::One(queue) => queue.name(),
+            Source::Partitioned(queue) => queue.name(),
+        }
+    }
+
+    async fn fetch_batch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, Error> {
+        match self {
+            Source::One(queue) => queue.fetch_batch(max, Some(wait)).await,
+            Source::Partitioned(queue) => queue.fetch_batch(max, Some(wait)).await,
+        }
+    }
+
+    /// The queue `delivery` settles on (its partition's).
+    fn queue_of(&self, delivery: &Delivery) -> Result<&Queue, Error> {
+        match self {
+            Source::One(queue) => Ok(queue),
+            Source::Partitioned(queue) => queue.queue_of(delivery),
+        }
+    }
+
+    /// Every queue that holds its messages.
+    fn queues(&self) -> &[Queue] {
+        match self {
+            Source::One(queue) => std::slice::from_ref(queue),
+            Source::Partitioned(queue) => queue.partitions(),
+        }
+    }
+}
+
 /// What every handler shares.
 struct Shared {
-    queue: Queue,
+    queue: Source,
     options: Options,
     /// The queue's lease TTL, read once the first message arrives.
     ttl: OnceCell<Duration>,
@@ -66,13 +104,12 @@ pub async fn run(
     partitions: Option<u32>,
     options: Options,
 ) -> Result<(), Failure> {
-    if partitions.is_some() {
-        return Err(Failure::Usage(
-            "--partitions needs a client with partitioned queues".into(),
-        ));
-    }
+    let source = match partitions {
+        None => Source::One(client.queue(queue)?),
+        Some(p) => Source::Partitioned(client.partitioned(queue, p)?),
+    };
     let shared = Arc::new(Shared {
-        queue: client.queue(queue)?,
+        queue: source,
         options,
         ttl: OnceCell::new(),
     });
@@ -134,7 +171,7 @@ async fn fetch_loop(
         let max = left.map_or(free, |left| {
             free.min(usize::try_from(left).unwrap_or(usize::MAX))
         });
-        let deliveries = match shared.queue.fetch_batch(max, Some(WAIT)).await {
+        let deliveries = match shared.queue.fetch_batch(max, WAIT).await {
             Ok(deliveries) => deliveries,
             Err(error) => {
                 failure = Some(error.into());
@@ -178,24 +215,28 @@ fn record(
     }
 }
 
-/// Whether the queue has nothing ready or in flight (a queue that does not
-/// exist has nothing).
-async fn drained(queue: &Queue) -> Result<bool, Failure> {
-    match queue.info().await {
-        Ok(info) => Ok(info.ready == 0 && info.in_flight == 0),
-        Err(error) if error.is(&Code::NotFound) => Ok(true),
-        Err(error) => Err(error.into()),
+/// Whether the queue (every partition) has nothing ready or in flight (a
+/// queue that does not exist has nothing).
+async fn drained(source: &Source) -> Result<bool, Failure> {
+    for queue in source.queues() {
+        match queue.info().await {
+            Ok(info) if info.ready == 0 && info.in_flight == 0 => {}
+            Ok(_) => return Ok(false),
+            Err(error) if error.is(&Code::NotFound) => {}
+            Err(error) => return Err(error.into()),
+        }
     }
+    Ok(true)
 }
 
 /// Runs the handler for one delivery, touching its lease while it runs,
 /// then settles it.
 async fn handle(shared: &Shared, delivery: Delivery) -> Result<Outcome, Failure> {
+    let queue = shared.queue.queue_of(&delivery)?;
     let ttl = *shared
         .ttl
         .get_or_try_init(|| async {
-            shared
-                .queue
+            queue
                 .info()
                 .await
                 .map(|info| Duration::from_millis(info.ttl_ms))
@@ -210,23 +251,23 @@ async fn handle(shared: &Shared, delivery: Delivery) -> Result<Outcome, Failure>
             () = tokio::time::sleep(heartbeat) => {
                 // A lost lease is not fatal: the message comes back and is
                 // delivered again (at least once); the settle will say so.
-                let _ = shared.queue.touch(delivery.id, None).await;
+                let _ = queue.touch(delivery.id, None).await;
             }
         }
     };
     match succeeded {
         Ok(true) => {
-            shared.queue.acknowledge(delivery.id).await?;
+            queue.acknowledge(delivery.id).await?;
             Ok(Outcome::Acknowledged)
         }
         Ok(false) => {
             let delay = Some(shared.options.requeue_delay).filter(|d| !d.is_zero());
-            shared.queue.requeue(delivery.id, delay).await?;
+            queue.requeue(delivery.id, delay).await?;
             Ok(Outcome::Requeued)
         }
         Err(error) => {
             // The message was not handled: give it back before failing.
-            let _ = shared.queue.requeue(delivery.id, None).await;
+            let _ = queue.requeue(delivery.id, None).await;
             Err(error)
         }
     }

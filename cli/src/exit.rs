@@ -80,8 +80,8 @@ pub fn status_of(code: &Code) -> u8 {
         Code::ShuttingDown => 22,
         Code::LogFailed => 23,
         Code::DiskFull => 24,
+        Code::Unavailable => 25,
         Code::Other(other) => match other.as_str() {
-            "unavailable" => 25,
             "not_leader" => 26,
             "ids_exhausted" => 27,
             _ => 1,
@@ -113,7 +113,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let table: Vec<&str> = EXIT_STATUS_HELP
             .lines()
-            .skip(6)
+            .skip(7)
             .flat_map(str::split_whitespace)
             .collect();
         for pair in table.chunks(2) {

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use ubroker_client::{Client, Queue};
+use ubroker_client::{Client, PartitionedQueue, Queue};
 
 use crate::admin::print_json;
 use crate::exit::Failure;
@@ -15,36 +15,36 @@ use crate::exit::Failure;
 /// `--max-body-bytes` (1 MiB by default) once JSON-encoded.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Where messages go.
-pub struct Target {
-    queue: Queue,
+/// Where messages go: one queue, or the partitions of one in turn.
+pub enum Target {
+    One(Queue),
+    Partitioned(PartitionedQueue),
 }
 
 impl Target {
-    /// `queue` (checked as the broker checks names).
+    /// `queue` (checked as the broker checks names), or with `partitions`
+    /// its partitions `QUEUE--0` ... `QUEUE--{P-1}`.
     pub fn new(client: &Client, queue: &str, partitions: Option<u32>) -> Result<Self, Failure> {
-        if partitions.is_some() {
-            return Err(Failure::Usage(
-                "--partitions needs a client with partitioned queues".into(),
-            ));
-        }
-        Ok(Target {
-            queue: client.queue(queue)?,
+        Ok(match partitions {
+            None => Target::One(client.queue(queue)?),
+            Some(p) => Target::Partitioned(client.partitioned(queue, p)?),
         })
     }
 
     fn name(&self) -> &str {
-        self.queue.name()
+        match self {
+            Target::One(queue) => queue.name(),
+            Target::Partitioned(queue) => queue.name(),
+        }
     }
 
     async fn send(&self, bodies: &[String]) -> Result<u64, Failure> {
-        Ok(match bodies {
-            [one] => self.queue.publish(one).await.map(|()| 1)?,
-            many => {
-                self.queue
-                    .publish_batch(many.iter().map(String::as_str))
-                    .await?
-            }
+        let batch = bodies.iter().map(String::as_str);
+        Ok(match (self, bodies) {
+            (Target::One(queue), [one]) => queue.publish(one).await.map(|()| 1)?,
+            (Target::One(queue), _) => queue.publish_batch(batch).await?,
+            (Target::Partitioned(queue), [one]) => queue.publish(one).await.map(|_| 1)?,
+            (Target::Partitioned(queue), _) => queue.publish_batch(batch).await?.1,
         })
     }
 }
