@@ -66,10 +66,7 @@ mod tests {
     async fn the_page_is_html_and_loads_nothing_from_elsewhere() {
         let response = page();
         assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()[CONTENT_TYPE],
-            "text/html; charset=utf-8"
-        );
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
         assert!(response.headers()[CONTENT_SECURITY_POLICY]
             .to_str()
             .unwrap()

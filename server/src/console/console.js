@@ -243,7 +243,10 @@
     svg.replaceChildren(title);
     const W = 800, H = 220, top = 10, bottom = 20;
     const max = Math.max(1, ...history.map((h) => Math.max(h.ready, h.in_flight, h.delayed)));
-    const x = (t) => W - ((now - t) / HISTORY_MS) * W;
+    // The time axis grows with the history, from 1 minute up to the 5
+    // minutes kept, so that a fresh page's chart is not a sliver.
+    const span = Math.min(HISTORY_MS, Math.max(60 * 1000, history.length ? now - history[0].t : 0));
+    const x = (t) => W - ((now - t) / span) * W;
     const y = (v) => top + (H - top - bottom) * (1 - v / max);
     for (const frac of [0, 0.5, 1]) {
       const line = document.createElementNS(SVG, "line");
@@ -257,7 +260,8 @@
       svg.append(polyline(points, field.replace("_", "-")));
     }
     svg.dataset.samples = String(history.length);
-    $("chart-max").textContent = "(scale: 0 to " + fmtInt(max) + ")";
+    $("chart-max").textContent = "(scale: 0 to " + fmtInt(max) + ", over the last " +
+      Math.round(span / 1000) + " s)";
   }
 
   function sparkline(key) {
@@ -307,10 +311,12 @@
       const set = r.settings;
       tr.append(el("td", set ? fmtInt(set.ttl_ms) + " ms" : "–", { "data-field": "ttl_ms" }));
       tr.append(el("td", set ? (set.max_deliveries === 0 ? "unlimited" : fmtInt(set.max_deliveries)) : "–", { "data-field": "max_deliveries" }));
-      const actions = el("td", null, { class: "actions" });
+      const actions = el("div", null, { class: "actions" });
       actions.append(button("Settings", "Settings of queue " + r.name, () => openSettings(r)));
       actions.append(button("Delete", "Delete queue " + r.name, () => confirmDelete(r), true));
-      tr.append(actions);
+      const cellOfActions = el("td");
+      cellOfActions.append(actions);
+      tr.append(cellOfActions);
       body.append(tr);
     }
   }
@@ -332,10 +338,12 @@
       tr.append(el("td", fmtInt(r.s.ready), { "data-field": "ready" }));
       tr.append(el("td", fmtRate(deadRate), { "data-field": "dead_rate" }));
       tr.append(el("td", fmtAge(r.s.oldest_ready_age_ms), { "data-field": "oldest_ready_age" }));
-      const actions = el("td", null, { class: "actions" });
+      const actions = el("div", null, { class: "actions" });
       actions.append(button("Redrive", "Redrive " + r.name + " to " + source, () => confirmRedrive(r, source)));
       actions.append(button("Delete", "Delete queue " + r.name, () => confirmDelete(r), true));
-      tr.append(actions);
+      const cellOfActions = el("td");
+      cellOfActions.append(actions);
+      tr.append(cellOfActions);
       body.append(tr);
     }
   }
