@@ -61,6 +61,41 @@ pub fn page() -> Response<Body> {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use hyper::header::{ALLOW, HOST};
+    use hyper::{Method, Request};
+    use std::sync::Arc;
+    use ubroker_engine::Broker;
+
+    use crate::routes::{handle, State};
+    use crate::{Config, TokioClock};
+
+    fn request(method: Method, path: &str) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_token_does_not_guard_the_page_but_guards_its_data() {
+        let mut config = Config::for_port(0);
+        config.auth_token = Some("s3cret".into());
+        let broker = Arc::new(Broker::with_clock(config.engine(), TokioClock::new()));
+        let (_shutdown, shutting_down) = tokio::sync::watch::channel(false);
+        let state = State::new(broker, config, shutting_down);
+        let page = handle(&state, request(Method::GET, "/ui")).await;
+        assert_eq!(page.status(), 200);
+        assert_eq!(page.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        for data in ["/stats", "/queues", "/ui/", "/uix"] {
+            let answer = handle(&state, request(Method::GET, data)).await;
+            assert_eq!(answer.status(), 401, "{data}");
+        }
+        let post = handle(&state, request(Method::POST, "/ui")).await;
+        assert_eq!(post.status(), 405);
+        assert_eq!(post.headers()[ALLOW], "GET");
+    }
 
     #[tokio::test]
     async fn the_page_is_html_and_loads_nothing_from_elsewhere() {
