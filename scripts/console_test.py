@@ -396,6 +396,12 @@ def test_every_control_has_an_accessible_name(browser, broker):
                      "Delete queue named.dead", "Create queue"]:
             expect(page.get_by_role("button", name=name, exact=True)).to_have_count(1)
         expect(page.get_by_role("checkbox", name="Pause refresh")).to_have_count(1)
+        # Keyboard focus on a row's button survives the refreshes that rebuild the rows.
+        page.get_by_role("button", name="Delete queue named", exact=True).focus()
+        samples = int(page.locator("#chart").get_attribute("data-samples"))
+        page.wait_for_function("(n) => Number(document.getElementById('chart').dataset.samples) > n",
+                               arg=samples + 1, timeout=WAIT_MS)
+        assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Delete queue named"
         expect(page.get_by_role("img", name="Depth of all queues over the last 5 minutes")).to_have_count(1)
     finally:
         context.close()

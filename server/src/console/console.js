@@ -215,8 +215,17 @@
     renderNodes(nodes);
     renderChart(now);
     rows.sort((a, b) => a.name.localeCompare(b.name) || a.node - b.node);
+    // The tables are rebuilt on every refresh: a keyboard user's focus on
+    // one of their buttons moves to the same button in the new rows.
+    const focused = document.activeElement;
+    const refocus = focused && focused.closest("#queues, #dead") ? focused.getAttribute("aria-label") : null;
     renderQueues(rows.filter((r) => !r.name.endsWith(".dead")));
     renderDead(rows.filter((r) => r.name.endsWith(".dead")), rows);
+    if (refocus) {
+      const again = [...document.querySelectorAll("#queues button, #dead button")]
+        .find((b) => b.getAttribute("aria-label") === refocus);
+      if (again) again.focus();
+    }
   }
 
   function renderNodes(nodes) {
