@@ -384,3 +384,41 @@ fn help_documents_exit_statuses_and_completions_are_generated() {
     );
     assert!(bash.contains("complete -F") && bash.contains("redrive"));
 }
+
+#[test]
+fn publish_shows_progress_on_a_terminal_only() {
+    let b = TestBroker::start();
+    let dir = std::env::temp_dir().join(format!("ubroker-cli-progress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("lines");
+    let lines: String = (0..250).map(|i| format!("{i}\n")).collect();
+    std::fs::write(&input, lines).unwrap();
+    // `script` (util-linux, Debian's essential bsdutils) gives the command a
+    // terminal for standard output and error; standard input is the file.
+    let command = format!(
+        "{} publish tty --batch 100 < {}",
+        env!("CARGO_BIN_EXE_ubroker-cli"),
+        input.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("UBROKER_TOKEN")
+        .env("UBROKER_URL", &b.url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for n in [100, 200, 250] {
+        assert!(
+            shown.contains(&format!("\rpublished {n} message(s) to tty…")),
+            "{shown:?}"
+        );
+    }
+    assert!(
+        shown.contains("published 250 message(s) to tty\r\n"),
+        "{shown:?}"
+    );
+    assert_eq!(b.ready("tty"), 250);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
