@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke run of the HTTP load generator and the Rust client: start a broker
 # (`ubroker --port 0`) and a bare hyper server, run `ubroker-load` for a few
-# seconds in each mode, single and with `--batch` (and one --compare round),
+# seconds in each mode, single and with `--batch` (and one --compare round,
+# and over partitions with `--partitions`),
 # run the client's example worker (`client/examples/worker.rs`) against the
 # broker, and check that every run completes without an error and that the
 # broker exits 0 on SIGTERM. Debug build: this checks that the pieces work
@@ -75,6 +76,17 @@ for mode in publish consume mixed; do
     "$bin/ubroker-load" --url "$broker_url" --mode "$mode" --batch 50 --connections 4 \
         --pid "$broker_pid" --warmup 0.5 --duration 2s ||
         fail "ubroker-load --mode $mode --batch 50 exited with status $?"
+done
+for mode in publish consume mixed; do
+    # All partitions on this one broker: the partitioned queue's paths
+    # (load--0 ... load--2); scripts/cluster-test.sh runs it through HAProxy.
+    echo "load-smoke: $mode --partitions 3 (single, then --batch 20)"
+    "$bin/ubroker-load" --url "$broker_url" --mode "$mode" --partitions 3 --connections 4 \
+        --warmup 0.2 --duration 1s ||
+        fail "ubroker-load --mode $mode --partitions 3 exited with status $?"
+    "$bin/ubroker-load" --url "$broker_url" --mode "$mode" --partitions 3 --batch 20 \
+        --connections 4 --warmup 0.2 --duration 1s ||
+        fail "ubroker-load --mode $mode --partitions 3 --batch 20 exited with status $?"
 done
 echo "load-smoke: the client's example worker"
 "$bin/examples/worker" "$broker_url" || fail "client/examples/worker.rs exited with status $?"

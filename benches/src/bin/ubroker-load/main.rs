@@ -128,6 +128,14 @@ struct Args {
     #[arg(long)]
     threads: Option<usize>,
 
+    /// Spread the load over a cluster's partitions: the queue `load`
+    /// as `load--0` ... `load--{P-1}` through `ubroker-client`'s
+    /// partitioned queue (publishes in turn, fetches one partition at a
+    /// time with `?max=`, acknowledgements to each delivery's partition).
+    /// Without it, the queue `default` on the unprefixed routes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: Option<u32>,
+
     /// Print the results as one JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -247,17 +255,15 @@ async fn execute(args: Args) -> Result<Vec<String>, String> {
     if args.mode == Mode::Mixed && args.connections < 2 {
         return Err("mixed mode needs at least 2 connections".into());
     }
-    let a = Arc::new(Target::parse(
-        &args.url,
-        args.long_poll_ms,
-        args.auth_token.as_deref(),
-    )?);
+    let a = Arc::new(
+        Target::parse(&args.url, args.long_poll_ms, args.auth_token.as_deref())?
+            .with_partitions(args.partitions)?,
+    );
     let b = match &args.compare {
-        Some(url) => Some(Arc::new(Target::parse(
-            url,
-            args.long_poll_ms,
-            args.auth_token.as_deref(),
-        )?)),
+        Some(url) => Some(Arc::new(
+            Target::parse(url, args.long_poll_ms, args.auth_token.as_deref())?
+                .with_partitions(args.partitions)?,
+        )),
         None => None,
     };
     let payload = Arc::new(Payload::new(args.body_bytes, args.batch as usize)?);

@@ -312,7 +312,36 @@ impl Driver {
             if claimed == 0 {
                 return;
             }
-            let next = if self.batch == 1 {
+            let next = if let Some(queue) = &self.connection.partitioned {
+                let short;
+                let batch = if claimed as usize == payload.batch.len() {
+                    &payload.batch
+                } else {
+                    short = payload.short(claimed as usize);
+                    &short
+                };
+                // One message or a batch, to the next partition in turn.
+                let sent = async {
+                    if self.batch == 1 {
+                        queue
+                            .publish_encoded_message(&payload.single)
+                            .await
+                            .map(|_| 1)
+                    } else {
+                        queue.publish_encoded(batch).await.map(|(_, n)| n)
+                    }
+                };
+                match timed!(self.control, sent) {
+                    (Ok(published), timing) => {
+                        self.record(timing);
+                        if timing.counted {
+                            self.tally.published += published;
+                        }
+                        Next::Continue
+                    }
+                    (Err(error), _) => self.fail(Route::Publish, error),
+                }
+            } else if self.batch == 1 {
                 let queue = &self.connection.queue;
                 match timed!(self.control, queue.publish_encoded_message(&payload.single)) {
                     (Ok(()), timing) => {
@@ -359,6 +388,28 @@ impl Driver {
         let mut ids = Vec::with_capacity(self.batch);
         while self.control.phase() != STOP && !self.control.enough_acknowledged() {
             ids.clear();
+            if self.connection.partitioned.is_some() {
+                match self.fetch_partitioned(long_poll, &mut deliveries).await {
+                    Fetched::Some => {}
+                    Fetched::Empty { counted } => {
+                        if counted {
+                            self.tally.empty_fetches += 1;
+                        }
+                        if self.control.publishing_is_over() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Fetched::Failed(Next::Continue) => continue,
+                    Fetched::Failed(Next::Dead) => return,
+                }
+                let next = self.acknowledge_partitioned(&deliveries).await;
+                deliveries.clear();
+                if next == Next::Dead {
+                    return;
+                }
+                continue;
+            }
             let next = if self.batch == 1 {
                 self.fetch_one(long_poll, &mut ids).await
             } else {
@@ -429,6 +480,68 @@ impl Driver {
                 Fetched::Some
             }
             (Err(error), _) => Fetched::Failed(self.fail(Route::Fetch, error)),
+        }
+    }
+
+    /// A fetch of up to `--batch` from the partitioned queue (always
+    /// `?max=`, from one partition); the deliveries stay in `deliveries`
+    /// for [`Driver::acknowledge_partitioned`].
+    async fn fetch_partitioned(
+        &mut self,
+        long_poll: bool,
+        deliveries: &mut Vec<Delivery>,
+    ) -> Fetched {
+        let Some(queue) = &self.connection.partitioned else {
+            return Fetched::Failed(Next::Dead);
+        };
+        let wait = self.connection.wait(long_poll);
+        deliveries.clear();
+        let fetched = queue.fetch_batch_into(self.batch, Some(wait), deliveries);
+        match timed!(self.control, fetched) {
+            (Ok(0), timing) => Fetched::Empty {
+                counted: timing.counted,
+            },
+            (Ok(_), timing) => {
+                self.record(timing);
+                Fetched::Some
+            }
+            (Err(error), _) => Fetched::Failed(self.fail(Route::Fetch, error)),
+        }
+    }
+
+    /// Acknowledges `deliveries` (all from one partition) on their
+    /// partition: one request, single or batch as `--batch` says.
+    async fn acknowledge_partitioned(&mut self, deliveries: &[Delivery]) -> Next {
+        let Some(queue) = &self.connection.partitioned else {
+            return Next::Dead;
+        };
+        if self.batch == 1 {
+            return match timed!(self.control, queue.acknowledge(&deliveries[0])) {
+                (Ok(()), timing) => {
+                    self.record(timing);
+                    self.acknowledged(1, timing);
+                    Next::Continue
+                }
+                (Err(error), _) => self.fail(Route::Acknowledge, error),
+            };
+        }
+        match timed!(self.control, queue.acknowledge_batch(deliveries)) {
+            (Ok(results), timing) => {
+                self.record(timing);
+                let ok = results.iter().filter(|r| **r == Settled::Ok).count() as u64;
+                self.acknowledged(ok, timing);
+                let invalid = deliveries.len() as u64 - ok;
+                if invalid > 0 {
+                    self.tally.errors += invalid - 1;
+                    self.tally.error(format!(
+                        "{}: {invalid} of {} ids invalid",
+                        Route::Acknowledge.name(true),
+                        deliveries.len()
+                    ));
+                }
+                Next::Continue
+            }
+            (Err(error), _) => self.fail(Route::Acknowledge, error),
         }
     }
 

@@ -16,11 +16,20 @@
 //! [`ubroker_client::Client::call`] and read leniently ([`delivery_id`]),
 //! and the caller acknowledges id 0, so both targets see the same
 //! request sequence.
+//!
+//! With `--partitions P` a connection also holds a
+//! [`PartitionedQueue`] of the queue `load` on the same connection: the
+//! run then publishes, fetches and acknowledges through it (one
+//! keep-alive connection to the cluster's proxy, which routes each
+//! request to the partition's node).
 
 use std::time::Duration;
 
 use hyper::Method;
-use ubroker_client::{Call, Client, Idempotence, Queue, RetryPolicy};
+use ubroker_client::{Call, Client, Idempotence, PartitionedQueue, Queue, RetryPolicy};
+
+/// The logical queue `--partitions` spreads.
+pub const PARTITIONED_QUEUE: &str = "load";
 
 /// A broker reachable at a base URL.
 #[derive(Debug)]
@@ -29,6 +38,7 @@ pub struct Target {
     pub url: String,
     auth_token: Option<String>,
     long_poll_ms: u64,
+    partitions: Option<u32>,
 }
 
 impl Target {
@@ -40,9 +50,18 @@ impl Target {
             url: url.to_owned(),
             auth_token: auth_token.map(str::to_owned),
             long_poll_ms,
+            partitions: None,
         };
         target.connection().map_err(|e| e.to_string())?;
         Ok(target)
+    }
+
+    /// Sends the load through a partitioned queue of `partitions`
+    /// partitions (`None`: the queue `default`).
+    pub fn with_partitions(mut self, partitions: Option<u32>) -> Result<Target, String> {
+        self.partitions = partitions;
+        self.connection().map_err(|e| e.to_string())?;
+        Ok(self)
     }
 
     /// A new connection (made on its first request).
@@ -64,7 +83,12 @@ impl Target {
                 )
                 .map(|call| call.retry(false))
         };
+        let partitioned = match self.partitions {
+            Some(p) => Some(client.partitioned(PARTITIONED_QUEUE, p)?),
+            None => None,
+        };
         Ok(Connection {
+            partitioned,
             fetch_now: fetch(0)?,
             fetch_long_poll: fetch(self.long_poll_ms)?,
             long_poll: Duration::from_millis(self.long_poll_ms),
@@ -79,6 +103,8 @@ pub struct Connection {
     pub client: Client,
     /// The queue `default` on the unprefixed routes.
     pub queue: Queue,
+    /// With `--partitions`, the queue the run uses instead of `queue`.
+    pub partitioned: Option<PartitionedQueue>,
     fetch_now: Call,
     fetch_long_poll: Call,
     long_poll: Duration,
@@ -125,6 +151,17 @@ mod tests {
         assert_eq!(c.fetch_call(false).uri(), "/fetch?wait=0");
         assert_eq!(c.fetch_call(true).uri(), "/fetch?wait=1000");
         assert!(Target::parse("http://localhost/broker/", 5, Some("s3cret")).is_ok());
+        let t = t.with_partitions(Some(3)).unwrap();
+        let names: Vec<String> = t
+            .connection()
+            .unwrap()
+            .partitioned
+            .unwrap()
+            .partitions()
+            .iter()
+            .map(|q| q.name().to_owned())
+            .collect();
+        assert_eq!(names, ["load--0", "load--1", "load--2"]);
         assert!(Target::parse("http://localhost/", 5, Some("bad\ntoken")).is_err());
         for bad in [
             "https://x:1",
