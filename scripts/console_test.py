@@ -8,7 +8,8 @@ least every 2 s), publish and acknowledge rates, the depth chart, dead-letter
 queues with redrive, settings and delete each with a confirmation, creating a
 queue, accessible names, the --auth-token sign-in (wrong token, session-only
 storage, bearer header), and a cluster behind a proxy that routes as the
-SPEC's HAProxy does (GET /nodes, /nodes/{i}/...), with a node down.
+SPEC's HAProxy does (GET /nodes, /nodes/{i}/...), with a node down, and the
+same through scripts/cluster.sh and the real HAProxy.
 
 Usage: console_test.py BROKER_BINARY [--screenshot PATH] [-k SUBSTRING]
 Prints one line per test and `console: N passed, N failed`; exit status 1 if
@@ -486,6 +487,71 @@ def test_cluster_shows_every_node(browser, _):
             node.stop()
 
 
+def free_ports(n):
+    """A port P with P ... P+n-1 all free on 127.0.0.1 (as cluster.sh needs)."""
+    import random
+    import socket
+    for _ in range(100):
+        base = random.randint(20000, 40000)
+        sockets = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+def test_cluster_behind_haproxy(browser, _):
+    """The same through scripts/cluster.sh: three nodes behind the real
+    HAProxy (Debian's haproxy), one then killed."""
+    import os
+    import shutil
+    import tempfile
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cluster = os.path.join(root, "scripts", "cluster.sh")
+    work = tempfile.mkdtemp(prefix="console-cluster-")
+    port = free_ports(4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UBROKER_")}
+    env["UBROKER_BIN"] = os.path.abspath(BINARY)
+    try:
+        subprocess.run([cluster, "up", work, "--nodes", "3", "--port", str(port)], env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for k in range(3):
+            assert http_call(url, "POST", f"/queues/jobs--{k}/publish", {"body": f"to {k}"})[0] == 200
+        assert http_call(url, "POST", "/queues/jobs--2/publish", {"body": "again"})[0] == 200
+        context, page = open_console(browser, url)
+        try:
+            for k in range(3):
+                expect(page.locator(f"#queues tbody tr[data-queue='jobs--{k}'][data-node='{k}']")).to_be_visible(
+                    timeout=WAIT_MS)
+            node2 = page.locator("#queues tbody tr[data-queue='jobs--2'][data-node='2']")
+            expect(node2.locator("[data-field='ready']")).to_have_text("2")
+            expect(page.locator("#total-nodes")).to_have_text("3 of 3 up")
+            node2.get_by_role("button", name="Delete queue jobs--2").click()
+            page.get_by_role("alertdialog").get_by_role("button", name="Delete queue").click()
+            expect(page.locator("#notice")).to_have_text("Deleted queue jobs--2 and its 2 message(s).",
+                                                         timeout=WAIT_MS)
+            assert http_call(f"http://127.0.0.1:{port + 3}", "GET", "/queues/jobs--2")[0] == 404
+            subprocess.run([cluster, "kill", work, "1"], env=env, check=True, stdout=subprocess.DEVNULL)
+            expect(page.locator("#total-nodes")).to_have_text("2 of 3 up", timeout=WAIT_MS)
+            expect(page.get_by_role("list", name="Nodes")).to_contain_text("node 1: unreachable")
+            expect(page.locator("#queues tbody tr[data-queue='jobs--0']")).to_be_visible()
+        finally:
+            context.close()
+    finally:
+        subprocess.run([cluster, "down", work], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 TESTS = [
     test_every_figure_refreshes_without_reload,
     test_rates_and_depth_chart_update,
@@ -495,6 +561,7 @@ TESTS = [
     test_every_control_has_an_accessible_name,
     test_auth_token_sign_in,
     test_cluster_shows_every_node,
+    test_cluster_behind_haproxy,
 ]
 
 
