@@ -11,8 +11,8 @@
 # Three passes, each against a fresh broker:
 #   main    default limits, every schemathesis check;
 #   auth    with --auth-token, requests without it: every check, and every
-#           answer must be a 401 (with WWW-Authenticate), but GET /health's,
-#           which the token does not guard;
+#           answer must be a 401 (with WWW-Authenticate), but GET /health's
+#           and GET /ui's, which the token does not guard;
 #   limits  tiny --max-body-bytes, --max-queue-bytes and --max-header-bytes,
 #           so that 413, 429 (with Retry-After) and 431 are answered too.
 # The last runs the conformance checks only (status, headers, content type,
@@ -208,9 +208,10 @@ EOF
 positive_data_acceptance.expected-statuses = ["401"]
 negative_data_rejection.expected-statuses = ["401"]
 
-# But /health, the one route the token does not guard.
+# But /health and /ui (the console's page, which holds no data), the
+# routes the token does not guard.
 [[operations]]
-include-operation-id = "health"
+include-operation-id = ["health", "console"]
 checks.positive_data_acceptance.expected-statuses = ["200"]
 EOF
 } >"$WORK/auth.toml"

@@ -22,6 +22,9 @@
 //! * `error`: [`ApiError`] and the one mapping from failure to HTTP status.
 //! * `connection`: per-connection guards: header-read and idle timeouts,
 //!   the socket wrapper that tells them apart.
+//! * `console`: `GET /ui`, the web console: one HTML page with its CSS
+//!   and JavaScript compiled into the binary (`src/console/`), which reads
+//!   and acts through the same routes as any client.
 //! * `auth`: the bearer scheme and the constant-time token check.
 //! * `descriptors`: the open-file limit, raised at start, and the
 //!   connection cap kept under it.
@@ -69,6 +72,7 @@
 mod auth;
 mod config;
 mod connection;
+mod console;
 mod decode;
 mod descriptors;
 mod durability;

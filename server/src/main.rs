@@ -127,6 +127,9 @@ fn main() -> ExitCode {
             segment_bytes = config.segment_bytes,
             "ubroker started"
         );
+        // Where a new user looks first (the console asks for the token
+        // itself when one is set).
+        tracing::info!("web console at http://{address}/ui");
 
         // The engine reads tokio's clock: the same instant the timekeeper
         // sleeps on.

@@ -12,6 +12,7 @@
 //! | `POST /queues/{queue}.dead/redrive` | [`redrive`] |
 //! | `GET /queues` | [`list_queues`] |
 //! | `GET`, `PUT`, `DELETE /queues/{queue}` | [`get_queue`], [`put_queue`], [`delete_queue`] |
+//! | `GET /ui` | the web console ([`crate::console`]) |
 //! | anything else | 404, or 405 with `Allow` for a known path |
 //!
 //! The unprefixed routes are the queue `default`. Names are not
@@ -163,6 +164,8 @@ pub enum Route<'a> {
     Metrics,
     /// `/health`.
     Health,
+    /// `/ui`: the web console's page.
+    Console,
 }
 
 impl<'a> Route<'a> {
@@ -173,6 +176,7 @@ impl<'a> Route<'a> {
             "/stats" => return Some(Route::Stats),
             "/metrics" => return Some(Route::Metrics),
             "/health" => return Some(Route::Health),
+            "/ui" => return Some(Route::Console),
             _ => {}
         }
         if let Some(rest) = path.strip_prefix("/queues/") {
@@ -224,13 +228,14 @@ impl<'a> Route<'a> {
             Route::Stats => 13,
             Route::Metrics => 14,
             Route::Health => 15,
+            Route::Console => 22,
         }
     }
 }
 
 /// Every route pattern, as metrics and logs label them (indexed by
 /// [`Route::pattern_index`]).
-pub const PATTERNS: [&str; 22] = [
+pub const PATTERNS: [&str; 23] = [
     "/publish",
     "/fetch",
     "/acknowledge/{id}",
@@ -253,6 +258,7 @@ pub const PATTERNS: [&str; 22] = [
     "/queues/{queue}/acknowledge",
     "/queues/{queue}/requeue",
     "/queues/{queue}/touch",
+    "/ui",
 ];
 
 impl<'a> QueueOp<'a> {
@@ -348,7 +354,8 @@ where
         Route::Stats if method == Method::GET => Ok(stats(state)),
         Route::Metrics if method == Method::GET => metrics(state),
         Route::Health if method == Method::GET => Ok(health(state)),
-        Route::Queues | Route::Stats | Route::Metrics | Route::Health => {
+        Route::Console if method == Method::GET => Ok(crate::console::page()),
+        Route::Queues | Route::Stats | Route::Metrics | Route::Health | Route::Console => {
             Err(ApiError::MethodNotAllowed { allow: "GET" })
         }
         Route::QueueAdmin(queue) => match *method {
@@ -388,8 +395,10 @@ fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError
         return Err(ApiError::UnsupportedTransferEncoding);
     }
     // `/health` is for load balancers and orchestrators, which hold no
-    // token: the one route the token does not guard.
-    let guarded = req.uri().path() != "/health";
+    // token, and `/ui` is a page that holds no data (it asks for the token
+    // and sends it with every request it makes): the routes the token does
+    // not guard.
+    let guarded = !matches!(req.uri().path(), "/health" | "/ui");
     if let (Some(token), true) = (&state.config.auth_token, guarded) {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let presented = values.next();
