@@ -100,7 +100,7 @@
 //! which runs `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p
 //! loom-tests --release --target-dir target/loom --no-fail-fast` (a
 //! separate target directory, so the normal build cache survives). Every
-//! model runs with the bound of 3 preemptions but 8, 15 and 16, which allow 2 (with 3, models 8 and 15 took 1.4 million and 1 million interleavings, about 8 and 10 minutes each on a loaded machine, once the ready queue and the timers went lock-free and sharded: more independent steps to interleave). The interleavings and times
+//! model runs with the bound of 3 preemptions but 8, 15 and 16, which allow 2 (with 3, models 8 and 15 took 1.4 million and 1 million interleavings, about 8 and 10 minutes each on a loaded machine, once the ready queue and the timers went lock-free and sharded: more independent steps to interleave; with 2, both still catch a LIFO ready queue: "fetched b\"a2\" before b\"a1\": not FIFO per publisher" and "the batch is not in queue order: [1, 0]"). The interleavings and times
 //! above are from one run on a 2-core machine shared with other builds;
 //! the whole script took 2 min 36 s (about 2 min of
 //! models, the largest 8, 7, 5 and 6b; the rest rebuilding the engine and
