@@ -575,8 +575,9 @@ impl<C: Clock> MutexBroker<C> {
     }
 
     /// Leases up to `max` messages from the head of `queue` without
-    /// waiting, stopping before the bodies pass `max_bytes` (the first always
-    /// fits); appends them to `out` and returns how many.
+    /// waiting, stopping once the bodies reach `max_bytes` (the message that
+    /// crosses the line is the last one taken, as in the engine); appends
+    /// them to `out` and returns how many.
     pub fn try_fetch_batch_from(
         &self,
         queue: &str,
@@ -594,17 +595,14 @@ impl<C: Clock> MutexBroker<C> {
         {
             let mut ready = lock(&found.ready);
             let mut bytes = 0usize;
-            while taken.len() < max {
-                let Some(front) = ready.queue.front() else {
+            while taken.len() < max && bytes < max_bytes.max(1) {
+                let Some(front) = ready.queue.pop_front() else {
                     break;
                 };
                 let len = front.body.len();
-                if !taken.is_empty() && bytes.saturating_add(len) > max_bytes {
-                    break;
-                }
-                bytes += len;
+                bytes = bytes.saturating_add(len);
                 ready.bytes -= len as u64;
-                taken.extend(ready.queue.pop_front());
+                taken.push(front);
             }
         }
         if taken.is_empty() {
