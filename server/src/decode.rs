@@ -382,13 +382,22 @@ fn parse_unsigned(text: &str) -> Option<u64> {
 /// and CRLF. (hyper has already parsed the head; the exact wire size is
 /// gone, and this is within a few bytes of it.)
 pub fn head_bytes<B>(req: &hyper::Request<B>) -> usize {
-    req.method().as_str().len()
-        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
+    head_bytes_without_headers(req)
         + req
             .headers()
             .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .map(|(name, value)| header_bytes(name, value))
             .sum::<usize>()
+}
+
+/// The part of [`head_bytes`] before the headers: method and target.
+pub fn head_bytes_without_headers<B>(req: &hyper::Request<B>) -> usize {
+    req.method().as_str().len() + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
+}
+
+/// One header's part of [`head_bytes`]: name, value, `": "` and CRLF.
+pub fn header_bytes(name: &hyper::header::HeaderName, value: &hyper::header::HeaderValue) -> usize {
+    name.as_str().len() + value.len() + 4
 }
 
 #[cfg(test)]

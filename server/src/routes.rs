@@ -22,16 +22,17 @@
 //! it calls the engine: a request that fails validation changes nothing.
 
 use std::collections::BTreeMap;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body as HttpBody;
-use hyper::header::{
-    GetAll, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, HOST, TRANSFER_ENCODING,
-};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, HOST, TRANSFER_ENCODING};
 use hyper::{Method, Request, Response, Version};
 use tokio::sync::watch;
 use ubroker_engine::{
@@ -41,8 +42,8 @@ use ubroker_engine::{
 use crate::config::Config;
 use crate::connection::WaitSignal;
 use crate::decode::{
-    delay, fetch_max, fetch_wait, head_bytes, parse_id, parse_ids, parse_publish, parse_put_queue,
-    query_param, touch_ttl, Publish,
+    delay, fetch_max, fetch_wait, head_bytes_without_headers, header_bytes, parse_id, parse_ids,
+    parse_publish, parse_put_queue, query_param, touch_ttl, Publish,
 };
 use crate::durability::Durability;
 use crate::error::ApiError;
@@ -288,15 +289,18 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    respond(state, req).await.1
+    respond(state, req, None).await.1
 }
 
 /// [`handle`], also saying which route answered: the index of its pattern
 /// in [`PATTERNS`] (`None` for a path no route matches), which is what
 /// metrics and logs label the request with. The path is parsed once.
+/// `signal` (absent without a connection, as in unit tests) is how a fetch
+/// tells the connection that it waits.
 pub(crate) async fn respond<C, B>(
     state: &State<C>,
     req: Request<B>,
+    signal: Option<&WaitSignal>,
 ) -> (Option<usize>, Response<Body>)
 where
     C: Clock,
@@ -310,7 +314,7 @@ where
     let result = match (admitted, route) {
         (Err(error), _) => Err(error),
         (Ok(()), None) => Err(ApiError::NotFound),
-        (Ok(()), Some(route)) => dispatch(state, route, &parts, body).await,
+        (Ok(()), Some(route)) => dispatch(state, route, &parts, body, signal).await,
     };
     (
         index,
@@ -323,6 +327,7 @@ async fn dispatch<C, B>(
     route: Route<'_>,
     parts: &hyper::http::request::Parts,
     body: B,
+    signal: Option<&WaitSignal>,
 ) -> Result<Response<Body>, ApiError>
 where
     C: Clock,
@@ -337,7 +342,7 @@ where
         }
         Route::Queue { queue, op, .. } => match op {
             QueueOp::Publish => publish(state, queue, query, body).await,
-            QueueOp::Fetch => fetch(state, queue, query, parts.extensions.get()).await,
+            QueueOp::Fetch => fetch(state, queue, query, signal).await,
             QueueOp::Settle(settlement, id) => settle(state, queue, settlement, id, query),
             QueueOp::SettleBatch(settlement) => {
                 settle_batch(state, queue, settlement, query, body).await
@@ -366,64 +371,100 @@ where
 /// request head, the framing rules hyper leaves to the application, the
 /// bearer token if one is configured, and the content coding.
 fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError> {
+    // One pass over the headers gathers what the checks below need (a map
+    // lookup per header name costs a hash each; this is on every request).
+    let head = HeadFacts::of(req);
     // hyper enforces a hard ceiling with a bare 431; this is the configured
     // limit, answered with a JSON body like every other error.
     let limit = state.config.max_header_bytes;
-    if head_bytes(req) as u64 > limit {
+    if head.bytes as u64 > limit {
         return Err(ApiError::HeadersTooLarge { limit });
     }
-    let headers = req.headers();
     // RFC 9112, section 3.2: exactly one Host in HTTP/1.1, at most one in
     // HTTP/1.0.
-    let mut hosts = headers.get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return Err(ApiError::RepeatedHeader { name: "Host" }),
-        (None, _) if req.version() >= Version::HTTP_11 => return Err(ApiError::MissingHost),
-        _ => {}
+    match head.hosts {
+        0 if req.version() >= Version::HTTP_11 => return Err(ApiError::MissingHost),
+        0 | 1 => {}
+        _ => return Err(ApiError::RepeatedHeader { name: "Host" }),
     }
     // hyper frames a body by its final `chunked` and ignores the codings
     // before it (`gzip, chunked`): those would reach the JSON parser still
     // encoded. RFC 9112, section 6.1: 501 for a coding not understood.
-    if !codings_are(headers.get_all(TRANSFER_ENCODING), "chunked") {
+    if !head.transfer_chunked_only {
         return Err(ApiError::UnsupportedTransferEncoding);
     }
     // `/health` is for load balancers and orchestrators, which hold no
     // token: the one route the token does not guard.
     let guarded = req.uri().path() != "/health";
     if let (Some(token), true) = (&state.config.auth_token, guarded) {
-        let mut values = headers.get_all(AUTHORIZATION).iter();
-        let presented = values.next();
-        if values.next().is_some() {
+        if head.authorizations > 1 {
             // Two credentials: whichever one were checked, the other would
             // be ignored silently.
             return Err(ApiError::RepeatedHeader {
                 name: "Authorization",
             });
         }
-        let presented = presented
+        let presented = head
+            .authorization
             .and_then(|value| crate::auth::bearer_token(value.as_bytes()))
             .unwrap_or_default();
         if !crate::auth::token_matches(presented, token.as_bytes()) {
             return Err(ApiError::Unauthorized);
         }
     }
-    if !codings_are(headers.get_all(CONTENT_ENCODING), "identity") {
+    if !head.content_identity_only {
         return Err(ApiError::UnsupportedContentEncoding);
     }
     Ok(())
 }
 
-/// Whether every coding listed in `values` (comma-separated, in any number
-/// of header lines) is `only`, ignoring ASCII case. No header at all is fine.
-fn codings_are(values: GetAll<'_, HeaderValue>, only: &str) -> bool {
-    values.iter().all(|value| {
-        value
-            .as_bytes()
-            .split(|b| *b == b',')
-            .map(<[u8]>::trim_ascii)
-            .filter(|coding| !coding.is_empty())
-            .all(|coding| coding.eq_ignore_ascii_case(only.as_bytes()))
-    })
+/// What [`admit`] needs from a request head, gathered in one pass.
+struct HeadFacts<'a> {
+    /// The head's size as [`head_bytes`] counts it.
+    bytes: usize,
+    hosts: usize,
+    authorizations: usize,
+    authorization: Option<&'a HeaderValue>,
+    transfer_chunked_only: bool,
+    content_identity_only: bool,
+}
+
+impl<'a> HeadFacts<'a> {
+    fn of<B>(req: &'a Request<B>) -> Self {
+        let mut facts = HeadFacts {
+            bytes: head_bytes_without_headers(req),
+            hosts: 0,
+            authorizations: 0,
+            authorization: None,
+            transfer_chunked_only: true,
+            content_identity_only: true,
+        };
+        for (name, value) in req.headers() {
+            facts.bytes += header_bytes(name, value);
+            if name == HOST {
+                facts.hosts += 1;
+            } else if name == AUTHORIZATION {
+                facts.authorizations += 1;
+                facts.authorization.get_or_insert(value);
+            } else if name == TRANSFER_ENCODING {
+                facts.transfer_chunked_only &= codings_are(value, "chunked");
+            } else if name == CONTENT_ENCODING {
+                facts.content_identity_only &= codings_are(value, "identity");
+            }
+        }
+        facts
+    }
+}
+
+/// Whether every coding listed in `value` (comma-separated) is `only`,
+/// ignoring ASCII case.
+fn codings_are(value: &HeaderValue, only: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty())
+        .all(|coding| coding.eq_ignore_ascii_case(only.as_bytes()))
 }
 
 /// `POST [/queues/{queue}]/publish[?delay=ms]`.
@@ -482,7 +523,13 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let read = read_body(body, state.config.max_body_bytes);
+    let mut read = pin!(read_body(body, state.config.max_body_bytes));
+    // A small body is usually in hand already (hyper reads it with the
+    // head): no timer for it. Making and dropping one costs more than the
+    // rest of the read.
+    if let Poll::Ready(read) = poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        return read;
+    }
     tokio::time::timeout(state.config.timeouts().header_read, read)
         .await
         .map_err(|_| ApiError::BodyTimeout)?
@@ -498,12 +545,38 @@ where
     if body.size_hint().lower() > limit {
         return Err(ApiError::BodyTooLarge { limit });
     }
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
-        Err(_) => Err(ApiError::BodyRead),
+    let mut limited = pin!(Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX)
+    ));
+    let failed = |error: Box<dyn std::error::Error + Send + Sync>| {
+        if error.is::<LengthLimitError>() {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::BodyRead
+        }
+    };
+    // The common case, one data frame and the end, is returned as it came,
+    // with no list of chunks to gather it in.
+    let mut first = None;
+    while first.is_none() {
+        match limited.frame().await {
+            None => return Ok(Bytes::new()),
+            Some(Err(error)) => return Err(failed(error)),
+            Some(Ok(frame)) => first = frame.into_data().ok().filter(|data| !data.is_empty()),
+        }
     }
+    let first = first.unwrap_or_default();
+    if limited.is_end_stream() {
+        return Ok(first);
+    }
+    let mut all = BytesMut::from(&first[..]);
+    while let Some(frame) = limited.frame().await {
+        if let Ok(data) = frame.map_err(failed)?.into_data() {
+            all.extend_from_slice(&data);
+        }
+    }
+    Ok(all.freeze())
 }
 
 /// `GET [/queues/{queue}]/fetch[?wait=ms]`. `signal` (absent when no

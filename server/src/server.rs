@@ -321,22 +321,16 @@ impl<C: Clock> Handler<C> {
         let activity = Activity::new();
         let service = service_fn({
             let activity = activity.clone();
-            move |mut req: hyper::Request<hyper::body::Incoming>| {
+            move |req: hyper::Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                let activity = activity.clone();
                 activity.request_started();
-                // Only a fetch (a GET) ever waits on something other than
-                // its client; inserting the signal allocates the request's
-                // extension map, so publishes and settlements skip it.
-                if req.method() == hyper::Method::GET {
-                    req.extensions_mut()
-                        .insert(WaitSignal::new(activity.clone()));
-                }
-                let started = tokio::time::Instant::now();
+                // Lets a fetch say when it waits on something other than its
+                // client; passed down by reference, not in the request's
+                // extensions (inserting one allocates their map).
+                let signal = WaitSignal::new(activity.clone());
                 async move {
-                    let (route, response) = routes::respond(&state, req).await;
-                    activity.request_finished();
-                    let elapsed = started.elapsed();
+                    let (route, response) = routes::respond(&state, req, Some(&signal)).await;
+                    let elapsed = signal.request_finished();
                     let status = response.status().as_u16();
                     state.metrics.observe(route, status, elapsed);
                     tracing::debug!(
