@@ -26,7 +26,8 @@
 //! observation (an uncontended `parking_lot` mutex per route).
 //! BENCHMARKS.md measures it with `ubroker-load --compare`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -37,8 +38,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use ubroker_engine::{Broker, Clock, QueueStats};
-
-use crate::routes::PATTERNS;
 
 /// The `Content-Type` of `GET /metrics`: the classic Prometheus text format.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -70,8 +69,10 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: HistogramFamily,
-    /// Cached counter handles, by route index (`PATTERNS`, then `other`)
-    /// and status index (`STATUSES`).
+    /// Route patterns in the order of their first request: a pattern's
+    /// position is its slot in the caches below.
+    routes: RouteSlots,
+    /// Cached counter handles, by route slot and status index (`STATUSES`).
     request_slots: Box<[OnceLock<Counter>]>,
     duration_slots: Box<[OnceLock<Histogram>]>,
 }
@@ -98,23 +99,28 @@ impl Metrics {
             durations.clone(),
         );
         registry.register_collector(Box::new(BrokerCollector { broker }));
-        let routes = PATTERNS.len() + 1;
         Metrics {
             registry,
             requests,
             durations,
-            request_slots: (0..routes * STATUSES.len())
+            routes: RouteSlots::default(),
+            request_slots: (0..ROUTE_SLOTS * STATUSES.len())
                 .map(|_| OnceLock::new())
                 .collect(),
-            duration_slots: (0..routes).map(|_| OnceLock::new()).collect(),
+            duration_slots: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
         }
     }
 
-    /// Counts one answered request. `route` is an index into `PATTERNS`, or
+    /// Counts one answered request. `route` is the route's pattern, or
     /// `None` for a path no route matches.
-    pub fn observe(&self, route: Option<usize>, status: u16, elapsed: Duration) {
-        let route_index = route.unwrap_or(PATTERNS.len());
-        let label = route.map_or(OTHER_ROUTE, |index| PATTERNS[index]);
+    pub fn observe(&self, route: Option<&'static str>, status: u16, elapsed: Duration) {
+        let label = route.unwrap_or(OTHER_ROUTE);
+        let Some(route_index) = self.routes.slot(label) else {
+            // More patterns than slots: not with this server's routes, but
+            // counted all the same, through the family's lock.
+            self.uncached(label, status, elapsed);
+            return;
+        };
         match STATUSES.iter().position(|&s| s == status) {
             Some(status_index) => {
                 let slot = &self.request_slots[route_index * STATUSES.len() + status_index];
@@ -146,11 +152,64 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    fn uncached(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.durations
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// The text exposition of every series.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Room for this many route patterns (the routes have 22, and `other`).
+const ROUTE_SLOTS: usize = 32;
+
+/// Gives each route pattern a slot, in the order of first requests, with
+/// no hashing: a lookup compares the pattern with those already seen (a
+/// pointer comparison for the same literal), and the routes a server is
+/// busy with are seen first.
+#[derive(Default)]
+struct RouteSlots {
+    patterns: [OnceLock<&'static str>; ROUTE_SLOTS],
+    len: AtomicUsize,
+    adding: Mutex<()>,
+}
+
+impl RouteSlots {
+    /// `pattern`'s slot, given one at its first request; `None` when every
+    /// slot is taken.
+    fn slot(&self, pattern: &'static str) -> Option<usize> {
+        if let Some(slot) = self.find(pattern, self.len.load(Ordering::Acquire)) {
+            return Some(slot);
+        }
+        let _adding = self
+            .adding
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let len = self.len.load(Ordering::Acquire);
+        if let Some(slot) = self.find(pattern, len) {
+            return Some(slot);
+        }
+        self.patterns.get(len)?.set(pattern).ok()?;
+        self.len.store(len + 1, Ordering::Release);
+        Some(len)
+    }
+
+    fn find(&self, pattern: &str, len: usize) -> Option<usize> {
+        self.patterns[..len].iter().position(|seen| {
+            seen.get().is_some_and(|seen| {
+                seen.len() == pattern.len()
+                    && (std::ptr::eq(seen.as_ptr(), pattern.as_ptr()) || *seen == pattern)
+            })
+        })
     }
 }
 

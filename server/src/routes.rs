@@ -98,6 +98,37 @@ impl<C: Clock> State<C> {
         }
     }
 
+    /// Publishes to `queue` one message (delayed by `delay`) or a batch (all
+    /// or nothing), through the write-ahead log when there is one, which
+    /// writes a batch as one record: all or nothing on disk as in the
+    /// broker. Returns how many a batch published (`None` for one message).
+    pub(crate) async fn publish(
+        &self,
+        queue: &str,
+        publish: Publish,
+        delay: Duration,
+    ) -> Result<Option<u64>, ApiError> {
+        match (publish, &self.durable) {
+            (Publish::One(body), None) => {
+                self.broker.publish_to(queue, body, delay)?;
+                Ok(None)
+            }
+            (Publish::One(body), Some(durable)) => {
+                let entry = NewMessage { body, delay };
+                durable.publish(&self.broker, queue, vec![entry]).await?;
+                Ok(None)
+            }
+            (Publish::Batch(messages), durable) => {
+                let count = messages.len() as u64;
+                let _ids = match durable {
+                    None => self.broker.publish_batch(queue, messages)?,
+                    Some(durable) => durable.publish(&self.broker, queue, messages).await?,
+                };
+                Ok(Some(count))
+            }
+        }
+    }
+
     /// From now on `/health` answers 503 (the drain before shutdown).
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
@@ -193,68 +224,48 @@ impl<'a> Route<'a> {
         })
     }
 
-    /// The index in [`PATTERNS`] of the route's pattern, for logs and
-    /// metrics: never the raw path, so that ids and names cannot blow up
-    /// cardinality.
-    pub fn pattern_index(self) -> usize {
+    /// The route's pattern, for logs and metrics: never the raw path, so
+    /// that ids and names cannot blow up cardinality.
+    pub fn pattern(self) -> &'static str {
+        use Settlement::{Acknowledge, Requeue, Touch};
         match self {
-            Route::Queue { op, prefixed, .. } => {
-                // (unprefixed, prefixed). Batch settles were added after the
-                // rest: their patterns come last in `PATTERNS`, so the
-                // indices of the others stay put.
-                let (plain, under_queues) = match op {
-                    QueueOp::Publish => (0, 5),
-                    QueueOp::Fetch => (1, 6),
-                    QueueOp::Settle(Settlement::Acknowledge, _) => (2, 7),
-                    QueueOp::Settle(Settlement::Requeue, _) => (3, 8),
-                    QueueOp::Settle(Settlement::Touch, _) => (4, 9),
-                    // Redrive exists only under `/queues/` (`QueueOp::parse`).
-                    QueueOp::Redrive => (10, 10),
-                    QueueOp::SettleBatch(Settlement::Acknowledge) => (16, 19),
-                    QueueOp::SettleBatch(Settlement::Requeue) => (17, 20),
-                    QueueOp::SettleBatch(Settlement::Touch) => (18, 21),
-                };
-                if prefixed {
-                    under_queues
-                } else {
-                    plain
-                }
-            }
-            Route::Queues => 11,
-            Route::QueueAdmin(_) => 12,
-            Route::Stats => 13,
-            Route::Metrics => 14,
-            Route::Health => 15,
+            Route::Queue {
+                op,
+                prefixed: false,
+                ..
+            } => match op {
+                QueueOp::Publish => "/publish",
+                QueueOp::Fetch => "/fetch",
+                QueueOp::Settle(Acknowledge, _) => "/acknowledge/{id}",
+                QueueOp::Settle(Requeue, _) => "/requeue/{id}",
+                QueueOp::Settle(Touch, _) => "/touch/{id}",
+                QueueOp::SettleBatch(Acknowledge) => "/acknowledge",
+                QueueOp::SettleBatch(Requeue) => "/requeue",
+                QueueOp::SettleBatch(Touch) => "/touch",
+                // Redrive exists only under `/queues/` (`QueueOp::parse`).
+                QueueOp::Redrive => "/queues/{queue}/redrive",
+            },
+            Route::Queue {
+                op, prefixed: true, ..
+            } => match op {
+                QueueOp::Publish => "/queues/{queue}/publish",
+                QueueOp::Fetch => "/queues/{queue}/fetch",
+                QueueOp::Settle(Acknowledge, _) => "/queues/{queue}/acknowledge/{id}",
+                QueueOp::Settle(Requeue, _) => "/queues/{queue}/requeue/{id}",
+                QueueOp::Settle(Touch, _) => "/queues/{queue}/touch/{id}",
+                QueueOp::SettleBatch(Acknowledge) => "/queues/{queue}/acknowledge",
+                QueueOp::SettleBatch(Requeue) => "/queues/{queue}/requeue",
+                QueueOp::SettleBatch(Touch) => "/queues/{queue}/touch",
+                QueueOp::Redrive => "/queues/{queue}/redrive",
+            },
+            Route::Queues => "/queues",
+            Route::QueueAdmin(_) => "/queues/{queue}",
+            Route::Stats => "/stats",
+            Route::Metrics => "/metrics",
+            Route::Health => "/health",
         }
     }
 }
-
-/// Every route pattern, as metrics and logs label them (indexed by
-/// [`Route::pattern_index`]).
-pub const PATTERNS: [&str; 22] = [
-    "/publish",
-    "/fetch",
-    "/acknowledge/{id}",
-    "/requeue/{id}",
-    "/touch/{id}",
-    "/queues/{queue}/publish",
-    "/queues/{queue}/fetch",
-    "/queues/{queue}/acknowledge/{id}",
-    "/queues/{queue}/requeue/{id}",
-    "/queues/{queue}/touch/{id}",
-    "/queues/{queue}/redrive",
-    "/queues",
-    "/queues/{queue}",
-    "/stats",
-    "/metrics",
-    "/health",
-    "/acknowledge",
-    "/requeue",
-    "/touch",
-    "/queues/{queue}/acknowledge",
-    "/queues/{queue}/requeue",
-    "/queues/{queue}/touch",
-];
 
 impl<'a> QueueOp<'a> {
     /// The part of a queue route after the queue: `publish`, `fetch`,
@@ -292,16 +303,16 @@ where
     respond(state, req, None).await.1
 }
 
-/// [`handle`], also saying which route answered: the index of its pattern
-/// in [`PATTERNS`] (`None` for a path no route matches), which is what
-/// metrics and logs label the request with. The path is parsed once.
+/// [`handle`], also saying which route answered: its pattern (`None` for a
+/// path no route matches), which is what metrics and logs label the request
+/// with. The path is parsed once.
 /// `signal` (absent without a connection, as in unit tests) is how a fetch
 /// tells the connection that it waits.
 pub(crate) async fn respond<C, B>(
     state: &State<C>,
     req: Request<B>,
     signal: Option<&WaitSignal>,
-) -> (Option<usize>, Response<Body>)
+) -> (Option<&'static str>, Response<Body>)
 where
     C: Clock,
     B: HttpBody<Data = Bytes>,
@@ -310,14 +321,14 @@ where
     let admitted = admit(state, &req);
     let (parts, body) = req.into_parts();
     let route = Route::parse(parts.uri.path());
-    let index = route.map(Route::pattern_index);
+    let pattern = route.map(Route::pattern);
     let result = match (admitted, route) {
         (Err(error), _) => Err(error),
         (Ok(()), None) => Err(ApiError::NotFound),
         (Ok(()), Some(route)) => dispatch(state, route, &parts, body, signal).await,
     };
     (
-        index,
+        pattern,
         result.unwrap_or_else(|error| response::error(&error)),
     )
 }
@@ -482,38 +493,15 @@ where
     validate_queue_name(queue)?;
     let delay = delay(query, &state.config)?;
     let raw = read_body_in_time(state, body).await?;
-    match parse_publish(&raw, &state.config)? {
-        Publish::One(message) => {
-            match &state.durable {
-                None => {
-                    state.broker.publish_to(queue, message, delay)?;
-                }
-                Some(durable) => {
-                    let entry = NewMessage {
-                        body: message,
-                        delay,
-                    };
-                    durable.publish(&state.broker, queue, vec![entry]).await?;
-                }
-            }
-            Ok(response::ok_empty())
-        }
-        Publish::Batch(_) if query_param(query, "delay").is_some() => Err(ApiError::DelayOnBatch),
-        Publish::Batch(messages) => {
-            let count = messages.len() as u64;
-            match &state.durable {
-                None => {
-                    state.broker.publish_batch(queue, messages)?;
-                }
-                // One record for the whole batch: all or nothing on disk
-                // as in the broker.
-                Some(durable) => {
-                    durable.publish(&state.broker, queue, messages).await?;
-                }
-            }
-            Ok(response::published(count))
-        }
+    let publish = parse_publish(&raw, &state.config)?;
+    if matches!(publish, Publish::Batch(_)) && query_param(query, "delay").is_some() {
+        return Err(ApiError::DelayOnBatch);
     }
+    let count = state.publish(queue, publish, delay).await?;
+    Ok(match count {
+        None => response::ok_empty(),
+        Some(count) => response::published(count),
+    })
 }
 
 /// Reads the whole request body within `--header-read-timeout`.
@@ -947,12 +935,6 @@ mod tests {
         }
     }
 
-    impl Route<'_> {
-        fn pattern(self) -> &'static str {
-            PATTERNS[self.pattern_index()]
-        }
-    }
-
     #[test]
     fn patterns_never_carry_names_or_ids() {
         assert_eq!(
@@ -971,12 +953,38 @@ mod tests {
         );
     }
 
+    /// Every route's pattern.
+    const PATTERNS: [&str; 22] = [
+        "/publish",
+        "/fetch",
+        "/acknowledge/{id}",
+        "/requeue/{id}",
+        "/touch/{id}",
+        "/acknowledge",
+        "/requeue",
+        "/touch",
+        "/queues/{queue}/publish",
+        "/queues/{queue}/fetch",
+        "/queues/{queue}/acknowledge/{id}",
+        "/queues/{queue}/requeue/{id}",
+        "/queues/{queue}/touch/{id}",
+        "/queues/{queue}/acknowledge",
+        "/queues/{queue}/requeue",
+        "/queues/{queue}/touch",
+        "/queues/{queue}/redrive",
+        "/queues",
+        "/queues/{queue}",
+        "/stats",
+        "/metrics",
+        "/health",
+    ];
+
     #[test]
     fn every_pattern_parses_back_to_itself() {
-        for (index, pattern) in PATTERNS.iter().enumerate() {
+        for pattern in PATTERNS {
             let path = pattern.replace("{queue}", "q").replace("{id}", "1");
             let route = Route::parse(&path).unwrap_or_else(|| panic!("{path}"));
-            assert_eq!((route.pattern_index(), route.pattern()), (index, *pattern));
+            assert_eq!(route.pattern(), pattern);
         }
     }
 

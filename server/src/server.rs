@@ -334,7 +334,7 @@ impl<C: Clock> Handler<C> {
                     let status = response.status().as_u16();
                     state.metrics.observe(route, status, elapsed);
                     tracing::debug!(
-                        route = route.map_or("other", |index| routes::PATTERNS[index]),
+                        route = route.unwrap_or("other"),
                         status,
                         latency_us = elapsed.as_micros() as u64,
                         "request"
