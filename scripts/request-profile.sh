@@ -42,6 +42,7 @@ trap cleanup EXIT
 profile() {
     local name=$1 line="" pid url mode script requests ir
     shift
+    : >"$out/$name.stdout"
     RUST_LOG=warn valgrind --tool=callgrind --dump-instr=yes --dump-line=no \
         --callgrind-out-file="$out/$name.%p.out" "$@" >"$out/$name.stdout" 2>"$out/$name.stderr" &
     pid=$!

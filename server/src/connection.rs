@@ -48,15 +48,17 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::response::HTTP2_PREFACE_REFUSED;
 
@@ -411,6 +413,61 @@ impl AsyncWrite for Tracked {
     }
 }
 
+/// Shutdown's request to every connection: finish the request in flight,
+/// then close. Replaces hyper-util's `GracefulShutdown`, which polled a
+/// watch channel on every wake-up of every connection; here a connection
+/// registers once and then reads a flag.
+#[derive(Debug, Default)]
+pub struct Closing {
+    requested: AtomicBool,
+    notify: Notify,
+    /// Connections not yet ended, and the signal that the last one did.
+    open: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Closing {
+    /// Asks every connection, present and future, to close.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection as open until the returned guard is dropped.
+    pub fn open(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(self.clone())
+    }
+
+    /// Completes once every connection counted by [`Closing::open`] ended.
+    pub async fn all_closed(&self) {
+        loop {
+            let mut closed = pin!(self.all_closed.notified());
+            closed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// An open connection, counted by [`Closing`] until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Closing>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
 /// How a guarded connection ended.
 #[derive(Debug)]
 pub enum Ended<T> {
@@ -425,14 +482,21 @@ pub enum Ended<T> {
 }
 
 /// Drives `connection` until it completes, its current phase times out, or
-/// its peer goes away while a request waits.
-pub async fn guard<F: Future>(
+/// its peer goes away while a request waits; once `closing` is requested,
+/// the connection finishes its request in flight and closes.
+pub async fn guard<F: GracefulConnection>(
     connection: F,
     activity: &Activity,
     read: &ReadSide,
     timeouts: Timeouts,
+    closing: &Closing,
 ) -> Ended<F::Output> {
     let mut connection = pin!(connection);
+    // Registered at the first poll, so that `Closing::request` wakes the
+    // task; after that only the flag is read.
+    let mut close_notified = pin!(closing.notify.notified());
+    let mut close_registered = false;
+    let mut close_sent = false;
     let mut timer = pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
     // When the timer fires, if it is armed: never after the current phase's
     // deadline, and possibly before it. A phase change moves the deadline;
@@ -448,6 +512,16 @@ pub async fn guard<F: Future>(
     // When the blind watch looks again, while it is blind.
     let mut recheck: Option<Instant> = None;
     poll_fn(|cx| loop {
+        if !close_sent {
+            if !close_registered {
+                close_registered = true;
+                let _ = close_notified.as_mut().poll(cx);
+            }
+            if closing.requested() {
+                close_sent = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
         if let Poll::Ready(output) = connection.as_mut().poll(cx) {
             return Poll::Ready(Ended::Completed(output));
         }

@@ -1010,8 +1010,11 @@ async fn the_binary_drains_on_sigterm_for_drain_ms_then_exits_0() {
     let running = Binary::start(&["--port", "0", "--drain-ms", "1500"], &[], Stdio::null());
     let mut c = Client::connect(running.addr).await;
     assert_eq!(get(&mut c, "/health").await.status, 200);
-    running.signal("TERM");
+    // Taken before the signal: the drain starts when the binary receives it,
+    // so a test thread descheduled after sending it must not see a drain
+    // that looks shorter than it was.
     let signalled = Instant::now();
+    running.signal("TERM");
     let mut tries = 0;
     let r = loop {
         let r = get(&mut c, "/health").await;
