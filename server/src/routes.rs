@@ -17,38 +17,40 @@
 //! The unprefixed routes are the queue `default`. Names are not
 //! percent-decoded: a name is checked as it stands in the path.
 //!
+//! Where things are: this file holds the routing (the [`Route`] of a path,
+//! its pattern, the one `match`) and the handlers' shared [`State`];
+//! `admit` the checks before routing, `messages` the message routes and
+//! body reading, `admin` the queue administration, stats, metrics and health.
+//!
 //! Handlers are generic over the request body type, so unit tests drive them
 //! with in-memory bodies and no socket. A handler validates everything before
 //! it calls the engine: a request that fails validation changes nothing.
 
-use std::collections::BTreeMap;
-use std::future::{poll_fn, Future};
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::Bytes;
 use hyper::body::Body as HttpBody;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, HOST, TRANSFER_ENCODING};
-use hyper::{Method, Request, Response, Version};
+use hyper::{Method, Request, Response};
 use tokio::sync::watch;
-use ubroker_engine::{
-    validate_queue_name, Broker, Clock, Error as EngineError, NewMessage, QueueName,
-};
+use ubroker_engine::{Broker, Clock, NewMessage, QueueName};
 
 use crate::config::Config;
 use crate::connection::WaitSignal;
-use crate::decode::{
-    delay, fetch_max, fetch_wait, head_bytes_without_headers, header_bytes, parse_id, parse_ids,
-    parse_publish, parse_put_queue, query_param, touch_ttl, Publish,
-};
+use crate::decode::Publish;
 use crate::durability::Durability;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::response::{self, Body};
+
+mod admin;
+mod admit;
+mod messages;
+
+use admin::{delete_queue, get_queue, health, list_queues, metrics, put_queue, stats};
+use admit::admit;
+use messages::{fetch, publish, redrive, settle, settle_batch};
 
 /// What every request handler shares.
 pub struct State<C: Clock> {
@@ -378,431 +380,9 @@ where
     }
 }
 
-/// Checks what applies to every route, before routing: the size of the
-/// request head, the framing rules hyper leaves to the application, the
-/// bearer token if one is configured, and the content coding.
-fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(), ApiError> {
-    // One pass over the headers gathers what the checks below need (a map
-    // lookup per header name costs a hash each; this is on every request).
-    let head = HeadFacts::of(req);
-    // hyper enforces a hard ceiling with a bare 431; this is the configured
-    // limit, answered with a JSON body like every other error.
-    let limit = state.config.max_header_bytes;
-    if head.bytes as u64 > limit {
-        return Err(ApiError::HeadersTooLarge { limit });
-    }
-    // RFC 9112, section 3.2: exactly one Host in HTTP/1.1, at most one in
-    // HTTP/1.0.
-    match head.hosts {
-        0 if req.version() >= Version::HTTP_11 => return Err(ApiError::MissingHost),
-        0 | 1 => {}
-        _ => return Err(ApiError::RepeatedHeader { name: "Host" }),
-    }
-    // hyper frames a body by its final `chunked` and ignores the codings
-    // before it (`gzip, chunked`): those would reach the JSON parser still
-    // encoded. RFC 9112, section 6.1: 501 for a coding not understood.
-    if !head.transfer_chunked_only {
-        return Err(ApiError::UnsupportedTransferEncoding);
-    }
-    // `/health` is for load balancers and orchestrators, which hold no
-    // token: the one route the token does not guard.
-    let guarded = req.uri().path() != "/health";
-    if let (Some(token), true) = (&state.config.auth_token, guarded) {
-        if head.authorizations > 1 {
-            // Two credentials: whichever one were checked, the other would
-            // be ignored silently.
-            return Err(ApiError::RepeatedHeader {
-                name: "Authorization",
-            });
-        }
-        let presented = head
-            .authorization
-            .and_then(|value| crate::auth::bearer_token(value.as_bytes()))
-            .unwrap_or_default();
-        if !crate::auth::token_matches(presented, token.as_bytes()) {
-            return Err(ApiError::Unauthorized);
-        }
-    }
-    if !head.content_identity_only {
-        return Err(ApiError::UnsupportedContentEncoding);
-    }
-    Ok(())
-}
-
-/// What [`admit`] needs from a request head, gathered in one pass.
-struct HeadFacts<'a> {
-    /// The head's size as [`head_bytes`] counts it.
-    bytes: usize,
-    hosts: usize,
-    authorizations: usize,
-    authorization: Option<&'a HeaderValue>,
-    transfer_chunked_only: bool,
-    content_identity_only: bool,
-}
-
-impl<'a> HeadFacts<'a> {
-    fn of<B>(req: &'a Request<B>) -> Self {
-        let mut facts = HeadFacts {
-            bytes: head_bytes_without_headers(req),
-            hosts: 0,
-            authorizations: 0,
-            authorization: None,
-            transfer_chunked_only: true,
-            content_identity_only: true,
-        };
-        for (name, value) in req.headers() {
-            facts.bytes += header_bytes(name, value);
-            if name == HOST {
-                facts.hosts += 1;
-            } else if name == AUTHORIZATION {
-                facts.authorizations += 1;
-                facts.authorization.get_or_insert(value);
-            } else if name == TRANSFER_ENCODING {
-                facts.transfer_chunked_only &= codings_are(value, "chunked");
-            } else if name == CONTENT_ENCODING {
-                facts.content_identity_only &= codings_are(value, "identity");
-            }
-        }
-        facts
-    }
-}
-
-/// Whether every coding listed in `value` (comma-separated) is `only`,
-/// ignoring ASCII case.
-fn codings_are(value: &HeaderValue, only: &str) -> bool {
-    value
-        .as_bytes()
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty())
-        .all(|coding| coding.eq_ignore_ascii_case(only.as_bytes()))
-}
-
-/// `POST [/queues/{queue}]/publish[?delay=ms]`.
-async fn publish<C, B>(
-    state: &State<C>,
-    queue: &str,
-    query: Option<&str>,
-    body: B,
-) -> Result<Response<Body>, ApiError>
-where
-    C: Clock,
-    B: HttpBody<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    validate_queue_name(queue)?;
-    let delay = delay(query, &state.config)?;
-    let raw = read_body_in_time(state, body).await?;
-    let publish = parse_publish(&raw, &state.config)?;
-    if matches!(publish, Publish::Batch(_)) && query_param(query, "delay").is_some() {
-        return Err(ApiError::DelayOnBatch);
-    }
-    let count = state.publish(queue, publish, delay).await?;
-    Ok(match count {
-        None => response::ok_empty(),
-        Some(count) => response::published(count),
-    })
-}
-
-/// Reads the whole request body within `--header-read-timeout`.
-async fn read_body_in_time<C, B>(state: &State<C>, body: B) -> Result<Bytes, ApiError>
-where
-    C: Clock,
-    B: HttpBody<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let mut read = pin!(read_body(body, state.config.max_body_bytes));
-    // A small body is usually in hand already (hyper reads it with the
-    // head): no timer for it. Making and dropping one costs more than the
-    // rest of the read.
-    if let Poll::Ready(read) = poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
-        return read;
-    }
-    tokio::time::timeout(state.config.timeouts().header_read, read)
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?
-}
-
-/// Reads the whole request body, refusing to read past `limit` bytes.
-async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, ApiError>
-where
-    B: HttpBody<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    // A declared length over the limit is refused before reading a byte.
-    if body.size_hint().lower() > limit {
-        return Err(ApiError::BodyTooLarge { limit });
-    }
-    let mut limited = pin!(Limited::new(
-        body,
-        usize::try_from(limit).unwrap_or(usize::MAX)
-    ));
-    let failed = |error: Box<dyn std::error::Error + Send + Sync>| {
-        if error.is::<LengthLimitError>() {
-            ApiError::BodyTooLarge { limit }
-        } else {
-            ApiError::BodyRead
-        }
-    };
-    // The common case, one data frame and the end, is returned as it came,
-    // with no list of chunks to gather it in.
-    let mut first = None;
-    while first.is_none() {
-        match limited.frame().await {
-            None => return Ok(Bytes::new()),
-            Some(Err(error)) => return Err(failed(error)),
-            Some(Ok(frame)) => first = frame.into_data().ok().filter(|data| !data.is_empty()),
-        }
-    }
-    let first = first.unwrap_or_default();
-    if limited.is_end_stream() {
-        return Ok(first);
-    }
-    let mut all = BytesMut::from(&first[..]);
-    while let Some(frame) = limited.frame().await {
-        if let Ok(data) = frame.map_err(failed)?.into_data() {
-            all.extend_from_slice(&data);
-        }
-    }
-    Ok(all.freeze())
-}
-
-/// `GET [/queues/{queue}]/fetch[?wait=ms]`. `signal` (absent when no
-/// connection serves the request, as in unit tests) tells the connection
-/// when the fetch waits, so that a client that goes away meanwhile ends it.
-async fn fetch<C: Clock>(
-    state: &State<C>,
-    queue: &str,
-    query: Option<&str>,
-    signal: Option<&WaitSignal>,
-) -> Result<Response<Body>, ApiError> {
-    validate_queue_name(queue)?;
-    let wait = fetch_wait(query, &state.config)?;
-    if let Some(max) = fetch_max(query, &state.config)? {
-        return fetch_batch(state, queue, wait, max, signal).await;
-    }
-    // Fast path: a ready message needs no timer and no shutdown watch.
-    if let Some(delivery) = state.broker.try_fetch_from(queue)? {
-        return Ok(response::delivery(&delivery));
-    }
-    let give_up = give_up_after(state, wait)?;
-    let waiting = signal.map(WaitSignal::begin);
-    let fetched = state.broker.fetch_from(queue, give_up).await;
-    drop(waiting);
-    waited(state, fetched).map(|delivery| response::delivery(&delivery))
-}
-
-/// `GET [/queues/{queue}]/fetch?max=n[&wait=ms]`: as [`fetch`], answering
-/// with up to `max` deliveries as soon as one is ready.
-async fn fetch_batch<C: Clock>(
-    state: &State<C>,
-    queue: &str,
-    wait: Duration,
-    max: usize,
-    signal: Option<&WaitSignal>,
-) -> Result<Response<Body>, ApiError> {
-    let max_bytes = state.config.max_body_len();
-    let mut ready = Vec::new();
-    if state
-        .broker
-        .try_fetch_batch_from(queue, max, max_bytes, &mut ready)?
-        > 0
-    {
-        return Ok(response::deliveries(&ready));
-    }
-    let give_up = give_up_after(state, wait)?;
-    let waiting = signal.map(WaitSignal::begin);
-    let fetched = state
-        .broker
-        .fetch_batch_from(queue, max, max_bytes, give_up)
-        .await;
-    drop(waiting);
-    waited(state, fetched).map(|deliveries| response::deliveries(&deliveries))
-}
-
-/// For a fetch that found nothing ready: `Timeout` at once for `wait=0`,
-/// `ShuttingDown` if shutdown has begun, else the future that ends its
-/// wait. The engine's fetch ends when this future does: at the wait, when
-/// shutdown begins, or when the connection drops it because its client
-/// went away. Either way it leases nothing once it gives up.
-fn give_up_after<C: Clock>(
-    state: &State<C>,
-    wait: Duration,
-) -> Result<impl std::future::Future<Output = ()>, ApiError> {
-    if wait.is_zero() {
-        return Err(EngineError::Timeout.into());
-    }
-    let mut shutting_down = state.shutting_down.clone();
-    if *shutting_down.borrow_and_update() {
-        return Err(ApiError::ShuttingDown);
-    }
-    Ok(async move {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = shutting_down.wait_for(|down| *down) => {}
-        }
-    })
-}
-
-/// What a waiting fetch's outcome answers: a wait cut short by shutdown is
-/// `ShuttingDown`, not `Timeout`.
-fn waited<C: Clock, T>(state: &State<C>, fetched: Result<T, EngineError>) -> Result<T, ApiError> {
-    match fetched {
-        Ok(taken) => Ok(taken),
-        Err(EngineError::Timeout) if *state.shutting_down.borrow() => Err(ApiError::ShuttingDown),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// `POST [/queues/{queue}]/{acknowledge,requeue,touch}` body `{"ids": [...]}`:
-/// `200 {"results": [...]}`, one per id, even when some are invalid. The
-/// query (`?delay=`, `?ttl=`) applies to every id.
-async fn settle_batch<C, B>(
-    state: &State<C>,
-    queue: &str,
-    settlement: Settlement,
-    query: Option<&str>,
-    body: B,
-) -> Result<Response<Body>, ApiError>
-where
-    C: Clock,
-    B: HttpBody<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    validate_queue_name(queue)?;
-    // The query is checked before the body is read, as for a single settle.
-    let settle: SettleBy = match settlement {
-        Settlement::Acknowledge => SettleBy::Acknowledge,
-        Settlement::Requeue => SettleBy::Requeue(delay(query, &state.config)?),
-        Settlement::Touch => SettleBy::Touch(touch_ttl(query, &state.config)?),
-    };
-    let raw = read_body_in_time(state, body).await?;
-    let ids = parse_ids(&raw, &state.config)?;
-    let results = match settle {
-        SettleBy::Acknowledge => state.broker.acknowledge_batch_in(queue, &ids)?,
-        SettleBy::Requeue(delay) => state.broker.requeue_batch_in(queue, &ids, delay)?,
-        SettleBy::Touch(ttl) => state.broker.touch_batch_in(queue, &ids, ttl)?,
-    };
-    Ok(response::results(&results))
-}
-
-/// A settlement with its query applied.
-enum SettleBy {
-    Acknowledge,
-    Requeue(Duration),
-    Touch(Option<Duration>),
-}
-
-/// `POST [/queues/{queue}]/{acknowledge,requeue,touch}/{id}`.
-fn settle<C: Clock>(
-    state: &State<C>,
-    queue: &str,
-    settlement: Settlement,
-    id: &str,
-    query: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
-    validate_queue_name(queue)?;
-    let id = parse_id(id)?;
-    match settlement {
-        Settlement::Acknowledge => state.broker.acknowledge_in(queue, id)?,
-        Settlement::Requeue => {
-            let delay: Duration = delay(query, &state.config)?;
-            state.broker.requeue_in(queue, id, delay)?
-        }
-        Settlement::Touch => {
-            let ttl = touch_ttl(query, &state.config)?;
-            state.broker.touch_in(queue, id, ttl)?
-        }
-    }
-    Ok(response::ok_empty())
-}
-
-/// `POST /queues/{queue}.dead/redrive`.
-fn redrive<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
-    state.check_writable()?;
-    let moved = state.broker.redrive(queue)?;
-    Ok(response::count("moved", moved))
-}
-
-/// `GET /queues`.
-fn list_queues<C: Clock>(state: &State<C>) -> Result<Response<Body>, ApiError> {
-    Ok(response::queues(&state.broker.queues()))
-}
-
-/// `GET /queues/{queue}`.
-fn get_queue<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
-    Ok(response::queue(&state.broker.queue_info(queue)?))
-}
-
-/// `PUT /queues/{queue}`: create, or change settings.
-async fn put_queue<C, B>(state: &State<C>, queue: &str, body: B) -> Result<Response<Body>, ApiError>
-where
-    C: Clock,
-    B: HttpBody<Data = Bytes>,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    validate_queue_name(queue)?;
-    let raw = read_body_in_time(state, body).await?;
-    let update = parse_put_queue(&raw, &state.config)?;
-    state.check_writable()?;
-    let info = state.broker.put_queue(queue, update)?;
-    if let Some(durable) = &state.durable {
-        durable.queue_put(&info)?;
-    }
-    Ok(response::queue(&info))
-}
-
-/// `GET /stats`: every queue's figures, for people and scripts.
-fn stats<C: Clock>(state: &State<C>) -> Response<Body> {
-    let queues: BTreeMap<String, response::QueueStatsBody> = state
-        .broker
-        .all_queue_stats()
-        .into_iter()
-        .map(|(name, stats)| (name.as_str().to_owned(), stats.into()))
-        .collect();
-    let uptime_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let log = state.durable.as_ref().map(|durable| durable.stats_body());
-    response::stats(uptime_ms, &queues, log.as_ref())
-}
-
-/// `GET /metrics`: the Prometheus text exposition.
-fn metrics<C: Clock>(state: &State<C>) -> Result<Response<Body>, ApiError> {
-    let text = state
-        .metrics
-        .encode()
-        .map_err(|_| ApiError::Internal("could not encode the metrics"))?;
-    Ok(response::metrics(text))
-}
-
-/// `GET /health`: 200 while serving, 503 from SIGTERM (and through the
-/// drain) on.
-fn health<C: Clock>(state: &State<C>) -> Response<Body> {
-    if state
-        .durable
-        .as_ref()
-        .is_some_and(|durable| durable.failed())
-    {
-        response::log_failed_health()
-    } else if state.healthy() {
-        response::healthy()
-    } else {
-        response::shutting_down_health()
-    }
-}
-
-/// `DELETE /queues/{queue}`.
-fn delete_queue<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
-    state.check_writable()?;
-    let deleted = state.broker.delete_queue(queue)?;
-    if let Some(durable) = &state.durable {
-        durable.queue_deleted(queue)?;
-    }
-    Ok(response::count("deleted", deleted))
-}
-
 #[cfg(test)]
 mod tests {
-    use http_body_util::Full;
+    use http_body_util::{BodyExt, Full};
     use std::time::Duration;
 
     use ubroker_engine::{Config as EngineConfig, ManualClock};
