@@ -552,7 +552,10 @@ pub async fn guard<F: GracefulConnection>(
             return Poll::Pending;
         };
         if armed.is_none_or(|at| at > due) {
-            let at = due.min(Instant::now() + timeouts.header_read);
+            // (At least a millisecond ahead: a zero timeout from an embedding
+            // process must not make the early re-arming spin.)
+            let horizon = timeouts.header_read.max(Duration::from_millis(1));
+            let at = due.min(Instant::now() + horizon);
             timer.as_mut().reset(at.into());
             armed = Some(at);
             registered = false;
