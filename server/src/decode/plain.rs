@@ -28,17 +28,38 @@ fn expect(raw: &[u8], at: &mut usize, token: &[u8]) -> bool {
 /// `{"body":"..."}` whose string is printable ASCII with nothing to
 /// unescape: the string's bytes, or `None`.
 pub(super) fn body(raw: &[u8]) -> Option<&[u8]> {
+    // The form clients write, with no whitespace: two fixed ends and one
+    // branch-free pass over the text, which the compiler vectorises.
+    match raw
+        .strip_prefix(b"{\"body\":\"")
+        .and_then(|rest| rest.strip_suffix(b"\"}"))
+    {
+        Some(text) => plain_text(text).then_some(text),
+        None => spaced_body(raw),
+    }
+}
+
+/// Whether `text` needs no unescaping and is valid inside a JSON string:
+/// printable ASCII, no `"` and no `\`.
+fn plain_text(text: &[u8]) -> bool {
+    !text.iter().fold(false, |special, &b| {
+        special | !(b' '..=b'~').contains(&b) | (b == b'"') | (b == b'\\')
+    })
+}
+
+/// [`body`] with JSON whitespace between the tokens.
+fn spaced_body(raw: &[u8]) -> Option<&[u8]> {
     let mut at = 0;
     let opening: [&[u8]; 4] = [b"{", b"\"body\"", b":", b"\""];
     if !opening.iter().all(|token| expect(raw, &mut at, token)) {
         return None;
     }
     let start = at;
-    let len = raw
-        .get(start..)?
-        .iter()
-        .position(|&b| !(b' '..=b'~').contains(&b) || b == b'"' || b == b'\\')?;
+    let len = raw.get(start..)?.iter().position(|&b| b == b'"')?;
     let end = start + len;
+    if !plain_text(&raw[start..end]) {
+        return None;
+    }
     at = end;
     if !(expect(raw, &mut at, b"\"") && expect(raw, &mut at, b"}")) {
         return None;
@@ -47,8 +68,6 @@ pub(super) fn body(raw: &[u8]) -> Option<&[u8]> {
     (at == raw.len()).then(|| &raw[start..end])
 }
 
-/// `{"ids":[1,2,3]}`: the ids in order, or `None` for anything else
-/// (another field, a leading zero, a sign, an exponent, a number past
 /// `u64::MAX`).
 pub(super) fn ids(raw: &[u8]) -> Option<Vec<u64>> {
     let mut at = 0;
@@ -125,6 +144,9 @@ mod tests {
             "{\"body\":\"é\"}".as_bytes(),
             b"{\"body\":\"\xff\"}",
             br#"{"body":"a","x":1}"#,
+            br#"{"body":"a","x":"b"}"#,
+            br#"{"body":"a\\"}"#,
+            br#"{"body":"a" ,"x":"b"}"#,
             br#"{"x":1,"body":"a"}"#,
             br#"{"body":"a","body":"b"}"#,
             br#"{"body":1}"#,
