@@ -8,7 +8,8 @@
 #
 # Usage: scripts/wrk-compare.sh      (needs wrk: apt-get install wrk)
 # Environment: DURATION (seconds per run, 10), ROUNDS (3; each round runs
-# bare then ubroker), THREADS (2), CONNECTIONS (64).
+# bare then ubroker), THREADS (2), CONNECTIONS (64), UBROKER_BIN (another
+# ubroker binary, e.g. an older build kept for a before/after).
 #
 # Starts both servers (release builds, built here) on free ports and stops
 # them. Publish rounds all run first: they fill ubroker's queue for the
@@ -61,7 +62,7 @@ start() {
 
 start bare "$bin/bare-hyper" --port 0
 bare_pid=$started_pid bare_url=$started_url
-RUST_LOG=warn start ubroker "$bin/ubroker" --port 0
+RUST_LOG=warn start ubroker "${UBROKER_BIN:-$bin/ubroker}" --port 0
 broker_pid=$started_pid broker_url=$started_url
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -48,15 +48,17 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::response::HTTP2_PREFACE_REFUSED;
 
@@ -125,9 +127,17 @@ impl Activity {
         self.phase.store(BUSY, Ordering::Relaxed);
     }
 
-    /// The service produced its response.
-    pub fn request_finished(&self) {
-        self.enter(IDLE);
+    /// The service produced its response: the connection is idle again.
+    /// Returns the request's latency, from when its head began to arrive
+    /// (or, for a head that arrived with the previous request's bytes, from
+    /// when that one was answered) to now: the clock read that starts the
+    /// idle timeout also times the request, so metrics read no clock of
+    /// their own.
+    pub fn request_finished(&self) -> Duration {
+        let now = self.now_nanos();
+        let since = self.since_nanos.swap(now, Ordering::Relaxed);
+        self.phase.store(IDLE, Ordering::Relaxed);
+        Duration::from_nanos(now.saturating_sub(since))
     }
 
     fn is_waiting(&self) -> bool {
@@ -146,7 +156,7 @@ impl Activity {
     }
 }
 
-/// Handed to the service in each request's extensions, so that a route can
+/// Handed to the routes with each request (by reference), so that a route can
 /// say when its request starts waiting on something other than the client.
 #[derive(Debug, Clone)]
 pub struct WaitSignal(Arc<Activity>);
@@ -154,6 +164,11 @@ pub struct WaitSignal(Arc<Activity>);
 impl WaitSignal {
     pub fn new(activity: Arc<Activity>) -> Self {
         WaitSignal(activity)
+    }
+
+    /// The request's response is ready: see [`Activity::request_finished`].
+    pub fn request_finished(&self) -> Duration {
+        self.0.request_finished()
     }
 
     /// The request waits until the returned scope is dropped; meanwhile a
@@ -398,6 +413,61 @@ impl AsyncWrite for Tracked {
     }
 }
 
+/// Shutdown's request to every connection: finish the request in flight,
+/// then close. Replaces hyper-util's `GracefulShutdown`, which polled a
+/// watch channel on every wake-up of every connection; here a connection
+/// registers once and then reads a flag.
+#[derive(Debug, Default)]
+pub struct Closing {
+    requested: AtomicBool,
+    notify: Notify,
+    /// Connections not yet ended, and the signal that the last one did.
+    open: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Closing {
+    /// Asks every connection, present and future, to close.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection as open until the returned guard is dropped.
+    pub fn open(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(self.clone())
+    }
+
+    /// Completes once every connection counted by [`Closing::open`] ended.
+    pub async fn all_closed(&self) {
+        loop {
+            let mut closed = pin!(self.all_closed.notified());
+            closed.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// An open connection, counted by [`Closing`] until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Closing>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
 /// How a guarded connection ended.
 #[derive(Debug)]
 pub enum Ended<T> {
@@ -412,23 +482,50 @@ pub enum Ended<T> {
 }
 
 /// Drives `connection` until it completes, its current phase times out, or
-/// its peer goes away while a request waits.
-pub async fn guard<F: Future>(
+/// its peer goes away while a request waits; once `closing` is requested,
+/// the connection finishes its request in flight and closes.
+pub async fn guard<F: GracefulConnection>(
     connection: F,
     activity: &Activity,
     read: &ReadSide,
     timeouts: Timeouts,
+    closing: &Closing,
 ) -> Ended<F::Output> {
     let mut connection = pin!(connection);
+    // Registered at the first poll, so that `Closing::request` wakes the
+    // task; after that only the flag is read.
+    let mut close_notified = pin!(closing.notify.notified());
+    let mut close_registered = false;
+    let mut close_sent = false;
     let mut timer = pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    // When the timer fires, if it is armed: never after the current phase's
+    // deadline, and possibly before it. A phase change moves the deadline;
+    // the timer is moved only when the deadline comes before it, and it is
+    // armed at most one `header_read` ahead, so a request head that starts
+    // later never needs it moved earlier (moving a tokio timer earlier takes
+    // the timer driver's lock; two per request before this). A timer that
+    // fires early finds nothing due and is armed again.
     let mut armed: Option<Instant> = None;
+    // Whether the armed timer has been polled since it was armed (a poll
+    // registers the task's waker; after that `is_elapsed` says it fired).
+    let mut registered = false;
     // When the blind watch looks again, while it is blind.
     let mut recheck: Option<Instant> = None;
     poll_fn(|cx| loop {
+        if !close_sent {
+            if !close_registered {
+                close_registered = true;
+                let _ = close_notified.as_mut().poll(cx);
+            }
+            if closing.requested() {
+                close_sent = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
         if let Poll::Ready(output) = connection.as_mut().poll(cx) {
             return Poll::Ready(Ended::Completed(output));
         }
-        // Polling the connection may have moved the phase: re-aim the timer.
+        // Polling the connection may have moved the phase: check the timer.
         let mut deadline = activity.deadline(timeouts);
         if activity.is_waiting() {
             match read.watch(cx) {
@@ -446,23 +543,54 @@ pub async fn guard<F: Future>(
         } else {
             recheck = None;
         }
-        if deadline != armed {
-            if let Some(at) = deadline {
-                timer.as_mut().reset(at.into());
+        let Some(due) = deadline else {
+            // Nothing can time out now; an armed timer may still fire, and
+            // then finds nothing due.
+            if armed.is_some() && timer_fired(timer.as_mut(), &mut registered, cx) {
+                armed = None;
             }
-            armed = deadline;
-        }
-        if armed.is_none() || timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
+        };
+        if armed.is_none_or(|at| at > due) {
+            // (At least a millisecond ahead: a zero timeout from an embedding
+            // process must not make the early re-arming spin.)
+            let horizon = timeouts.header_read.max(Duration::from_millis(1));
+            let at = due.min(Instant::now() + horizon);
+            timer.as_mut().reset(at.into());
+            armed = Some(at);
+            registered = false;
+        }
+        if !timer_fired(timer.as_mut(), &mut registered, cx) {
+            return Poll::Pending;
+        }
+        armed = None;
+        if Instant::now() < due {
+            // Fired early (the deadline moved later since it was armed), or
+            // a blind recheck is due: look again, and arm it again.
+            continue;
         }
         match activity.phase.load(Ordering::Relaxed) {
             HEAD => return Poll::Ready(Ended::HeaderTimeout),
             IDLE => return Poll::Ready(Ended::IdleTimeout),
             // A blind recheck is due: look again.
-            _ => armed = None,
+            _ => {}
         }
     })
     .await
+}
+
+/// Whether the armed `timer` has fired; the first call after it is armed
+/// polls it (registering the task's waker), later ones only look.
+fn timer_fired(
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    registered: &mut bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    if *registered {
+        return timer.is_elapsed();
+    }
+    *registered = true;
+    timer.as_mut().poll(cx).is_ready()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! [`Server`] (and [`serve`], its short form): the accept loop
 //! ([`Listener`]), the per-connection HTTP/1.1 handler ([`Handler`]), the
 //! drain and graceful shutdown. The split follows mini-redis: the listener
-//! owns what is shared (the connection cap, the graceful-shutdown watcher,
+//! owns what is shared (the connection cap, the graceful-shutdown signal,
 //! the handler state), a handler owns one connection.
 //!
 //! # Shutdown, in order
@@ -30,14 +30,15 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use ubroker_engine::{Broker, Clock};
 
 use crate::config::Config;
-use crate::connection::{self, Activity, Ended, Timeouts, Tracked, WaitSignal};
+use crate::connection::{
+    self, Activity, Closing, Ended, OpenConnection, Timeouts, Tracked, WaitSignal,
+};
 use crate::durability::Durability;
 use crate::response::TOO_MANY_CONNECTIONS;
 use crate::routes::{self, State};
@@ -129,10 +130,11 @@ impl<C: Clock> Server<C> {
 
         listener.accept_until(shutdown, drain).await;
 
-        let Listener { graceful, .. } = listener;
+        let Listener { closing, .. } = listener;
         tracing::info!("shutting down: finishing requests in flight");
+        closing.request();
         let _ = shutting_down_tx.send(true);
-        if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+        if tokio::time::timeout(shutdown_timeout, closing.all_closed())
             .await
             .is_err()
         {
@@ -172,12 +174,12 @@ impl<C: Clock> Server<C> {
 }
 
 /// The accept loop: the connection cap, the HTTP/1.1 settings, and the
-/// graceful-shutdown watcher every connection is registered with.
+/// graceful-shutdown signal ([`Closing`]) every connection is registered with.
 pub struct Listener<C: Clock> {
     listener: TcpListener,
     state: Arc<State<C>>,
     http: http1::Builder,
-    graceful: GracefulShutdown,
+    closing: Arc<Closing>,
     connections: Arc<Semaphore>,
     gauge: Arc<ConnectionGauge>,
     timeouts: Timeouts,
@@ -215,7 +217,7 @@ impl<C: Clock> Listener<C> {
             listener,
             state,
             http,
-            graceful: GracefulShutdown::new(),
+            closing: Arc::default(),
             connections,
             gauge,
             timeouts: config.timeouts(),
@@ -285,7 +287,7 @@ impl<C: Clock> Listener<C> {
                 _permit: permit,
             };
             self.gauge.opened();
-            let connection = handler.serve(&self.http, &self.graceful);
+            let connection = handler.serve(&self.http, &self.closing);
             tokio::spawn(connection);
         }
     }
@@ -304,11 +306,11 @@ pub struct Handler<C: Clock> {
 
 impl<C: Clock> Handler<C> {
     /// The future that serves the connection to its end; registered with
-    /// `graceful` now, so shutdown reaches it even before it first runs.
+    /// `closing` now, so shutdown reaches it even before it first runs.
     fn serve(
         self,
         http: &http1::Builder,
-        graceful: &GracefulShutdown,
+        closing: &Arc<Closing>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let Handler {
             stream,
@@ -321,26 +323,20 @@ impl<C: Clock> Handler<C> {
         let activity = Activity::new();
         let service = service_fn({
             let activity = activity.clone();
-            move |mut req: hyper::Request<hyper::body::Incoming>| {
+            move |req: hyper::Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                let activity = activity.clone();
                 activity.request_started();
-                // Only a fetch (a GET) ever waits on something other than
-                // its client; inserting the signal allocates the request's
-                // extension map, so publishes and settlements skip it.
-                if req.method() == hyper::Method::GET {
-                    req.extensions_mut()
-                        .insert(WaitSignal::new(activity.clone()));
-                }
-                let started = tokio::time::Instant::now();
+                // Lets a fetch say when it waits on something other than its
+                // client; passed down by reference, not in the request's
+                // extensions (inserting one allocates their map).
+                let signal = WaitSignal::new(activity.clone());
                 async move {
-                    let (route, response) = routes::respond(&state, req).await;
-                    activity.request_finished();
-                    let elapsed = started.elapsed();
+                    let (route, response) = routes::respond(&state, req, Some(&signal)).await;
+                    let elapsed = signal.request_finished();
                     let status = response.status().as_u16();
                     state.metrics.observe(route, status, elapsed);
                     tracing::debug!(
-                        route = route.map_or("other", |index| routes::PATTERNS[index]),
+                        route = route.unwrap_or("other"),
                         status,
                         latency_us = elapsed.as_micros() as u64,
                         "request"
@@ -350,9 +346,12 @@ impl<C: Clock> Handler<C> {
             }
         });
         let (tracked, read_side) = Tracked::new(stream, activity.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(tracked), service));
+        let connection = http.serve_connection(TokioIo::new(tracked), service);
+        let open: OpenConnection = closing.open();
+        let closing = closing.clone();
         async move {
-            match connection::guard(connection, &activity, &read_side, timeouts).await {
+            let ended = connection::guard(connection, &activity, &read_side, timeouts, &closing);
+            match ended.await {
                 Ended::Completed(Ok(())) => {}
                 Ended::Completed(Err(error)) => {
                     tracing::debug!(%error, %peer, "connection ended with an error");
@@ -367,6 +366,7 @@ impl<C: Clock> Handler<C> {
             }
             drop(_permit);
             gauge.closed();
+            drop(open);
         }
     }
 }

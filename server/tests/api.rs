@@ -9,16 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{raw_exchange, raw_status, Client, TestServer};
+use common::{config, raw_exchange, raw_status, Client, TestServer};
 use hyper::Method;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use ubroker_engine::Broker;
-use ubroker_server::{Config, TokioClock};
-
-fn config() -> Config {
-    Config::for_port(0)
-}
+use ubroker_server::TokioClock;
 
 // --- POST /publish ---------------------------------------------------------
 

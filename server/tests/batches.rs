@@ -11,14 +11,9 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
-use common::{advance_ms, paused_server, Client, Reply, TestServer};
+use common::{advance_ms, config, paused_server, Client, Reply, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
-use ubroker_server::Config;
-
-fn config() -> Config {
-    Config::for_port(0)
-}
 
 #[track_caller]
 fn assert_error(r: &Reply, status: u16, code: &str) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Client;
+use common::{config, publish, Client};
 use hyper::Method;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -50,8 +50,8 @@ impl Running {
     }
 }
 
-fn config(dir: &Path) -> Config {
-    let mut config = Config::for_port(0);
+fn config_in(dir: &Path) -> Config {
+    let mut config = config();
     config.data_dir = Some(dir.to_owned());
     config
 }
@@ -96,18 +96,6 @@ async fn start_on(config: Config, storage: FaultyStorage) -> Running {
     serve(config, broker, durable).await
 }
 
-async fn publish(c: &mut Client, queue: &str, body: &str, query: &str) -> u16 {
-    let payload = serde_json::json!({ "body": body }).to_string();
-    c.send(
-        Method::POST,
-        &format!("/queues/{queue}/publish{query}"),
-        payload,
-    )
-    .await
-    .status
-    .as_u16()
-}
-
 /// (id, message_id, attempt, body) of a fetch that must find a message.
 async fn fetch(c: &mut Client, queue: &str) -> (u64, u64, u64, String) {
     let reply = c
@@ -140,7 +128,7 @@ async fn empty(c: &mut Client, queue: &str) -> bool {
 #[tokio::test]
 async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_letters() {
     let dir = fresh_dir("restore");
-    let server = start(config(&dir)).await;
+    let server = start(config_in(&dir)).await;
     let mut c = server.client().await;
     let put = c
         .send(
@@ -151,13 +139,16 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
         .await;
     assert_eq!(put.status, 200);
     for body in ["a", "b", "c", "d"] {
-        assert_eq!(publish(&mut c, "jobs", body, "").await, 200);
+        assert_eq!(publish(&mut c, "jobs", "", body).await.status.as_u16(), 200);
     }
     assert_eq!(
-        publish(&mut c, "jobs", "later", "?delay=3600000").await,
+        publish(&mut c, "jobs", "?delay=3600000", "later")
+            .await
+            .status
+            .as_u16(),
         200
     );
-    assert_eq!(publish(&mut c, "gone", "x", "").await, 200);
+    assert_eq!(publish(&mut c, "gone", "", "x").await.status.as_u16(), 200);
     // a: delivered and requeued (attempt 1 recorded, now behind d).
     let (a, a_message, _, _) = fetch(&mut c, "jobs").await;
     assert_eq!(
@@ -219,7 +210,7 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
     drop(c);
     server.stop().await;
 
-    let server = start(config(&dir)).await;
+    let server = start(config_in(&dir)).await;
     let mut c = server.client().await;
     let queues = c.send(Method::GET, "/queues", Bytes::new()).await;
     let names: Vec<&str> = queues.json["queues"]
@@ -267,7 +258,7 @@ async fn a_restart_restores_queues_messages_order_ids_attempts_delays_and_dead_l
 #[tokio::test]
 async fn a_batch_publish_is_durable_all_or_nothing_and_in_order() {
     let dir = fresh_dir("batch");
-    let server = start(config(&dir)).await;
+    let server = start(config_in(&dir)).await;
     let mut c = server.client().await;
     let batch = serde_json::json!({ "messages": [
         {"body": "b1"}, {"body": "b2"}, {"body": "later", "delay_ms": 3600000}, {"body": "b3"}
@@ -280,7 +271,7 @@ async fn a_batch_publish_is_durable_all_or_nothing_and_in_order() {
     assert!(stats.json["log"]["committed"].as_u64().unwrap() >= 1);
     drop(c);
     server.stop().await;
-    let server = start(config(&dir)).await;
+    let server = start(config_in(&dir)).await;
     let mut c = server.client().await;
     for body in ["b1", "b2", "b3"] {
         assert_eq!(fetch(&mut c, "q").await.3, body);
@@ -296,7 +287,7 @@ async fn a_batch_publish_is_durable_all_or_nothing_and_in_order() {
 #[tokio::test]
 async fn a_batch_on_a_failed_log_publishes_nothing() {
     let disk = FaultyStorage::new();
-    let server = start_on(config(Path::new("unused")), disk.clone()).await;
+    let server = start_on(config_in(Path::new("unused")), disk.clone()).await;
     let mut c = server.client().await;
     disk.fail_syncs(true);
     let batch = serde_json::json!({ "messages": [{"body": "a"}, {"body": "b"}]}).to_string();
@@ -314,9 +305,15 @@ async fn delivery_ids_never_repeat_across_restarts_and_stay_below_2_53() {
     let dir = fresh_dir("ids");
     let mut seen = Vec::new();
     for round in 0..3 {
-        let server = start(config(&dir)).await;
+        let server = start(config_in(&dir)).await;
         let mut c = server.client().await;
-        assert_eq!(publish(&mut c, "q", &format!("m{round}"), "").await, 200);
+        assert_eq!(
+            publish(&mut c, "q", "", &format!("m{round}"))
+                .await
+                .status
+                .as_u16(),
+            200
+        );
         // Every message left from before comes back; fetch them all.
         for _ in 0..=round {
             let (id, _, _, _) = fetch(&mut c, "q").await;
@@ -334,8 +331,8 @@ async fn delivery_ids_never_repeat_across_restarts_and_stay_below_2_53() {
 #[tokio::test]
 async fn a_second_broker_on_the_same_directory_is_refused() {
     let dir = fresh_dir("lock");
-    let server = start(config(&dir)).await;
-    let cfg = config(&dir);
+    let server = start(config_in(&dir)).await;
+    let cfg = config_in(&dir);
     let refused = Durability::open_dir(&dir, cfg.log_options(), cfg.engine(), TokioClock::new());
     let error = refused
         .err()
@@ -365,10 +362,10 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_the_broker_starts_with_everything_before_it() {
     let dir = fresh_dir("torn");
-    let server = start(config(&dir)).await;
+    let server = start(config_in(&dir)).await;
     let mut c = server.client().await;
     for body in ["one", "two"] {
-        assert_eq!(publish(&mut c, "q", body, "").await, 200);
+        assert_eq!(publish(&mut c, "q", "", body).await.status.as_u16(), 200);
     }
     drop(c);
     server.stop().await;
@@ -379,7 +376,7 @@ async fn a_torn_tail_is_cut_and_the_broker_starts_with_everything_before_it() {
     let before = data.len();
     data.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9]);
     std::fs::write(&last, &data).unwrap();
-    let server = start(config(&dir)).await;
+    let server = start(config_in(&dir)).await;
     let mut c = server.client().await;
     assert_eq!(fetch(&mut c, "q").await.3, "one");
     assert_eq!(fetch(&mut c, "q").await.3, "two");
@@ -393,12 +390,18 @@ async fn a_torn_tail_is_cut_and_the_broker_starts_with_everything_before_it() {
 #[tokio::test]
 async fn corruption_before_the_tail_stops_start_up_unless_truncation_is_asked_for() {
     let dir = fresh_dir("corrupt");
-    let mut cfg = config(&dir);
+    let mut cfg = config_in(&dir);
     cfg.segment_bytes = 4096;
     let server = start(cfg.clone()).await;
     let mut c = server.client().await;
     for n in 0..100 {
-        assert_eq!(publish(&mut c, "q", &format!("{n:0>100}"), "").await, 200);
+        assert_eq!(
+            publish(&mut c, "q", "", &format!("{n:0>100}"))
+                .await
+                .status
+                .as_u16(),
+            200
+        );
     }
     drop(c);
     server.stop().await;
@@ -439,9 +442,9 @@ async fn empty_peek(c: &mut Client) -> bool {
 #[tokio::test]
 async fn a_failed_sync_answers_503_log_failed_and_the_broker_takes_no_more_writes() {
     let disk = FaultyStorage::new();
-    let server = start_on(config(Path::new("unused")), disk.clone()).await;
+    let server = start_on(config_in(Path::new("unused")), disk.clone()).await;
     let mut c = server.client().await;
-    assert_eq!(publish(&mut c, "q", "kept", "").await, 200);
+    assert_eq!(publish(&mut c, "q", "", "kept").await.status.as_u16(), 200);
     let (id, _, _, _) = fetch(&mut c, "q").await;
     disk.fail_syncs(true);
     let payload = serde_json::json!({ "body": "lost" }).to_string();
@@ -452,7 +455,7 @@ async fn a_failed_sync_answers_503_log_failed_and_the_broker_takes_no_more_write
     assert_eq!(server.broker.stats().ready, 0);
     // Syncs work again; the log stays failed (nothing is retried).
     disk.fail_syncs(false);
-    assert_eq!(publish(&mut c, "q", "after", "").await, 503);
+    assert_eq!(publish(&mut c, "q", "", "after").await.status.as_u16(), 503);
     assert_eq!(c.send(Method::PUT, "/queues/other", "{}").await.status, 503);
     let health = c.send(Method::GET, "/health", Bytes::new()).await;
     assert_eq!(health.status, 503);
@@ -481,13 +484,16 @@ async fn acknowledge_in(c: &mut Client, queue: &str, id: u64) -> u16 {
 async fn a_failed_write_of_a_batch_of_waiting_publishes_answers_every_one_503() {
     let disk = FaultyStorage::new();
     disk.set_sync_delay(Duration::from_millis(20));
-    let server = start_on(config(Path::new("unused")), disk.clone()).await;
+    let server = start_on(config_in(Path::new("unused")), disk.clone()).await;
     disk.fail_writes(true);
     let mut tasks = Vec::new();
     for n in 0..8 {
         let mut c = server.client().await;
         tasks.push(tokio::spawn(async move {
-            publish(&mut c, "q", &format!("m{n}"), "").await
+            publish(&mut c, "q", "", &format!("m{n}"))
+                .await
+                .status
+                .as_u16()
         }));
     }
     for task in tasks {
@@ -505,7 +511,7 @@ async fn a_failed_write_of_a_batch_of_waiting_publishes_answers_every_one_503() 
 async fn a_full_disk_stops_publishes_with_503_disk_full_but_never_acknowledgements() {
     let disk = FaultyStorage::new();
     disk.set_space(Some(200_000));
-    let mut cfg = config(Path::new("unused"));
+    let mut cfg = config_in(Path::new("unused"));
     cfg.segment_bytes = 32_768;
     let server = start_on(cfg.clone(), disk.clone()).await;
     let mut c = server.client().await;
@@ -542,7 +548,7 @@ async fn a_full_disk_stops_publishes_with_503_disk_full_but_never_acknowledgemen
     disk.set_space(None);
     let mut accepted = false;
     for _ in 0..100 {
-        if publish(&mut c, "q", "again", "").await == 200 {
+        if publish(&mut c, "q", "", "again").await.status.as_u16() == 200 {
             accepted = true;
             break;
         }
@@ -565,24 +571,33 @@ async fn a_full_disk_stops_publishes_with_503_disk_full_but_never_acknowledgemen
 #[tokio::test]
 async fn disk_follows_live_data_over_http() {
     let disk = FaultyStorage::new();
-    let mut cfg = config(Path::new("unused"));
+    let mut cfg = config_in(Path::new("unused"));
     cfg.segment_bytes = 8192;
     let server = start_on(cfg, disk.clone()).await;
     let mut c = server.client().await;
     // One message nobody acknowledges, then churn through many segments.
-    assert_eq!(publish(&mut c, "q", "straggler", "").await, 200);
+    assert_eq!(
+        publish(&mut c, "q", "", "straggler").await.status.as_u16(),
+        200
+    );
     let (_, straggler, _, _) = fetch(&mut c, "q").await;
     let mut peak = 0;
     for n in 0..600 {
-        assert_eq!(publish(&mut c, "q", &format!("{n:0>150}"), "").await, 200);
+        assert_eq!(
+            publish(&mut c, "q", "", &format!("{n:0>150}"))
+                .await
+                .status
+                .as_u16(),
+            200
+        );
         let (id, _, _, _) = fetch(&mut c, "q").await;
         assert_eq!(acknowledge_in(&mut c, "q", id).await, 200);
         let bytes: usize = disk.files().iter().map(|(_, len)| len).sum();
         peak = peak.max(bytes);
     }
     // A publish flushes the lazily logged acknowledgements.
-    assert_eq!(publish(&mut c, "other", "x", "").await, 200);
-    assert_eq!(publish(&mut c, "other", "y", "").await, 200);
+    assert_eq!(publish(&mut c, "other", "", "x").await.status.as_u16(), 200);
+    assert_eq!(publish(&mut c, "other", "", "y").await.status.as_u16(), 200);
     let stats = c.send(Method::GET, "/stats", Bytes::new()).await;
     let bytes = stats.json["log"]["bytes"].as_u64().unwrap();
     let on_disk: usize = disk.files().iter().map(|(_, len)| len).sum();
@@ -613,13 +628,13 @@ async fn disk_follows_live_data_over_http() {
 #[tokio::test]
 async fn a_clean_shutdown_syncs_the_log_under_fsync_never() {
     let dir = fresh_dir("never");
-    let mut cfg = config(&dir);
+    let mut cfg = config_in(&dir);
     cfg.fsync = "never".into();
     // Nothing would be written for an hour: only the shutdown writes.
     cfg.fsync_interval_ms = 3_600_000;
     let server = start(cfg.clone()).await;
     let mut c = server.client().await;
-    assert_eq!(publish(&mut c, "q", "kept", "").await, 200);
+    assert_eq!(publish(&mut c, "q", "", "kept").await.status.as_u16(), 200);
     drop(c);
     server.stop().await;
     let server = start(cfg).await;

@@ -6,15 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{raw_exchange, raw_status, TestServer};
+use common::{config, raw_exchange, raw_status, TestServer};
 use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ubroker_server::Config;
-
-fn config() -> Config {
-    Config::for_port(0)
-}
 
 /// Reads until the peer closes; returns what it sent. Fails the test if the
 /// server has not closed the connection within 10 s (a swallowed timeout

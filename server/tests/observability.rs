@@ -20,17 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{advance_ms, paused_server, Binary, Client, RawReply, Reply, TestServer};
+use common::{
+    advance_ms, config, paused_server, publish, Binary, Client, RawReply, Reply, TestServer,
+};
 use hyper::Method;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use ubroker_engine::Broker;
-use ubroker_server::{serve, Config, TokioClock};
-
-fn config() -> Config {
-    Config::for_port(0)
-}
+use ubroker_server::{serve, TokioClock};
 
 // --- small helpers -------------------------------------------------------------
 
@@ -45,19 +43,6 @@ async fn post(c: &mut Client, path: &str) -> Reply {
 #[track_caller]
 fn assert_ok_empty(r: &Reply) {
     assert_eq!((r.status.as_u16(), &r.json), (200, &json!({})), "{r:?}");
-}
-
-/// `POST /queues/{queue}/publish{query}` with `body`, which must succeed.
-async fn publish(c: &mut Client, queue: &str, query: &str, body: &str) {
-    let payload = json!({ "body": body }).to_string();
-    let r = c
-        .send(
-            Method::POST,
-            &format!("/queues/{queue}/publish{query}"),
-            payload,
-        )
-        .await;
-    assert_ok_empty(&r);
 }
 
 /// A delivery from `queue`: (id, body, attempt).
@@ -430,9 +415,9 @@ async fn stats_counts_a_known_sequence_over_two_queues_exactly() {
     assert_eq!(figures(&s, "beta"), zero);
 
     // alpha: two ready (pushed into an empty queue now) and one delayed.
-    publish(&mut c, "alpha", "", "hello").await;
-    publish(&mut c, "alpha", "", "world!").await;
-    publish(&mut c, "alpha", "?delay=60000", "later").await;
+    assert_ok_empty(&publish(&mut c, "alpha", "", "hello").await);
+    assert_ok_empty(&publish(&mut c, "alpha", "", "world!").await);
+    assert_ok_empty(&publish(&mut c, "alpha", "?delay=60000", "later").await);
     let s = stats(&mut c).await;
     assert_eq!(
         figures(&s, "alpha"),
@@ -513,14 +498,14 @@ async fn stats_counts_a_known_sequence_over_two_queues_exactly() {
         }
     );
     assert_eq!(figures(&s, "alpha").waiting_fetches, 0);
-    publish(&mut c, "beta", "", "b1").await;
+    assert_ok_empty(&publish(&mut c, "beta", "", "b1").await);
     let (mut w, (b1, body, attempt)) = waiter.await.unwrap();
     assert_eq!((body.as_str(), attempt), ("b1", 1));
     // The first of b1's two deliveries ends in a requeue.
     settle(&mut w, "beta", "requeue", b1).await;
     let (_, body, attempt) = fetch(&mut c, "beta", 0).await;
     assert_eq!((body.as_str(), attempt), ("b1", 2));
-    publish(&mut c, "beta", "", "b2").await;
+    assert_ok_empty(&publish(&mut c, "beta", "", "b2").await);
     let (_, body, attempt) = fetch(&mut c, "beta", 0).await;
     assert_eq!((body.as_str(), attempt), ("b2", 1));
     let s = stats(&mut c).await;
@@ -623,7 +608,7 @@ async fn stats_counts_a_known_sequence_over_two_queues_exactly() {
 async fn oldest_ready_age_grows_with_the_clock_and_is_0_when_nothing_is_ready() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
-    publish(&mut c, "q", "", "a").await;
+    assert_ok_empty(&publish(&mut c, "q", "", "a").await);
     let mut elapsed = 0;
     for step in [0, 1, 998, 59_001] {
         advance_ms(step).await;
@@ -635,7 +620,7 @@ async fn oldest_ready_age_grows_with_the_clock_and_is_0_when_nothing_is_ready() 
     assert_eq!(figures(&stats(&mut c).await, "q").oldest_ready_age_ms, 0);
     settle(&mut c, "q", "acknowledge", id).await;
     // A delayed message is not ready: its age starts when it comes due.
-    publish(&mut c, "q", "?delay=500", "d").await;
+    assert_ok_empty(&publish(&mut c, "q", "?delay=500", "d").await);
     advance_ms(499).await;
     let s = stats(&mut c).await;
     assert_eq!(
@@ -716,7 +701,7 @@ async fn http_requests_are_counted_by_route_pattern_and_status() {
         count(&mut expected, "/publish", 200);
     }
     for queue in ["jobs", "other-queue", "jobs"] {
-        publish(&mut c, queue, "", "x").await;
+        assert_ok_empty(&publish(&mut c, queue, "", "x").await);
         count(&mut expected, "/queues/{queue}/publish", 200);
     }
     let r = c
@@ -842,15 +827,15 @@ async fn metrics_figures_agree_with_stats_on_a_real_clock() {
         )
         .await;
     assert_eq!(r.status, 200, "{r:?}");
-    publish(&mut c, "short", "", "e").await;
-    publish(&mut c, "short", "?delay=3600000", "delayed").await;
+    assert_ok_empty(&publish(&mut c, "short", "", "e").await);
+    assert_ok_empty(&publish(&mut c, "short", "?delay=3600000", "delayed").await);
     let (first, _, _) = fetch(&mut c, "short", 0).await;
     // The lease runs out after 50 ms; the long-poll gets the message back.
     let (second, body, attempt) = fetch(&mut c, "short", 10_000).await;
     assert_ne!(first, second);
     assert_eq!((body.as_str(), attempt), ("e", 2));
     settle(&mut c, "short", "acknowledge", second).await;
-    publish(&mut c, "default", "", "left").await;
+    assert_ok_empty(&publish(&mut c, "default", "", "left").await);
     let s = stats(&mut c).await;
     assert_eq!(
         figures(&s, "short"),
@@ -949,10 +934,10 @@ async fn drain_ms_answers_health_503_and_serves_the_rest_then_stops() {
     // Everything else is served as usual: the waiting fetch is woken by a
     // publish (not answered 503), fetches and settlements work, and new
     // connections are accepted.
-    publish(&mut c, "jobs", "", "one").await;
+    assert_ok_empty(&publish(&mut c, "jobs", "", "one").await);
     let (_, body, _) = waiter.await.unwrap();
     assert_eq!(body, "one");
-    publish(&mut c, "jobs", "", "two").await;
+    assert_ok_empty(&publish(&mut c, "jobs", "", "two").await);
     let (id, body, _) = fetch(&mut c, "jobs", 0).await;
     assert_eq!(body, "two");
     settle(&mut c, "jobs", "acknowledge", id).await;
@@ -1010,8 +995,11 @@ async fn the_binary_drains_on_sigterm_for_drain_ms_then_exits_0() {
     let running = Binary::start(&["--port", "0", "--drain-ms", "1500"], &[], Stdio::null());
     let mut c = Client::connect(running.addr).await;
     assert_eq!(get(&mut c, "/health").await.status, 200);
-    running.signal("TERM");
+    // Taken before the signal: the drain starts when the binary receives it,
+    // so a test thread descheduled after sending it must not see a drain
+    // that looks shorter than it was.
     let signalled = Instant::now();
+    running.signal("TERM");
     let mut tries = 0;
     let r = loop {
         let r = get(&mut c, "/health").await;

@@ -17,14 +17,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{advance_ms, paused_server, Client, Reply, TestServer};
+use common::{advance_ms, config, paused_server, publish, Client, Reply, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
-use ubroker_server::Config;
-
-fn config() -> Config {
-    Config::for_port(0)
-}
 
 // --- small helpers -------------------------------------------------------------
 
@@ -66,21 +61,6 @@ async fn delete(c: &mut Client, path: &str) -> Reply {
 async fn put(c: &mut Client, queue: &str, body: &str) -> Reply {
     c.send(Method::PUT, &format!("/queues/{queue}"), body.to_owned())
         .await
-}
-
-/// `POST /queues/{queue}/publish{query}`.
-async fn publish_q(c: &mut Client, queue: &str, query: &str, body: &str) -> Reply {
-    let payload = json!({ "body": body }).to_string();
-    c.send(
-        Method::POST,
-        &format!("/queues/{queue}/publish{query}"),
-        payload,
-    )
-    .await
-}
-
-async fn publish(c: &mut Client, queue: &str, body: &str) {
-    assert_ok_empty(&publish_q(c, queue, "", body).await);
 }
 
 async fn fetch_q(c: &mut Client, queue: &str, wait_ms: u64) -> Reply {
@@ -267,7 +247,7 @@ async fn names_at_the_edges_of_the_pattern_are_accepted() {
         longest_dead.as_str(),
     ];
     for name in names {
-        publish(&mut c, name, name).await;
+        assert_ok_empty(&publish(&mut c, name, "", name).await);
         let d = fetched(&mut c, name, 0).await;
         assert_eq!(d.body, name);
         assert_ok_empty(&settle(&mut c, name, "touch", d.id, "").await);
@@ -288,7 +268,7 @@ async fn the_unprefixed_routes_are_the_queue_default() {
     let server = TestServer::start(config()).await;
     let mut c = server.client().await;
     assert_ok_empty(&c.publish("u1").await);
-    publish(&mut c, "default", "u2").await;
+    assert_ok_empty(&publish(&mut c, "default", "", "u2").await);
     assert_eq!(counts(&mut c, "default").await, (2, 0, 0, 4));
 
     let d1 = fetched(&mut c, "default", 0).await;
@@ -365,7 +345,7 @@ async fn a_queue_is_created_by_its_first_publish_or_put_and_nothing_else() {
     );
     assert_eq!(queue_names(&mut c).await, ["default"]);
 
-    publish(&mut c, "jobs", "first").await;
+    assert_ok_empty(&publish(&mut c, "jobs", "", "first").await);
     assert_eq!(
         info(&mut c, "jobs").await,
         json!({"name": "jobs", "ttl_ms": 7000, "max_deliveries": 4,
@@ -381,7 +361,7 @@ async fn a_queue_is_created_by_its_first_publish_or_put_and_nothing_else() {
         )
     );
     // A delayed publish creates the queue too.
-    assert_ok_empty(&publish_q(&mut c, "later", "?delay=60000", "x").await);
+    assert_ok_empty(&publish(&mut c, "later", "?delay=60000", "x").await);
     assert_eq!(counts(&mut c, "later").await, (0, 0, 1, 1));
     assert_eq!(
         queue_names(&mut c).await,
@@ -403,8 +383,8 @@ async fn a_fetch_on_a_missing_queue_is_woken_by_its_first_publish() {
         .await;
     let mut c = server.client().await;
     // Another queue's creation and message are not for this fetch.
-    publish(&mut c, "elsewhere", "not yours").await;
-    publish(&mut c, "late", "yours").await;
+    assert_ok_empty(&publish(&mut c, "elsewhere", "", "not yours").await);
+    assert_ok_empty(&publish(&mut c, "late", "", "yours").await);
     let d = got(&waiter.await.unwrap());
     assert_eq!((d.body.as_str(), d.attempt), ("yours", 1));
     assert_eq!(counts(&mut c, "elsewhere").await, (1, 0, 0, 9));
@@ -432,7 +412,7 @@ async fn a_fetch_on_a_missing_queue_waits_through_its_creation_by_put() {
         })
         .await;
     assert!(!waiter.is_finished());
-    publish(&mut c, "p", "m").await;
+    assert_ok_empty(&publish(&mut c, "p", "", "m").await);
     assert_eq!(got(&waiter.await.unwrap()).body, "m");
     server.stop().await;
 }
@@ -483,7 +463,7 @@ async fn put_creates_and_updates_and_answers_what_get_answers() {
         );
     }
     // PUT on a queue with messages reports them, and changes none.
-    publish(&mut c, "s", "abc").await;
+    assert_ok_empty(&publish(&mut c, "s", "", "abc").await);
     let r = put(&mut c, "s", r#"{"max_deliveries": 2}"#).await;
     assert_eq!(
         r.json,
@@ -505,7 +485,7 @@ async fn put_refuses_bad_bodies_and_changes_nothing() {
             .status,
         200
     );
-    publish(&mut c, "s", "kept").await;
+    assert_ok_empty(&publish(&mut c, "s", "", "kept").await);
     let before = info(&mut c, "s").await;
     let bad: Vec<&[u8]> = vec![
         br#"{"x": 1}"#,
@@ -607,10 +587,10 @@ async fn a_dead_letter_queue_takes_no_max_deliveries_but_0() {
 async fn get_queue_reports_ready_in_flight_delayed_and_body_bytes() {
     let server = TestServer::start(config()).await;
     let mut c = server.client().await;
-    publish(&mut c, "g", "hello").await;
+    assert_ok_empty(&publish(&mut c, "g", "", "hello").await);
     let leased = fetched(&mut c, "g", 0).await;
-    publish(&mut c, "g", "abc").await;
-    assert_ok_empty(&publish_q(&mut c, "g", "?delay=60000", "xy").await);
+    assert_ok_empty(&publish(&mut c, "g", "", "abc").await);
+    assert_ok_empty(&publish(&mut c, "g", "?delay=60000", "xy").await);
     assert_eq!(
         info(&mut c, "g").await,
         json!({"name": "g", "ttl_ms": 20000, "max_deliveries": 0,
@@ -630,7 +610,7 @@ async fn get_queues_lists_every_queue_sorted_by_name_in_byte_order() {
     ] {
         assert_eq!(put(&mut c, name, "").await.status, 200, "{name}");
     }
-    publish(&mut c, "a", "m").await;
+    assert_ok_empty(&publish(&mut c, "a", "", "m").await);
     let r = get(&mut c, "/queues").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json.as_object().unwrap().len(), 1, "{r:?}");
@@ -662,13 +642,13 @@ async fn delete_drops_ready_leased_and_delayed_and_invalidates_the_leases() {
         200
     );
     assert_eq!(put(&mut c, "jobs.dead", "").await.status, 200);
-    publish(&mut c, "jobs.dead", "dead one").await;
+    assert_ok_empty(&publish(&mut c, "jobs.dead", "", "dead one").await);
     for m in ["r1", "r2", "r3"] {
-        publish(&mut c, "jobs", m).await;
+        assert_ok_empty(&publish(&mut c, "jobs", "", m).await);
     }
     let l1 = fetched(&mut c, "jobs", 0).await;
     let l2 = fetched(&mut c, "jobs", 0).await;
-    assert_ok_empty(&publish_q(&mut c, "jobs", "?delay=60000", "d1").await);
+    assert_ok_empty(&publish(&mut c, "jobs", "?delay=60000", "d1").await);
     assert_eq!(counts(&mut c, "jobs").await, (1, 2, 1, 8));
     let held_before = server.broker.stats().queued_bytes;
 
@@ -692,7 +672,7 @@ async fn delete_drops_ready_leased_and_delayed_and_invalidates_the_leases() {
 
     // A later publish recreates it, with the default settings and none of
     // the old messages; old ids stay invalid under the new queue.
-    publish(&mut c, "jobs", "new").await;
+    assert_ok_empty(&publish(&mut c, "jobs", "", "new").await);
     assert_eq!(
         info(&mut c, "jobs").await,
         json!({"name": "jobs", "ttl_ms": 20000, "max_deliveries": 0,
@@ -734,8 +714,8 @@ async fn a_fetch_waiting_on_a_deleted_queue_is_served_by_the_publish_that_recrea
     assert_eq!(r.json, json!({"deleted": 0}));
     assert_error(&get(&mut c, "/queues/q").await, 404, "not_found");
     // Another queue's traffic does not end the wait either.
-    publish(&mut c, "other", "not yours").await;
-    publish(&mut c, "q", "again").await;
+    assert_ok_empty(&publish(&mut c, "other", "", "not yours").await);
+    assert_ok_empty(&publish(&mut c, "q", "", "again").await);
     let d = got(&waiter.await.unwrap());
     assert_eq!((d.body.as_str(), d.attempt), ("again", 1));
     let q = info(&mut c, "q").await;
@@ -751,14 +731,14 @@ async fn a_deleted_queue_s_delayed_messages_and_leases_never_come_back() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
     assert_eq!(put(&mut c, "q", r#"{"ttl_ms": 1000}"#).await.status, 200);
-    publish(&mut c, "q", "leased").await;
+    assert_ok_empty(&publish(&mut c, "q", "", "leased").await);
     let lease = fetched(&mut c, "q", 0).await;
-    assert_ok_empty(&publish_q(&mut c, "q", "?delay=500", "delayed").await);
+    assert_ok_empty(&publish(&mut c, "q", "?delay=500", "delayed").await);
     assert_eq!(
         delete(&mut c, "/queues/q").await.json,
         json!({"deleted": 2})
     );
-    publish(&mut c, "q", "new").await;
+    assert_ok_empty(&publish(&mut c, "q", "", "new").await);
     // Past the old delay and the old lease's deadline.
     advance_ms(2_000).await;
     let d = fetched(&mut c, "q", 0).await;
@@ -785,7 +765,7 @@ async fn max_queues_counts_a_queue_and_its_dead_letter_queue_as_one() {
     let mut c = server.client().await;
     assert_eq!(put(&mut c, "a", "").await.status, 200);
     assert_eq!(put(&mut c, "a.dead", "").await.status, 200);
-    publish(&mut c, "b.dead", "x").await;
+    assert_ok_empty(&publish(&mut c, "b.dead", "", "x").await);
     // `default` never counts, nor does its dead-letter queue.
     assert_eq!(
         put(&mut c, "default", r#"{"ttl_ms": 1000}"#).await.status,
@@ -798,9 +778,9 @@ async fn max_queues_counts_a_queue_and_its_dead_letter_queue_as_one() {
     for r in [
         put(&mut c, "c", "").await,
         put(&mut c, "c.dead", "").await,
-        publish_q(&mut c, "c", "", "x").await,
-        publish_q(&mut c, "c.dead", "", "x").await,
-        publish_q(&mut c, "c", "?delay=10", "x").await,
+        publish(&mut c, "c", "", "x").await,
+        publish(&mut c, "c.dead", "", "x").await,
+        publish(&mut c, "c", "?delay=10", "x").await,
     ] {
         assert_error(&r, 429, "too_many_queues");
         assert_eq!(r.error(), "too many queues");
@@ -814,17 +794,13 @@ async fn max_queues_counts_a_queue_and_its_dead_letter_queue_as_one() {
     // A fetch neither creates a queue nor is refused for the cap.
     assert_error(&fetch_q(&mut c, "c", 0).await, 408, "timeout");
     // `b` is in the group its dead-letter queue opened.
-    publish(&mut c, "b", "y").await;
+    assert_ok_empty(&publish(&mut c, "b", "", "y").await);
     // Deleting `a` leaves `a.dead`, which still holds the group.
     assert_eq!(delete(&mut c, "/queues/a").await.status, 200);
     assert_error(&put(&mut c, "c", "").await, 429, "too_many_queues");
     assert_eq!(delete(&mut c, "/queues/a.dead").await.status, 200);
     assert_eq!(put(&mut c, "c", "").await.status, 200);
-    assert_error(
-        &publish_q(&mut c, "a", "", "x").await,
-        429,
-        "too_many_queues",
-    );
+    assert_error(&publish(&mut c, "a", "", "x").await, 429, "too_many_queues");
     assert_eq!(
         queue_names(&mut c).await,
         ["b", "b.dead", "c", "default", "default.dead"]
@@ -838,8 +814,8 @@ async fn max_queues_counts_a_queue_and_its_dead_letter_queue_as_one() {
 async fn an_id_is_valid_only_under_its_own_queue() {
     let server = TestServer::start(config()).await;
     let mut c = server.client().await;
-    publish(&mut c, "a", "in a").await;
-    publish(&mut c, "b", "in b").await;
+    assert_ok_empty(&publish(&mut c, "a", "", "in a").await);
+    assert_ok_empty(&publish(&mut c, "b", "", "in b").await);
     c.publish("in default").await;
     let da = fetched(&mut c, "a", 0).await;
     let db = fetched(&mut c, "b", 0).await;
@@ -895,8 +871,8 @@ async fn message_id_is_stable_and_attempts_count_across_requeue_and_expiry() {
     let mut c = server.client().await;
     // A real short TTL: the long-poll below is woken by the expiry itself.
     assert_eq!(put(&mut c, "m", r#"{"ttl_ms": 100}"#).await.status, 200);
-    publish(&mut c, "m", "one").await;
-    publish(&mut c, "m", "two").await;
+    assert_ok_empty(&publish(&mut c, "m", "", "one").await);
+    assert_ok_empty(&publish(&mut c, "m", "", "two").await);
     let first = fetched(&mut c, "m", 0).await;
     let other = fetched(&mut c, "m", 0).await;
     assert_eq!(
@@ -941,8 +917,8 @@ async fn touch_extends_the_lease_under_the_same_id() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
     assert_eq!(put(&mut c, "t", r#"{"ttl_ms": 1000}"#).await.status, 200);
-    publish(&mut c, "t", "x").await;
-    publish(&mut c, "t", "y").await;
+    assert_ok_empty(&publish(&mut c, "t", "", "x").await);
+    assert_ok_empty(&publish(&mut c, "t", "", "y").await);
     let x = fetched(&mut c, "t", 0).await;
     let y = fetched(&mut c, "t", 0).await;
     advance_ms(900).await;
@@ -986,7 +962,7 @@ async fn touch_settles_nothing() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
     for m in ["a", "b"] {
-        publish(&mut c, "q", m).await;
+        assert_ok_empty(&publish(&mut c, "q", "", m).await);
     }
     let a = fetched(&mut c, "q", 0).await;
     let b = fetched(&mut c, "q", 0).await;
@@ -1018,7 +994,7 @@ async fn touching_an_expired_lease_fails_even_before_the_sweep() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
     assert_eq!(put(&mut c, "e", r#"{"ttl_ms": 1000}"#).await.status, 200);
-    publish(&mut c, "e", "x").await;
+    assert_ok_empty(&publish(&mut c, "e", "", "x").await);
     let x = fetched(&mut c, "e", 0).await;
     advance_ms(1000).await; // exactly the deadline
     for query in ["", "?ttl=5000", "?ttl=1"] {
@@ -1065,7 +1041,7 @@ async fn touch_refuses_a_bad_ttl_and_leaves_the_lease_alone() {
     let mut c = server.client().await;
     assert_eq!(put(&mut c, "q", r#"{"ttl_ms": 1000}"#).await.status, 200);
     for m in ["a", "b", "c"] {
-        publish(&mut c, "q", m).await;
+        assert_ok_empty(&publish(&mut c, "q", "", m).await);
     }
     let a = fetched(&mut c, "q", 0).await;
     let b = fetched(&mut c, "q", 0).await;
@@ -1117,8 +1093,8 @@ async fn a_delayed_publish_is_ready_only_after_its_delay() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
     let start = tokio::time::Instant::now();
-    assert_ok_empty(&publish_q(&mut c, "d", "?delay=1000", "later").await);
-    assert_ok_empty(&publish_q(&mut c, "d", "?delay=0", "now").await);
+    assert_ok_empty(&publish(&mut c, "d", "?delay=1000", "later").await);
+    assert_ok_empty(&publish(&mut c, "d", "?delay=0", "now").await);
     assert_eq!(counts(&mut c, "d").await, (1, 0, 1, 8));
     let now = fetched(&mut c, "d", 0).await;
     assert_eq!(now.body, "now", "delay=0 is no delay");
@@ -1153,20 +1129,20 @@ async fn delayed_messages_come_due_in_due_order_ties_in_the_order_delayed() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
     let start = tokio::time::Instant::now();
-    publish(&mut c, "o", "r").await;
+    assert_ok_empty(&publish(&mut c, "o", "", "r").await);
     let r = fetched(&mut c, "o", 0).await;
     // t = 0
-    assert_ok_empty(&publish_q(&mut c, "o", "?delay=300", "a").await); // due 300
-    assert_ok_empty(&publish_q(&mut c, "o", "?delay=200", "b").await); // due 200
+    assert_ok_empty(&publish(&mut c, "o", "?delay=300", "a").await); // due 300
+    assert_ok_empty(&publish(&mut c, "o", "?delay=200", "b").await); // due 200
     advance_ms(100).await;
     // The ties below are real ties only if the clock moved by exactly what
     // this test advanced it.
     assert_eq!(start.elapsed(), Duration::from_millis(100));
     // t = 100
-    assert_ok_empty(&publish_q(&mut c, "o", "?delay=100", "c").await); // due 200, after b
-    assert_ok_empty(&publish_q(&mut c, "o", "?delay=50", "d").await); // due 150
+    assert_ok_empty(&publish(&mut c, "o", "?delay=100", "c").await); // due 200, after b
+    assert_ok_empty(&publish(&mut c, "o", "?delay=50", "d").await); // due 150
     assert_ok_empty(&settle(&mut c, "o", "requeue", r.id, "?delay=200").await); // due 300, after a
-    assert_ok_empty(&publish_q(&mut c, "o", "?delay=200", "e").await); // due 300, after r
+    assert_ok_empty(&publish(&mut c, "o", "?delay=200", "e").await); // due 300, after r
     assert_eq!(start.elapsed(), Duration::from_millis(100));
     assert_eq!(counts(&mut c, "o").await, (0, 0, 6, 6));
     advance_ms(300).await; // t = 400: all due at once
@@ -1184,7 +1160,7 @@ async fn delays_come_due_one_by_one_at_their_due_times() {
     let mut c = server.client().await;
     let start = tokio::time::Instant::now();
     for (delay, body) in [(300, "c"), (100, "a"), (200, "b")] {
-        assert_ok_empty(&publish_q(&mut c, "s", &format!("?delay={delay}"), body).await);
+        assert_ok_empty(&publish(&mut c, "s", &format!("?delay={delay}"), body).await);
     }
     for (due, body) in [(100, "a"), (200, "b"), (300, "c")] {
         advance_ms(99).await;
@@ -1204,7 +1180,7 @@ async fn delays_come_due_one_by_one_at_their_due_times() {
 async fn a_delayed_requeue_rejoins_the_tail_after_the_delay() {
     let server = paused_server(config()).await;
     let mut c = server.client().await;
-    publish(&mut c, "q", "x").await;
+    assert_ok_empty(&publish(&mut c, "q", "", "x").await);
     let x = fetched(&mut c, "q", 0).await;
     assert_ok_empty(&settle(&mut c, "q", "requeue", x.id, "?delay=500").await);
     for verb in ["acknowledge", "requeue", "touch"] {
@@ -1215,7 +1191,7 @@ async fn a_delayed_requeue_rejoins_the_tail_after_the_delay() {
         );
     }
     assert_eq!(counts(&mut c, "q").await, (0, 0, 1, 1));
-    publish(&mut c, "q", "y").await;
+    assert_ok_empty(&publish(&mut c, "q", "", "y").await);
     advance_ms(499).await;
     assert_eq!(counts(&mut c, "q").await, (1, 0, 1, 2));
     advance_ms(1).await;
@@ -1266,7 +1242,7 @@ async fn bad_delays_are_refused_on_publish_and_requeue_and_change_nothing() {
         "?delay=%201",
     ] {
         for r in [
-            publish_q(&mut c, "fresh", query, "x").await,
+            publish(&mut c, "fresh", query, "x").await,
             c.send(
                 Method::POST,
                 &format!("/publish{query}"),
@@ -1288,7 +1264,7 @@ async fn bad_delays_are_refused_on_publish_and_requeue_and_change_nothing() {
     assert_error(&get(&mut c, "/queues/fresh").await, 404, "not_found");
     // The lease is still valid; the largest delay is accepted.
     assert_ok_empty(&settle(&mut c, "default", "requeue", lease.id, "?delay=10000").await);
-    assert_ok_empty(&publish_q(&mut c, "fresh", "?delay=10000", "x").await);
+    assert_ok_empty(&publish(&mut c, "fresh", "?delay=10000", "x").await);
     assert_eq!(counts(&mut c, "default").await, (0, 0, 1, 6));
     assert_eq!(counts(&mut c, "fresh").await, (0, 0, 1, 1));
     server.stop().await;
@@ -1301,14 +1277,14 @@ async fn delayed_messages_count_towards_max_queue_bytes_one_budget_for_all_queue
     cfg.max_queue_bytes = 67 + 67 + 64 - 1;
     let server = TestServer::start(cfg).await;
     let mut c = server.client().await;
-    assert_ok_empty(&publish_q(&mut c, "qa", "?delay=60000", "abc").await);
-    publish(&mut c, "qb", "abc").await;
+    assert_ok_empty(&publish(&mut c, "qa", "?delay=60000", "abc").await);
+    assert_ok_empty(&publish(&mut c, "qb", "", "abc").await);
     let leased = fetched(&mut c, "qb", 0).await;
     let snapshot = get(&mut c, "/queues").await.json;
     for r in [
-        publish_q(&mut c, "qc", "", "").await,
-        publish_q(&mut c, "qa", "", "").await,
-        publish_q(&mut c, "qa", "?delay=5", "").await,
+        publish(&mut c, "qc", "", "").await,
+        publish(&mut c, "qa", "", "").await,
+        publish(&mut c, "qa", "?delay=5", "").await,
         c.publish("").await,
     ] {
         assert_error(&r, 429, "queue_full");
@@ -1322,14 +1298,14 @@ async fn delayed_messages_count_towards_max_queue_bytes_one_budget_for_all_queue
     assert_eq!(counts(&mut c, "qa").await, (0, 0, 1, 3));
     // Settling the lease frees its share: an empty message now fits.
     assert_ok_empty(&settle(&mut c, "qb", "acknowledge", leased.id, "").await);
-    publish(&mut c, "qc", "").await;
+    assert_ok_empty(&publish(&mut c, "qc", "", "").await);
     // The delayed one still holds its share until its queue is deleted.
-    assert_error(&publish_q(&mut c, "qb", "", "abc").await, 429, "queue_full");
+    assert_error(&publish(&mut c, "qb", "", "abc").await, 429, "queue_full");
     assert_eq!(
         delete(&mut c, "/queues/qa").await.json,
         json!({"deleted": 1})
     );
-    publish(&mut c, "qb", "abc").await;
+    assert_ok_empty(&publish(&mut c, "qb", "", "abc").await);
     server.stop().await;
 }
 
@@ -1343,8 +1319,8 @@ async fn the_last_allowed_delivery_ending_in_a_requeue_dead_letters_the_message(
         put(&mut c, "jobs", r#"{"max_deliveries": 3}"#).await.status,
         200
     );
-    publish(&mut c, "jobs.dead", "direct").await;
-    publish(&mut c, "jobs", "poison").await;
+    assert_ok_empty(&publish(&mut c, "jobs.dead", "", "direct").await);
+    assert_ok_empty(&publish(&mut c, "jobs", "", "poison").await);
     let mut ids = HashSet::new();
     let mut message_id = None;
     for attempt in 1..=3 {
@@ -1418,7 +1394,7 @@ async fn a_delayed_requeue_of_the_last_delivery_dead_letters_at_once() {
         put(&mut c, "j", r#"{"max_deliveries": 1}"#).await.status,
         200
     );
-    publish(&mut c, "j", "m").await;
+    assert_ok_empty(&publish(&mut c, "j", "", "m").await);
     let d = fetched(&mut c, "j", 0).await;
     assert_error(&get(&mut c, "/queues/j.dead").await, 404, "not_found");
     assert_ok_empty(&settle(&mut c, "j", "requeue", d.id, "?delay=60000").await);
@@ -1443,7 +1419,7 @@ async fn the_last_allowed_delivery_expiring_dead_letters_the_message() {
             .status,
         200
     );
-    publish(&mut c, "e", "m").await;
+    assert_ok_empty(&publish(&mut c, "e", "", "m").await);
     let first = fetched(&mut c, "e", 0).await;
     let second = fetched(&mut c, "e", 10_000).await;
     assert_eq!((second.attempt, second.message_id), (2, first.message_id));
@@ -1477,14 +1453,14 @@ async fn the_last_allowed_delivery_expiring_dead_letters_the_message() {
 async fn a_lowered_max_deliveries_applies_as_each_delivery_next_ends() {
     let server = TestServer::start(config()).await;
     let mut c = server.client().await;
-    publish(&mut c, "low", "m1").await;
+    assert_ok_empty(&publish(&mut c, "low", "", "m1").await);
     let mut m1 = fetched(&mut c, "low", 0).await;
     for _ in 0..2 {
         assert_ok_empty(&settle(&mut c, "low", "requeue", m1.id, "").await);
         m1 = fetched(&mut c, "low", 0).await;
     }
     assert_eq!(m1.attempt, 3);
-    publish(&mut c, "low", "m2").await;
+    assert_ok_empty(&publish(&mut c, "low", "", "m2").await);
     let m2 = fetched(&mut c, "low", 0).await;
     assert_eq!(m2.attempt, 1);
     assert_eq!(
@@ -1516,7 +1492,7 @@ async fn defaults_come_from_ttl_and_max_deliveries_flags() {
     let server = TestServer::start(cfg).await;
     let mut c = server.client().await;
     for queue in ["default", "fl"] {
-        publish(&mut c, queue, "x").await;
+        assert_ok_empty(&publish(&mut c, queue, "", "x").await);
         let q = info(&mut c, queue).await;
         assert_eq!(
             (q["ttl_ms"].clone(), q["max_deliveries"].clone()),
@@ -1554,7 +1530,7 @@ async fn redrive_moves_every_ready_dead_letter_back_with_attempts_reset() {
     );
     let mut message_ids = Vec::new();
     for m in ["p1", "p2", "p3"] {
-        publish(&mut c, "r", m).await;
+        assert_ok_empty(&publish(&mut c, "r", "", m).await);
         let d = fetched(&mut c, "r", 0).await;
         message_ids.push(d.message_id);
         assert_ok_empty(&settle(&mut c, "r", "requeue", d.id, "").await);
@@ -1562,7 +1538,7 @@ async fn redrive_moves_every_ready_dead_letter_back_with_attempts_reset() {
     assert_eq!(counts(&mut c, "r.dead").await, (3, 0, 0, 6));
     let p1 = fetched(&mut c, "r.dead", 0).await; // leased: stays behind
     assert_eq!(p1.body, "p1");
-    publish(&mut c, "r", "fresh").await;
+    assert_ok_empty(&publish(&mut c, "r", "", "fresh").await);
 
     let r = post(&mut c, "/queues/r.dead/redrive").await;
     assert_eq!((r.status.as_u16(), &r.json), (200, &json!({"moved": 2})));
@@ -1623,7 +1599,7 @@ async fn redrive_moves_every_ready_dead_letter_back_with_attempts_reset() {
 async fn redrive_only_of_an_existing_dead_letter_queue() {
     let server = TestServer::start(config()).await;
     let mut c = server.client().await;
-    publish(&mut c, "r", "m").await;
+    assert_ok_empty(&publish(&mut c, "r", "", "m").await);
     for path in ["/queues/r/redrive", "/queues/default/redrive"] {
         assert_error(&post(&mut c, path).await, 400, "invalid_request");
     }
@@ -1650,9 +1626,9 @@ async fn every_error_code_this_part_can_produce() {
     cfg.max_queue_bytes = 2 * 64;
     let server = TestServer::start(cfg).await;
     let mut c = server.client().await;
-    publish(&mut c, "c", "").await;
+    assert_ok_empty(&publish(&mut c, "c", "", "").await);
     assert_error(
-        &publish_q(&mut c, "c", "?delay=x", "").await,
+        &publish(&mut c, "c", "?delay=x", "").await,
         400,
         "invalid_request",
     );
@@ -1683,8 +1659,8 @@ async fn every_error_code_this_part_can_produce() {
     assert_eq!(r.headers["allow"], "GET");
     assert_error(&fetch_q(&mut c, "empty", 0).await, 408, "timeout");
     assert_error(&put(&mut c, "d", "").await, 429, "too_many_queues");
-    publish(&mut c, "c", "").await;
-    assert_error(&publish_q(&mut c, "c", "", "").await, 429, "queue_full");
+    assert_ok_empty(&publish(&mut c, "c", "", "").await);
+    assert_error(&publish(&mut c, "c", "", "").await, 429, "queue_full");
     assert_eq!(counts(&mut c, "c").await, (2, 0, 0, 0));
     server.stop().await;
 }

@@ -268,6 +268,23 @@ impl Client {
     }
 }
 
+/// The configuration every test starts from: the defaults, on a free port.
+pub fn config() -> Config {
+    Config::for_port(0)
+}
+
+/// `POST /queues/{queue}/publish{query}` of one message: the one publish
+/// helper of every test (`Client::publish` is the unprefixed route).
+pub async fn publish(c: &mut Client, queue: &str, query: &str, body: &str) -> Reply {
+    let payload = serde_json::json!({ "body": body }).to_string();
+    c.send(
+        Method::POST,
+        &format!("/queues/{queue}/publish{query}"),
+        payload,
+    )
+    .await
+}
+
 /// Sends raw bytes on a fresh connection and returns everything the server
 /// writes back until it closes the connection (or 5 s pass).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
