@@ -212,6 +212,20 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
     seal(out, start);
 }
 
+/// Whether a record (its bytes after the frame: kind and payload) may go
+/// unlogged on a full disk: a delivery, a delay, or a requeue or expiry
+/// making a message ready (not a dead-letter move). Forgetting one brings a
+/// message back earlier or with fewer attempts counted, which at least
+/// once allows; the reserve is kept for acknowledgements.
+pub fn may_go_unlogged(body: &[u8]) -> bool {
+    match body.first() {
+        Some(&LEASED | &DELAYED) => true,
+        // kind, id u64, attempts u32, then the dead-letter flag.
+        Some(&READY) => body.get(1 + 8 + 4) == Some(&0),
+        _ => false,
+    }
+}
+
 /// Fills in the frame of the record that starts at `start` and runs to the
 /// end of `out`.
 fn seal(out: &mut [u8], start: usize) {

@@ -115,6 +115,9 @@ pub struct State {
     queues: BTreeMap<Arc<str>, Settings>,
     next_delivery: u64,
     next_message: u64,
+    /// One past the highest message id in a record: a mark never takes
+    /// message ids below it.
+    seen_message: u64,
     usage: BTreeMap<u64, Usage>,
     live_bytes: u64,
 }
@@ -163,7 +166,7 @@ impl State {
             Record::Publish { queue, messages } => {
                 let queue = self.queue(&queue);
                 for message in messages {
-                    self.next_message = self.next_message.max(message.id.saturating_add(1));
+                    self.seen_message = self.seen_message.max(message.id.saturating_add(1));
                     let tracked = Tracked {
                         queue: queue.clone(),
                         attempts: 0,
@@ -181,7 +184,7 @@ impl State {
                 }
             }
             Record::Live(live) => {
-                self.next_message = self.next_message.max(live.id.saturating_add(1));
+                self.seen_message = self.seen_message.max(live.id.saturating_add(1));
                 let queue = self.queue(&live.queue);
                 let tracked = Tracked {
                     size: live_size(queue.len(), live.body.len()),
@@ -251,8 +254,12 @@ impl State {
                 next_delivery,
                 next_message,
             } => {
-                self.next_delivery = self.next_delivery.max(next_delivery);
-                self.next_message = self.next_message.max(next_message);
+                // The last mark wins: every mark is at or above every id
+                // handed out before it was appended (a grant runs ahead of
+                // the ids; the mark of a clean shutdown is exact), so the
+                // last one is the tightest safe start.
+                self.next_delivery = next_delivery;
+                self.next_message = next_message;
             }
         }
     }
@@ -285,7 +292,7 @@ impl State {
 
     /// The marks recorded so far.
     pub fn marks(&self) -> (u64, u64) {
-        (self.next_delivery, self.next_message)
+        (self.next_delivery, self.next_message.max(self.seen_message))
     }
 
     /// Every queue and its settings: the snapshot a new segment starts
@@ -365,7 +372,7 @@ impl State {
                 .chain(delayed.into_iter().map(|(_, _, m)| m))
                 .collect(),
             next_delivery: self.next_delivery,
-            next_message: self.next_message,
+            next_message: self.next_message.max(self.seen_message),
         }
     }
 }
