@@ -149,6 +149,39 @@ impl State {
         name
     }
 
+    /// As [`State::apply`] of a publish record, from its entries (id, due
+    /// time, body length) alone: the writer's replay, which keeps no
+    /// bodies. `false` (nothing done) for a state that keeps bodies.
+    pub fn apply_published(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        queue: &str,
+        entries: &[(u64, u64, usize)],
+    ) -> bool {
+        if self.keep_bodies {
+            return false;
+        }
+        let pos = position(segment, offset);
+        let queue = self.queue(queue);
+        self.messages.reserve(entries.len());
+        for &(id, due_ms, len) in entries {
+            self.seen_message = self.seen_message.max(id.saturating_add(1));
+            let tracked = Tracked {
+                queue: queue.clone(),
+                attempts: 0,
+                dead_lettered: false,
+                due_ms,
+                ready_pos: pos,
+                home: segment,
+                size: live_size(queue.len(), len),
+                body: None,
+            };
+            self.insert(id, tracked);
+        }
+        true
+    }
+
     /// Notes that `segment` exists and is `bytes` long.
     pub fn segment_grew(&mut self, segment: u64, bytes: u64) {
         self.usage.entry(segment).or_default().bytes = bytes;
