@@ -260,12 +260,16 @@ pub fn may_go_unlogged(body: &[u8]) -> bool {
     }
 }
 
+/// One entry of a publish record without its body: (id, due time, body
+/// length).
+pub type Entry = (u64, u64, usize);
+
 /// The queue and the entries (id, due time, body length) of a compact
 /// publish record, given its kind and payload (`body`); `None` for any
 /// other record. For the writer's replay, which needs no bodies: building
 /// the [`Record`] would take a reference on the batch's buffer per body
 /// and drop it again.
-pub fn publish_entries(body: &[u8]) -> Option<(&str, Vec<(u64, u64, usize)>)> {
+pub fn publish_entries(body: &[u8]) -> Option<(&str, Vec<Entry>)> {
     if body.first() != Some(&PUBLISH_V) {
         return None;
     }

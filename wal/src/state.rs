@@ -157,7 +157,7 @@ impl State {
         segment: u64,
         offset: u64,
         queue: &str,
-        entries: &[(u64, u64, usize)],
+        entries: &[crate::record::Entry],
     ) -> bool {
         if self.keep_bodies {
             return false;
