@@ -73,7 +73,12 @@ fn main() -> ExitCode {
                     config.engine(),
                     TokioClock::new(),
                 ) {
-                    Ok((broker, durable)) => (broker, Some(durable)),
+                    Ok((broker, durable)) => {
+                        // Recovery's tables are freed now: give their pages
+                        // back, or a restored broker keeps its peak.
+                        release_free_memory();
+                        (broker, Some(durable))
+                    }
                     Err(error) => {
                         tracing::error!("{error}");
                         eprintln!("error: {error}");

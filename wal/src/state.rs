@@ -66,11 +66,8 @@ struct Tracked {
     ready_pos: u64,
     /// The segment holding the record with its body.
     home: u64,
-    /// What its `Live` record would take.
-    size: u64,
-    /// Kept during recovery only: at run time the engine holds bodies, and
-    /// reclamation reads them back from the segment.
-    body: Option<Bytes>,
+    /// What its `Live` record would take (a body is below 4 GiB).
+    size: u32,
 }
 
 /// One message as recovery hands it to the broker.
@@ -111,6 +108,10 @@ pub struct Usage {
 pub struct State {
     keep_bodies: bool,
     messages: IdMap<Tracked>,
+    /// Bodies, kept during recovery only (beside `messages`, so that the
+    /// writer's entry per live message stays small: at run time the engine
+    /// holds bodies, and reclamation reads them back from the segment).
+    bodies: IdMap<Bytes>,
     names: HashSet<Arc<str>>,
     queues: BTreeMap<Arc<str>, Settings>,
     next_delivery: u64,
@@ -174,8 +175,7 @@ impl State {
                 due_ms,
                 ready_pos: pos,
                 home: segment,
-                size: live_size(queue.len(), len),
-                body: None,
+                size: live_size(queue.len(), len) as u32,
             };
             self.insert(id, tracked);
         }
@@ -207,12 +207,16 @@ impl State {
                         due_ms: message.due_ms,
                         ready_pos: pos,
                         home: segment,
-                        size: live_size(queue.len(), message.body.len()),
-                        // A slice of the segment read at recovery, no copy:
-                        // it pins that buffer while the message lives, which
-                        // reclamation bounds like the files themselves.
-                        body: self.keep_bodies.then_some(message.body),
+                        size: live_size(queue.len(), message.body.len()) as u32,
                     };
+                    if self.keep_bodies {
+                        // Copied out of the segment read: a slice would pin
+                        // the whole 16 MiB read while any message of it
+                        // lives, and a restored broker would hold its log
+                        // twice.
+                        self.bodies
+                            .insert(message.id, Bytes::copy_from_slice(&message.body));
+                    }
                     self.insert(message.id, tracked);
                 }
             }
@@ -220,15 +224,18 @@ impl State {
                 self.seen_message = self.seen_message.max(live.id.saturating_add(1));
                 let queue = self.queue(&live.queue);
                 let tracked = Tracked {
-                    size: live_size(queue.len(), live.body.len()),
+                    size: live_size(queue.len(), live.body.len()) as u32,
                     queue,
                     attempts: live.attempts,
                     dead_lettered: live.dead_lettered,
                     due_ms: live.due_ms,
                     ready_pos: live.ready_pos,
                     home: segment,
-                    body: self.keep_bodies.then_some(live.body),
                 };
+                if self.keep_bodies {
+                    self.bodies
+                        .insert(live.id, Bytes::copy_from_slice(&live.body));
+                }
                 self.insert(live.id, tracked);
             }
             Record::Ready {
@@ -270,7 +277,8 @@ impl State {
             }
             Record::Gone { id } => {
                 if let Some(m) = self.messages.remove(&id) {
-                    self.live_bytes -= m.size;
+                    self.bodies.remove(&id);
+                    self.live_bytes -= u64::from(m.size);
                     if let Some(usage) = self.usage.get_mut(&m.home) {
                         usage.live -= 1;
                     }
@@ -298,10 +306,10 @@ impl State {
     }
 
     fn insert(&mut self, id: u64, tracked: Tracked) {
-        self.live_bytes += tracked.size;
+        self.live_bytes += u64::from(tracked.size);
         self.usage.entry(tracked.home).or_default().live += 1;
         if let Some(old) = self.messages.insert(id, tracked) {
-            self.live_bytes -= old.size;
+            self.live_bytes -= u64::from(old.size);
             if let Some(usage) = self.usage.get_mut(&old.home) {
                 usage.live -= 1;
             }
@@ -380,7 +388,7 @@ impl State {
             let message = RecoveredMessage {
                 queue: m.queue.clone(),
                 id,
-                body: m.body.take().unwrap_or_default(),
+                body: self.bodies.remove(&id).unwrap_or_default(),
                 attempts: m.attempts,
                 dead_lettered: m.dead_lettered,
                 due_ms: m.due_ms,
@@ -391,6 +399,8 @@ impl State {
                 delayed.push((key, m.ready_pos, message));
             }
         }
+        // Every body went to a recovered message; give the table back.
+        self.bodies = IdMap::default();
         ready.sort_unstable_by_key(|(key, id, _)| (*key, *id));
         delayed.sort_unstable_by_key(|(key, pos, m)| (*key, *pos, m.id));
         Recovered {
