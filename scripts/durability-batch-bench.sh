@@ -31,12 +31,12 @@ start() { # port args...
 
 echo "== load: $(cat /proc/loadavg)"
 echo "== log on: $(df -h "$DIR" | tail -1)"
-start 18201 --data-dir "$data" --fsync always
+start 18931 --data-dir "$data" --fsync always
 a=${pids[-1]}
-start 18202
+start 18932
 b=${pids[-1]}
-"$BIN/ubroker-load" --url http://127.0.0.1:18201 --compare http://127.0.0.1:18202 \
+"$BIN/ubroker-load" --url http://127.0.0.1:18931 --compare http://127.0.0.1:18932 \
     --pid "$a" --compare-pid "$b" --batch 100 --connections "$CONNECTIONS" \
     --duration "$DURATION" --warmup 1 --rounds "$ROUNDS" --body-bytes 32
-python3 scripts/log-stats.py http://127.0.0.1:18201
+python3 scripts/log-stats.py http://127.0.0.1:18931
 echo "== load: $(cat /proc/loadavg)"

@@ -166,8 +166,12 @@ impl State {
         let pos = position(segment, offset);
         let queue = self.queue(queue);
         self.messages.reserve(entries.len());
+        // The segment's count and the live bytes once per record, not per
+        // message (a B-tree lookup each).
+        let (mut added, mut bytes) = (0u64, 0u64);
         for &(id, due_ms, len) in entries {
             self.seen_message = self.seen_message.max(id.saturating_add(1));
+            let size = live_size(queue.len(), len) as u32;
             let tracked = Tracked {
                 queue: queue.clone(),
                 attempts: 0,
@@ -175,10 +179,21 @@ impl State {
                 due_ms,
                 ready_pos: pos,
                 home: segment,
-                size: live_size(queue.len(), len) as u32,
+                size,
             };
-            self.insert(id, tracked);
+            added += 1;
+            bytes += u64::from(size);
+            if let Some(old) = self.messages.insert(id, tracked) {
+                // A publish of a live id: never written by one process, but
+                // replayed by the same rules as `insert`.
+                self.live_bytes -= u64::from(old.size);
+                if let Some(usage) = self.usage.get_mut(&old.home) {
+                    usage.live -= 1;
+                }
+            }
         }
+        self.live_bytes += bytes;
+        self.usage.entry(segment).or_default().live += added;
         true
     }
 
