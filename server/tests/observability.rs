@@ -1010,8 +1010,11 @@ async fn the_binary_drains_on_sigterm_for_drain_ms_then_exits_0() {
     let running = Binary::start(&["--port", "0", "--drain-ms", "1500"], &[], Stdio::null());
     let mut c = Client::connect(running.addr).await;
     assert_eq!(get(&mut c, "/health").await.status, 200);
-    running.signal("TERM");
+    // Taken before the signal is sent: the server's drain starts when it
+    // receives it, which may be before `signal` returns (it runs kill(1)),
+    // and an instant taken after would make the drain look short.
     let signalled = Instant::now();
+    running.signal("TERM");
     let mut tries = 0;
     let r = loop {
         let r = get(&mut c, "/health").await;
