@@ -302,7 +302,7 @@ impl Queue {
     /// messages are ready) until the next fetch. It costs the hot path one
     /// relaxed store per fetch and one relaxed load per publish.
     pub(crate) fn oldest_ready_age(&self, now: Timestamp) -> Option<Duration> {
-        if self.ready.len() == 0 {
+        if self.ready.is_empty() {
             return None;
         }
         match self.head_ready_at.load(Ordering::Relaxed) {
@@ -327,7 +327,7 @@ impl Queue {
     ) -> Option<Leased> {
         let mut message = self.ready.pop()?;
         let now = now();
-        let head = if self.ready.len() == 0 {
+        let head = if self.ready.is_empty() {
             NO_HEAD
         } else {
             message.ready_at.as_nanos()
@@ -382,7 +382,7 @@ impl Queue {
         }
         // After the pop, as in `try_fetch`.
         let now = now();
-        let head = if self.ready.len() == 0 {
+        let head = if self.ready.is_empty() {
             NO_HEAD
         } else {
             messages[taken - 1].ready_at.as_nanos()

@@ -17,7 +17,9 @@
 //!    thread. If the request is gone by then (its client disconnected),
 //!    the hand-back fails and the writer commits it itself, so a logged
 //!    message always enters the broker. Under `interval` and `never` the
-//!    request commits right after the append.
+//!    writer hands it back once the record is written to the file (handed
+//!    to the OS), without a sync: a crash of the process alone loses
+//!    nothing answered `200`.
 //! 4. If the log failed, the publish is aborted (its charge given back,
 //!    never visible) and answered `503 log_failed`.
 //!
@@ -44,9 +46,14 @@ use ubroker_wal::{
 
 use crate::error::ApiError;
 
+/// Reads the broker's next (delivery, message) ids.
+type NextIds = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+
 /// A log, and the lock that keeps other processes off its directory.
 pub struct Durability {
     log: Arc<Log>,
+    /// For the exact id mark of a clean close.
+    next_ids: NextIds,
     _lock: Option<DirLock>,
 }
 
@@ -92,6 +99,12 @@ struct LogJournal {
 
 impl Journal for LogJournal {
     fn ready(&self, queue: &QueueName, id: u64, attempts: u32, dead_lettered: bool) {
+        // On a full disk a requeue or expiry goes unlogged (the message
+        // comes back where it was, which at least once allows): the room
+        // left is kept for acknowledgements.
+        if !dead_lettered && self.log.disk_full() {
+            return;
+        }
         let _ = self.log.append(
             &Record::Ready {
                 id,
@@ -104,6 +117,9 @@ impl Journal for LogJournal {
     }
 
     fn delayed(&self, queue: &QueueName, id: u64, attempts: u32, delay: Duration) {
+        if self.log.disk_full() {
+            return;
+        }
         let _ = self.log.append(
             &Record::Delayed {
                 id,
@@ -211,6 +227,9 @@ impl Durability {
         }
         flush(&run_queue, &mut run)?;
         broker.restore_ids(recovered.next_delivery, recovered.next_message);
+        let broker = Arc::new(broker);
+        let ids_of = broker.clone();
+        let next_ids: NextIds = Box::new(move || ids_of.next_ids());
         let RecoveryReport {
             segments,
             records,
@@ -229,7 +248,14 @@ impl Durability {
             fsync = fsync_name(options.fsync),
             "recovered the write-ahead log"
         );
-        Ok((Arc::new(broker), Durability { log, _lock: lock }))
+        Ok((
+            broker,
+            Durability {
+                log,
+                next_ids,
+                _lock: lock,
+            },
+        ))
     }
 
     /// Logs a publish (one record for every entry) and commits it into the
@@ -261,17 +287,9 @@ impl Durability {
                 })
                 .collect(),
         };
-        if self.log.mode() != FsyncMode::Always {
-            return match self.log.append(&record, None) {
-                Ok(()) => Ok(broker.commit_publish(prepared)?),
-                Err(Failed) => {
-                    broker.abort_publish(prepared);
-                    Err(ApiError::LogFailed)
-                }
-            };
-        }
         // The writer hands the prepared publish back once its record is
-        // durable, and this request commits it. If the request is gone by
+        // written (and under `--fsync always` synced), and this request
+        // commits it. If the request is gone by
         // then (its client disconnected), the send fails and the writer
         // commits it itself: a logged message always enters the broker.
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<Prepared, Prepared>>();
@@ -341,7 +359,7 @@ impl Durability {
             .map_err(|Failed| ApiError::LogFailed)
     }
 
-    /// Extends the id grant when half of it is used (called every second).
+    /// Extends the id grant when half of it is used (called every 100 ms).
     pub fn ensure_ids<C: Clock>(&self, broker: &Broker<C>) {
         let (delivery, message) = broker.next_ids();
         self.log.ensure_ids(delivery, message, |result| {
@@ -375,10 +393,22 @@ impl Durability {
         }
     }
 
-    /// Writes and syncs everything logged (in every fsync mode) and stops
-    /// the log's writer: the clean shutdown.
+    /// Records the exact next ids, writes and syncs everything logged (in
+    /// every fsync mode) and stops the log's writer: the clean shutdown.
+    /// Idempotent.
     pub fn close(&self) {
+        let (delivery, message) = (self.next_ids)();
+        // Refused (harmlessly) if the log is already closed or failed.
+        self.log.record_marks(delivery, message);
         self.log.close();
+    }
+}
+
+impl Drop for Durability {
+    /// A start that fails after the log was opened (a taken port) closes
+    /// it cleanly too, so that it uses up no ids.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -390,7 +420,7 @@ fn fsync_name(mode: FsyncMode) -> &'static str {
     }
 }
 
-/// Drives [`Durability::ensure_ids`] every second until shutdown.
+/// Drives [`Durability::ensure_ids`] every 100 ms until shutdown.
 pub async fn keep_ids<C: Clock>(
     broker: Arc<Broker<C>>,
     durable: Arc<Durability>,
@@ -398,7 +428,7 @@ pub async fn keep_ids<C: Clock>(
 ) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => durable.ensure_ids(&broker),
+            () = tokio::time::sleep(Duration::from_millis(100)) => durable.ensure_ids(&broker),
             _ = shutting_down.wait_for(|down| *down) => return,
         }
     }

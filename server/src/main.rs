@@ -73,7 +73,12 @@ fn main() -> ExitCode {
                     config.engine(),
                     TokioClock::new(),
                 ) {
-                    Ok((broker, durable)) => (broker, Some(durable)),
+                    Ok((broker, durable)) => {
+                        // Recovery's tables are freed now: give their pages
+                        // back, or a restored broker keeps its peak.
+                        release_free_memory();
+                        (broker, Some(durable))
+                    }
                     Err(error) => {
                         tracing::error!("{error}");
                         eprintln!("error: {error}");
@@ -148,8 +153,25 @@ fn main() -> ExitCode {
     })
 }
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read at its first allocation: background threads
+/// purge dirty pages after a second, with no muzzy stage, so that freed
+/// memory goes back to the OS by itself.
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+pub static JEMALLOC_CONF: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+/// Gives the allocator's free pages back to the OS (jemalloc does it by
+/// itself).
+#[cfg(feature = "jemalloc")]
+fn release_free_memory() {}
+
 /// Gives the allocator's free pages back to the OS.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc")))]
 fn release_free_memory() {
     // SAFETY: malloc_trim only inspects and releases the allocator's own
     // free lists; it takes no pointers from us and is thread-safe.
@@ -158,5 +180,5 @@ fn release_free_memory() {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(any(all(target_os = "linux", target_env = "gnu"), feature = "jemalloc")))]
 fn release_free_memory() {}

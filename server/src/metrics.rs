@@ -6,8 +6,11 @@
 //!
 //! * **Broker state and counters**, read from the engine at scrape time by
 //!   [`BrokerCollector`]: `ubroker_messages{queue, state}`,
-//!   `ubroker_queue_bytes{queue}` and `ubroker_{published, delivered,
-//!   acknowledged, requeued, expired, dead_lettered}_total{queue}`. The
+//!   `ubroker_queue_bytes{queue}`, `ubroker_waiting_fetches{queue}`,
+//!   `ubroker_oldest_ready_age_ms{queue}` and `ubroker_{published,
+//!   delivered, acknowledged, requeued, expired, dead_lettered}_total{queue}`,
+//!   and with `--data-dir` the `log` object of `/stats` as `ubroker_log_*`
+//!   ([`LogCollector`]). The
 //!   engine already counts these (one relaxed increment per event, see
 //!   `engine/src/stats.rs`); mirroring them into a second set of counters
 //!   would double the hot path's cost for nothing.
@@ -43,6 +46,8 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use ubroker_engine::{Broker, Clock, QueueStats};
+
+use crate::durability::Durability;
 
 /// The `Content-Type` of `GET /metrics`: the classic Prometheus text format.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -109,6 +114,13 @@ impl Metrics {
     pub fn observe(&self, route: Option<&'static str>, status: u16, elapsed: Duration) {
         self.requests
             .observe(route.unwrap_or(OTHER_ROUTE), status, elapsed);
+    }
+
+    /// Adds the write-ahead log's series (`--data-dir`).
+    pub fn with_log(mut self, durable: Arc<Durability>) -> Self {
+        self.registry
+            .register_collector(Box::new(LogCollector { durable }));
+        self
     }
 
     /// The text exposition of every series.
@@ -407,6 +419,33 @@ impl<C: Clock> Collector for BrokerCollector<C> {
             )?;
         }
 
+        type Level = fn(&QueueStats) -> u64;
+        let levels: [(&str, &str, Level); 2] = [
+            (
+                "waiting_fetches",
+                "Fetches parked on the queue, waiting for a message.",
+                |s| s.waiting_fetches as u64,
+            ),
+            (
+                "oldest_ready_age_ms",
+                "Milliseconds the oldest ready message has waited (0: none ready).",
+                |s| {
+                    s.oldest_ready_age
+                        .map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+                },
+            ),
+        ];
+        for (name, help, read) in levels {
+            let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            for (queue, stats) in &queues {
+                ConstGauge::new(i64::try_from(read(stats)).unwrap_or(i64::MAX)).encode(
+                    family.encode_family(&QueueLabel {
+                        queue: queue.as_str().to_owned(),
+                    })?,
+                )?;
+            }
+        }
+
         type Read = fn(&QueueStats) -> u64;
         let counters: [(&str, &str, Read); 6] = [
             (
@@ -443,6 +482,78 @@ impl<C: Clock> Collector for BrokerCollector<C> {
                 })?)?;
             }
         }
+        Ok(())
+    }
+}
+
+/// The `log` object of `/stats` as series (`ubroker_log_*`), read at scrape
+/// time.
+struct LogCollector {
+    durable: Arc<Durability>,
+}
+
+impl std::fmt::Debug for LogCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogCollector")
+    }
+}
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.durable.stats();
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let gauges: [(&str, &str, i64); 5] = [
+            (
+                "log_bytes",
+                "Bytes in the write-ahead log's segments.",
+                as_i64(s.bytes),
+            ),
+            (
+                "log_segments",
+                "Segment files in the write-ahead log.",
+                as_i64(s.segments),
+            ),
+            (
+                "log_live_messages",
+                "Messages the write-ahead log holds live.",
+                as_i64(s.live_messages),
+            ),
+            (
+                "log_failed",
+                "1 once a write or sync of the log failed (no more writes until restart).",
+                i64::from(s.failed),
+            ),
+            (
+                "log_disk_full",
+                "1 while the disk is full (publishes answered 503 disk_full).",
+                i64::from(s.disk_full),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let counter = ConstCounter::new(s.fsyncs);
+        counter.encode(encoder.encode_descriptor(
+            "log_fsyncs",
+            "fdatasync calls made by the log's writer.",
+            None,
+            counter.metric_type(),
+        )?)?;
+        let seconds = ConstCounter::new(s.fsync_seconds_total);
+        seconds.encode(encoder.encode_descriptor(
+            "log_fsync_seconds",
+            "Time spent in fdatasync, in total.",
+            None,
+            seconds.metric_type(),
+        )?)?;
+        let max = ConstGauge::new(s.fsync_max_seconds);
+        max.encode(encoder.encode_descriptor(
+            "log_fsync_max_seconds",
+            "The longest fdatasync so far.",
+            None,
+            max.metric_type(),
+        )?)?;
         Ok(())
     }
 }

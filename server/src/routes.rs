@@ -88,6 +88,9 @@ impl<C: Clock> State<C> {
 
     /// Logs through `durable` (`--data-dir`).
     pub fn with_durability(mut self, durable: Option<Arc<Durability>>) -> Self {
+        if let Some(durable) = &durable {
+            self.metrics = self.metrics.with_log(durable.clone());
+        }
         self.durable = durable;
         self
     }

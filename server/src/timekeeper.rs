@@ -30,7 +30,15 @@
 //! close, busy broker or not: when [`BULK_CLOSE`] connections have closed
 //! since the peak, the [`ConnectionGauge`] wakes [`reclaim`] to trim too.
 //! Trims are at least [`MIN_TRIM_INTERVAL`] apart: `malloc_trim` walks the
-//! heap. Both triggers are events; nothing here polls.
+//! heap.
+//!
+//! A broker rarely drains to exactly nothing (a consumer that stops leaves
+//! a few leases behind), so a third trigger looks at what it holds once a
+//! [`SHRINK_CHECK`]: a trim follows when the bytes held have fallen by
+//! [`SHRINK_BYTES`] and to a quarter of their high since the last trim, or
+//! when [`SHRINK_MESSAGES`] were published since the last trim and none in
+//! the last check (a burst that came and went between two checks). One
+//! relaxed read of the engine's totals a second; a trim only after a fall.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,6 +52,15 @@ pub const RECLAIM_DELAY: Duration = Duration::from_millis(250);
 
 /// The least time between two trims.
 pub const MIN_TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often [`reclaim`] reads how much the broker holds.
+pub const SHRINK_CHECK: Duration = Duration::from_secs(1);
+
+/// A fall of the bytes held worth a trim (with a fall to a quarter).
+pub const SHRINK_BYTES: u64 = 4 << 20;
+
+/// Publishes since the last trim that are worth one once they stop.
+pub const SHRINK_MESSAGES: u64 = 1 << 16;
 
 /// How far the number of open connections must fall below its peak since
 /// the last trim to count as closing in bulk: a few hundred connections'
@@ -159,26 +176,72 @@ pub async fn reclaim<C: Clock>(
     mut shutting_down: watch::Receiver<bool>,
 ) {
     let mut last_trim: Option<tokio::time::Instant> = None;
+    let mut shrink = Shrink::new(&broker.stats());
+    let mut check = tokio::time::interval(SHRINK_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let bulk_close = tokio::select! {
-            () = broker.drained() => false,
-            () = gauge.bulk_closed.notified() => true,
+        let (bulk_close, shrunk) = tokio::select! {
+            () = broker.drained() => (false, false),
+            () = gauge.bulk_closed.notified() => (true, false),
+            _ = check.tick() => {
+                if !shrink.observe(&broker.stats()) {
+                    continue;
+                }
+                (false, true)
+            }
             _ = shutting_down.wait_for(|down| *down) => return,
         };
         let since = last_trim.map_or(MIN_TRIM_INTERVAL, |at| at.elapsed());
-        tokio::time::sleep(RECLAIM_DELAY.max(MIN_TRIM_INTERVAL.saturating_sub(since))).await;
-        let empty = broker.stats().queued_bytes == 0;
+        let settle = if shrunk {
+            Duration::ZERO
+        } else {
+            RECLAIM_DELAY
+        };
+        tokio::time::sleep(settle.max(MIN_TRIM_INTERVAL.saturating_sub(since))).await;
+        let stats = broker.stats();
+        let empty = stats.queued_bytes == 0;
         if empty {
             broker.compact();
         }
-        if empty || bulk_close {
+        if empty || bulk_close || shrunk {
+            shrink = Shrink::new(&stats);
             if let Some(trim) = trim {
                 trim();
             }
             gauge.trimmed();
             last_trim = Some(tokio::time::Instant::now());
-            tracing::debug!(empty, bulk_close, "memory given back");
+            tracing::debug!(empty, bulk_close, shrunk, "memory given back");
         }
+    }
+}
+
+/// The third trigger's memory: what the broker held and had published at
+/// the last trim, and the high since.
+#[derive(Debug, Clone, Copy)]
+struct Shrink {
+    high: u64,
+    published_at_trim: u64,
+    published_at_check: u64,
+}
+
+impl Shrink {
+    fn new(stats: &ubroker_engine::Stats) -> Self {
+        Shrink {
+            high: stats.queued_bytes,
+            published_at_trim: stats.published,
+            published_at_check: stats.published,
+        }
+    }
+
+    /// Takes one check's reading; `true` if it calls for a trim.
+    fn observe(&mut self, stats: &ubroker_engine::Stats) -> bool {
+        let held = stats.queued_bytes;
+        self.high = self.high.max(held);
+        let quiet = stats.published == self.published_at_check;
+        self.published_at_check = stats.published;
+        let fell = self.high >= held.saturating_mul(4).saturating_add(SHRINK_BYTES);
+        let burst_over = quiet && stats.published - self.published_at_trim >= SHRINK_MESSAGES;
+        fell || burst_over
     }
 }
 
@@ -282,5 +345,56 @@ mod tests {
             .await
             .expect("stopped")
             .unwrap();
+    }
+
+    static TRIMS: AtomicUsize = AtomicUsize::new(0);
+
+    fn count_trim() {
+        TRIMS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_given_back_once_only_a_few_messages_are_left() {
+        let b = broker();
+        let (_tx, rx) = watch::channel(false);
+        tokio::spawn(reclaim(
+            b.clone(),
+            Arc::new(ConnectionGauge::default()),
+            Some(count_trim),
+            rx,
+        ));
+        settle().await;
+        let body = Bytes::from(vec![b'x'; 1024]);
+        for _ in 0..6000 {
+            b.publish(body.clone()).unwrap();
+        }
+        // Seen at its high by a check.
+        tokio::time::advance(SHRINK_CHECK).await;
+        settle().await;
+        let before = TRIMS.load(Ordering::Relaxed);
+        // Consumed, all but three left in flight: never empty.
+        for _ in 0..6000 - 3 {
+            let d = b.try_fetch().unwrap().unwrap();
+            b.acknowledge(d.id).unwrap();
+        }
+        for _ in 0..3 {
+            b.try_fetch().unwrap().unwrap();
+        }
+        for _ in 0..3 {
+            tokio::time::advance(SHRINK_CHECK).await;
+            settle().await;
+        }
+        assert!(b.stats().queued_bytes > 0);
+        assert_eq!(
+            TRIMS.load(Ordering::Relaxed),
+            before + 1,
+            "one trim after the fall"
+        );
+        // Nothing more falls: no more trims.
+        for _ in 0..5 {
+            tokio::time::advance(SHRINK_CHECK).await;
+            settle().await;
+        }
+        assert_eq!(TRIMS.load(Ordering::Relaxed), before + 1);
     }
 }

@@ -654,3 +654,163 @@ async fn without_a_data_dir_stats_has_no_log_object() {
     drop(c);
     server.stop().await;
 }
+
+/// Publishes one message to `q` and fetches everything ready: (the
+/// delivery ids handed out, the highest message id: the new message's).
+async fn publish_and_fetch(c: &mut Client) -> (Vec<u64>, u64) {
+    assert_eq!(publish(c, "q", "", "m").await.status, 200);
+    let (mut deliveries, mut newest) = (Vec::new(), 0);
+    while !empty_after(c, &mut deliveries, &mut newest).await {}
+    (deliveries, newest)
+}
+
+async fn empty_after(c: &mut Client, deliveries: &mut Vec<u64>, newest: &mut u64) -> bool {
+    let reply = c
+        .send(Method::GET, "/queues/q/fetch?wait=0", Bytes::new())
+        .await;
+    if reply.status == 408 {
+        return true;
+    }
+    assert_eq!(reply.status, 200, "{reply:?}");
+    deliveries.push(reply.json["id"].as_u64().unwrap());
+    *newest = (*newest).max(reply.json["message_id"].as_u64().unwrap());
+    false
+}
+
+#[tokio::test]
+async fn ids_resume_at_a_high_water_mark_not_an_epoch() {
+    let dir = fresh_dir("marks");
+    let server = start(config_in(&dir)).await;
+    let mut c = server.client().await;
+    let (d1, m1) = publish_and_fetch(&mut c).await;
+    assert_eq!(d1.len(), 1);
+    drop(c);
+    server.stop().await;
+    // Starts that fail after the log was opened (a taken port): the log
+    // is closed without serving anything.
+    for _ in 0..3 {
+        let cfg = config_in(&dir);
+        let opened =
+            Durability::open_dir(&dir, cfg.log_options(), cfg.engine(), TokioClock::new()).unwrap();
+        drop(opened);
+    }
+    let server = start(config_in(&dir)).await;
+    let mut c = server.client().await;
+    // The leased message is ready again, then the new one: after clean
+    // stops the ids go on where they were.
+    let (d2, m2) = publish_and_fetch(&mut c).await;
+    assert_eq!(d2.len(), 2);
+    assert!(
+        d1[0] < d2[0] && d2[0] < d2[1] && d2[1] <= d1[0] + 10,
+        "delivery ids {d1:?} then {d2:?}: a clean restart skips none"
+    );
+    assert!(m1 < m2 && m2 <= m1 + 10, "message ids {m1} then {m2}");
+    drop(c);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_crash_skips_at_most_one_id_block() {
+    let disk = FaultyStorage::new();
+    let server = start_on(config_in(Path::new("unused")), disk.clone()).await;
+    let mut c = server.client().await;
+    let (d1, m1) = publish_and_fetch(&mut c).await;
+    // `kill -9`: everything written survives, nothing more is logged.
+    let image = disk.crash_image(|_, unsynced| unsynced);
+    drop(c);
+    let restarted = start_on(config_in(Path::new("unused")), image).await;
+    let mut c = restarted.client().await;
+    let (d2, m2) = publish_and_fetch(&mut c).await;
+    // At most one grant of 2^24 ids: 2^53 / 2^24 = 537 million crashes
+    // before ids run out (an epoch of 2^32 allowed two million).
+    let block = 1 << 24;
+    assert!(ubroker_wal::ID_BLOCK <= block);
+    assert!(
+        d2[0] > d1[0] && d2[0] - d1[0] <= block,
+        "{d1:?} then {d2:?}"
+    );
+    assert!(m2 > m1 && m2 - m1 <= block, "{m1} then {m2}");
+    drop(c);
+    restarted.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_publish_is_answered_only_once_written_in_every_fsync_mode() {
+    for mode in ["never", "interval", "always"] {
+        let disk = FaultyStorage::new();
+        let mut cfg = config_in(Path::new("unused"));
+        cfg.fsync = mode.into();
+        // Nothing is written or synced on a timer during the test.
+        cfg.fsync_interval_ms = 3_600_000;
+        let server = start_on(cfg.clone(), disk.clone()).await;
+        let mut c = server.client().await;
+        let messages: Vec<_> = (0..100)
+            .map(|n| serde_json::json!({ "body": format!("b{n}") }))
+            .collect();
+        let batch = serde_json::json!({ "messages": messages }).to_string();
+        let reply = c.send(Method::POST, "/queues/q/publish", batch).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        // `kill -9` right after the answer: the process is gone, the page
+        // cache (every written byte) is not.
+        let image = disk.crash_image(|_, unsynced| unsynced);
+        let (_, recovered, _) = ubroker_wal::Log::open(image, cfg.log_options()).unwrap();
+        assert_eq!(recovered.messages.len(), 100, "--fsync {mode}");
+        drop(c);
+        server.stop().await;
+    }
+}
+
+/// The value of the sample `line_start` (name and labels) in `text`.
+fn sample(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_start)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {line_start} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_have_waiting_fetches_oldest_ready_age_and_the_log() {
+    let dir = fresh_dir("metrics");
+    let server = start(config_in(&dir)).await;
+    let mut c = server.client().await;
+    assert_eq!(publish(&mut c, "q", "", "held").await.status, 200);
+    let put = c.send(Method::PUT, "/queues/w", "{}").await;
+    assert!(put.status.is_success(), "{put:?}");
+    let addr = server.addr;
+    let waiting = tokio::spawn(async move {
+        let mut w = Client::connect(addr).await;
+        w.send(Method::GET, "/queues/w/fetch?wait=30000", Bytes::new())
+            .await
+            .status
+    });
+    while server.broker.stats().waiting != 1 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let reply = c.request(Method::GET, "/metrics", &[], Bytes::new()).await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert_eq!(sample(text, "ubroker_waiting_fetches{queue=\"w\"}"), 1.0);
+    assert_eq!(sample(text, "ubroker_waiting_fetches{queue=\"q\"}"), 0.0);
+    assert!(sample(text, "ubroker_oldest_ready_age_ms{queue=\"q\"}") >= 0.0);
+    assert!(sample(text, "ubroker_log_bytes") > 0.0);
+    assert!(sample(text, "ubroker_log_segments") >= 1.0);
+    assert!(sample(text, "ubroker_log_fsyncs_total") >= 1.0);
+    assert!(sample(text, "ubroker_log_fsync_seconds_total") >= 0.0);
+    assert!(sample(text, "ubroker_log_fsync_max_seconds") >= 0.0);
+    assert_eq!(sample(text, "ubroker_log_live_messages"), 1.0);
+    assert_eq!(sample(text, "ubroker_log_failed"), 0.0);
+    assert_eq!(sample(text, "ubroker_log_disk_full"), 0.0);
+    // The figures agree with /stats.
+    let stats = c.send(Method::GET, "/stats", Bytes::new()).await;
+    assert_eq!(stats.json["queues"]["w"]["waiting_fetches"], 1);
+    assert_eq!(publish(&mut c, "w", "", "wake").await.status, 200);
+    assert_eq!(waiting.await.unwrap(), 200);
+    drop(c);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -67,6 +67,11 @@ pub struct Batch {
 pub trait Sink {
     fn write(&mut self, bytes: Bytes) -> io::Result<()>;
     fn sync(&mut self) -> io::Result<()>;
+    /// The group's write (and sync, if asked) succeeded and its `waiters`
+    /// are about to be answered `Ok`: figures that describe the group are
+    /// brought up to date here, so that a caller who reads them after its
+    /// answer sees its own record counted.
+    fn before_answers(&mut self, _waiters: usize) {}
 }
 
 /// The pending buffer shared by appenders and the writer.
@@ -192,6 +197,7 @@ pub fn commit(
     let result = written.and_then(|()| if sync { sink.sync() } else { Ok(()) });
     match result {
         Ok(()) => {
+            sink.before_answers(batch.waiters.len());
             for waiter in batch.waiters {
                 waiter(Ok(()));
             }

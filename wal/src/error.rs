@@ -19,6 +19,20 @@ pub enum Error {
         reason: &'static str,
         later_bytes: u64,
     },
+    /// A segment is missing between two that are there. Reclamation only
+    /// ever removes segments from the front, so a gap is damage: the
+    /// missing file's records (publishes, acknowledgements) are lost.
+    #[error(
+        "corrupt log: segment {missing} is missing between {before} and {after} ({later_bytes} \
+         bytes in segments after the gap); start with --truncate-corrupt-log to drop everything \
+         from the gap on"
+    )]
+    Gap {
+        before: String,
+        missing: String,
+        after: String,
+        later_bytes: u64,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -242,6 +242,10 @@ impl Storage for FaultyStorage {
         Ok(())
     }
 
+    fn reserve_len(&self) -> io::Result<u64> {
+        Ok(self.disk().reserved)
+    }
+
     fn reserve(&self, len: u64) -> io::Result<()> {
         let mut disk = self.disk();
         let current = disk.reserved;

@@ -34,9 +34,12 @@
 //! nothing the log's writer had written; a torn tail is cut with a warning;
 //! corruption before the tail stops `open` with the file and offset. A
 //! failed write or sync poisons the log: no later waiter is answered `Ok`.
-//! A full disk is not a failure: the reserve kept for acknowledgement
-//! records is given up and [`Log::disk_full`] tells the caller to refuse
-//! publishes until the reserve can be rebuilt.
+//! A full disk is not a failure: deliveries, expiries and requeues go
+//! unlogged, the records that must be written take exactly their room from
+//! the reserve kept for acknowledgement records, and [`Log::disk_full`]
+//! tells the caller to refuse publishes until the reserve can be rebuilt.
+//! A log opens on a full disk. A segment missing between two others stops
+//! `open` (naming it) unless `truncate_corrupt`.
 //!
 //! # How it is checked
 //!

@@ -21,11 +21,14 @@
 //!
 //! Delivery ids must never repeat across restarts (a stale id would settle
 //! another delivery), and ids stay below 2^53, so there is no room for an
-//! epoch in the high bits. Instead the log grants blocks of [`ID_BLOCK`]
-//! ids: the new segment's snapshot records `next + ID_BLOCK` durably before
+//! epoch in the high bits. Instead the log keeps a high-water mark: the new
+//! segment's snapshot records a grant of `next + ID_BLOCK` durably before
 //! `open` returns, the broker starts handing out ids at the old mark, and
-//! [`Log::ensure_ids`] extends the grant when half of it is used. A restart
-//! skips at most one block: 2^53 / 2^32 = two million restarts.
+//! [`Log::ensure_ids`] extends the grant when half of it is used. A clean
+//! close (and a start that fails after `open`, e.g. on a taken port)
+//! records the exact next ids ([`Log::record_marks`]); the last mark in the
+//! log wins. So a clean restart skips no id at all, and a crash skips at
+//! most one block: 2^53 / 2^24 = 537 million crashes.
 //!
 //! # Reclamation
 //!
@@ -47,13 +50,17 @@ use bytes::Bytes;
 
 use crate::commit::{commit, CommitQueue, Failed, Sink, Waiter};
 use crate::error::{io, Error};
-use crate::record::{decode, encode, Decoded, Record};
+use crate::record::{
+    decode_written, encode, may_go_unlogged, publish_entries, Decoded, Record, FRAME,
+};
 use crate::segment::{self, header, scan, HEADER_LEN};
 use crate::state::{Recovered, State};
 use crate::storage::{Storage, StorageFile};
 
-/// How many ids one mark grants.
-pub const ID_BLOCK: u64 = 1 << 32;
+/// How many ids one mark grants: the most a crash skips. The grant is
+/// extended (every 100 ms, by the server) once half of it is used, so ids
+/// would have to be handed out at 80 million a second to catch up with it.
+pub const ID_BLOCK: u64 = 1 << 24;
 
 /// Lazy records wake the writer once this much is pending.
 const LAZY_LIMIT: usize = 1 << 20;
@@ -117,6 +124,54 @@ pub struct RecoveryReport {
     pub dropped_bytes: u64,
 }
 
+/// Segments are numbered consecutively and only ever removed from the
+/// front, so a number missing between two present ones is damage: its
+/// records are gone, and replaying past it would bring back messages it
+/// settled or lose messages it held. Refused (naming the gap) unless
+/// `truncate_corrupt`, which drops every segment after the gap and says
+/// how much.
+fn check_gaps<S: Storage>(
+    storage: &S,
+    numbers: &mut Vec<u64>,
+    options: &Options,
+    report: &mut RecoveryReport,
+) -> Result<(), Error> {
+    let Some(gap) = numbers.windows(2).position(|pair| pair[1] != pair[0] + 1) else {
+        return Ok(());
+    };
+    let later = numbers[gap + 1..].to_vec();
+    let mut later_bytes = 0;
+    for n in &later {
+        later_bytes += storage
+            .read(&segment::name(*n))
+            .map_or(0, |d| d.len() as u64);
+    }
+    let before = segment::name(numbers[gap]);
+    let missing = segment::name(numbers[gap] + 1);
+    if !options.truncate_corrupt {
+        return Err(Error::Gap {
+            before,
+            missing,
+            after: segment::name(later[0]),
+            later_bytes,
+        });
+    }
+    tracing::warn!(
+        missing = %missing,
+        dropped_bytes = later_bytes,
+        dropped_segments = later.len(),
+        "corrupt log: a segment is missing; --truncate-corrupt-log drops every segment after it"
+    );
+    for n in later {
+        storage
+            .remove(&segment::name(n))
+            .map_err(io(format!("cannot remove {}", segment::name(n))))?;
+    }
+    report.dropped_bytes += later_bytes;
+    numbers.truncate(gap + 1);
+    Ok(())
+}
+
 /// The log's figures, for `/stats` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LogStats {
@@ -125,7 +180,8 @@ pub struct LogStats {
     pub fsyncs: u64,
     pub fsync_seconds_total: f64,
     pub fsync_max_seconds: f64,
-    /// Waiters answered after a sync (publish requests under `Always`).
+    /// Waiters answered: after the write, and under `Always` after the
+    /// sync that covers it. Counted before they are answered.
     pub committed: u64,
     pub live_messages: u64,
     pub failed: bool,
@@ -174,6 +230,7 @@ impl Log {
             .filter_map(|name| segment::parse_name(name))
             .collect();
         numbers.sort_unstable();
+        check_gaps(&storage, &mut numbers, &options, &mut report)?;
         let mut last = 0;
         let mut index = 0;
         while index < numbers.len() {
@@ -270,6 +327,7 @@ impl Log {
         let counters = Arc::new(Counters::default());
         let queue = Arc::new(CommitQueue::new(LAZY_LIMIT));
         let number = last + 1;
+        let reserved = storage.reserve_len().unwrap_or(0);
         let mut writer = Writer {
             active: storage
                 .create(&segment::name(number))
@@ -280,11 +338,12 @@ impl Log {
             active_number: number,
             active_len: 0,
             written_len: 0,
-            reserved: 0,
+            reserved,
             snapshot_end: 0,
             counters: counters.clone(),
             unsynced: false,
             queue: queue.clone(),
+            pending_replay: Vec::new(),
         };
         writer.ensure_reserve();
         writer
@@ -374,6 +433,19 @@ impl Log {
         true
     }
 
+    /// Records the exact next ids (at a clean close, when no more ids will
+    /// be handed out), so that the next start resumes right there instead
+    /// of past the grant.
+    pub fn record_marks(&self, next_delivery: u64, next_message: u64) {
+        let _ = self.append(
+            &Record::Marks {
+                next_delivery,
+                next_message,
+            },
+            None,
+        );
+    }
+
     /// The delivery and message ids granted so far.
     pub fn granted(&self) -> (u64, u64) {
         (
@@ -434,6 +506,8 @@ struct Writer<S: Storage> {
     counters: Arc<Counters>,
     unsynced: bool,
     queue: Arc<CommitQueue>,
+    /// Runs of records written but not yet applied to `state`.
+    pending_replay: Vec<(u64, u64, Bytes)>,
 }
 
 impl<S: Storage> Writer<S> {
@@ -458,11 +532,13 @@ impl<S: Storage> Writer<S> {
                 }
                 continue;
             }
-            let waiters = batch.waiters.len() as u64;
+            let waiters = batch.waiters.len();
             let will_write = !batch.bytes.is_empty();
             let due = last_sync.elapsed() >= interval;
+            // Waiters are answered once their record is written (handed to
+            // the OS) in every mode; only `Always` syncs for them.
             let sync = closing
-                || waiters > 0
+                || (waiters > 0 && self.options.fsync == FsyncMode::Always)
                 || match self.options.fsync {
                     FsyncMode::Always | FsyncMode::Interval => due && (self.unsynced || will_write),
                     FsyncMode::Never => false,
@@ -472,10 +548,9 @@ impl<S: Storage> Writer<S> {
                 Ok(()) => {
                     if sync {
                         last_sync = Instant::now();
-                        self.counters
-                            .committed
-                            .fetch_add(waiters, Ordering::Relaxed);
                     }
+                    // A group without waiters was not replayed yet.
+                    self.replay();
                     if let Err(error) = self.reclaim() {
                         self.fail(&error);
                         failed = true;
@@ -531,7 +606,7 @@ impl<S: Storage> Writer<S> {
             encode(record, &mut head);
         }
         self.written_len = 0;
-        self.append_active(&head)?;
+        self.append_active(&head, Appended::Whole)?;
         self.unsynced = true;
         for (record, offset) in records.into_iter().zip(offsets) {
             self.state.apply(self.active_number, offset, record);
@@ -557,63 +632,98 @@ impl<S: Storage> Writer<S> {
     }
 
     /// Writes records (whole ones, as encoded by `encode`), rolling
-    /// segments between them, and applies them to the state.
+    /// segments between them. Only their frames are read here; the records
+    /// are replayed into the state later ([`Writer::replay`]), during the
+    /// sync when there is one, so that the per-message work of the replay
+    /// overlaps the `fdatasync` instead of adding to it.
     fn write_records(&mut self, data: Bytes) -> std::io::Result<()> {
         let limit = self.options.segment_bytes;
         let mut at = 0;
         let mut run_start = 0;
+        let mut run_offset = self.active_len;
         while at < data.len() {
-            let Decoded::Record(record, next) = decode(&data, at) else {
-                return Err(std::io::Error::other(
-                    "internal error: an appended record does not decode",
-                ));
-            };
-            let len = (next - at) as u64;
-            if self.active_len + len > limit && self.active_len > self.snapshot_end {
+            let len = frame_len(&data, at).ok_or_else(|| {
+                std::io::Error::other("internal error: an appended record has no whole frame")
+            })?;
+            if self.active_len + len as u64 > limit && self.active_len > self.snapshot_end {
                 if run_start < at {
-                    self.append_active(&data[run_start..at])?;
+                    self.append_active(&data[run_start..at], Appended::Records)?;
+                    self.pending_replay.push((
+                        self.active_number,
+                        run_offset,
+                        data.slice(run_start..at),
+                    ));
                 }
                 self.state.segment_grew(self.active_number, self.active_len);
                 run_start = at;
+                // The new segment's snapshot is taken from the state.
+                self.replay();
                 self.roll()?;
+                run_offset = self.active_len;
             }
-            self.state
-                .apply(self.active_number, self.active_len, record);
-            self.active_len += len;
-            at = next;
+            self.active_len += len as u64;
+            at += len;
         }
         if run_start < at {
-            self.append_active(&data[run_start..at])?;
+            // Records dropped on a full disk leave `active_len` a little
+            // ahead of the file: positions stay in log order, and the
+            // usage figures err on the side of reclaiming.
+            self.append_active(&data[run_start..at], Appended::Records)?;
+            self.pending_replay
+                .push((self.active_number, run_offset, data.slice(run_start..at)));
             self.unsynced = true;
         }
         self.state.segment_grew(self.active_number, self.active_len);
         Ok(())
     }
 
-    /// Appends to the active file. A full disk (`ENOSPC`) is not a failure
-    /// of the log: the partial write is cut back, the reserve kept for
-    /// acknowledgement records is given up to make room, publishes are
-    /// refused from now on (`disk_full`), and the write is tried once
-    /// more. Only if that fails too does the log fail.
-    fn append_active(&mut self, data: &[u8]) -> std::io::Result<()> {
+    /// Applies the records written since the last replay to the state.
+    fn replay(&mut self) {
+        replay_runs(&mut self.state, std::mem::take(&mut self.pending_replay));
+    }
+
+    /// Appends records (or a segment's header and snapshot, `Whole`) to the
+    /// active file. A full disk (`ENOSPC`) is not a failure of the log: the
+    /// partial write is cut back, publishes are refused from now on
+    /// (`disk_full`), the records that may go unlogged (deliveries,
+    /// expiries, requeues, delays: at least once allows forgetting them)
+    /// are dropped, and exactly the room the rest need is taken from the
+    /// reserve, which is kept for acknowledgements. Only if that fails too
+    /// does the log fail.
+    fn append_active(&mut self, data: &[u8], what: Appended) -> std::io::Result<()> {
         let at = self.written_len;
-        match self.active.append(data) {
-            Ok(()) => {}
-            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) && self.reserved > 0 => {
+        let written = match self.active.append(data) {
+            Ok(()) => data.len(),
+            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) => {
                 self.active.truncate(at)?;
-                self.storage.reserve(0)?;
-                self.reserved = 0;
-                if !self.counters.disk_full.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "disk full: the reserve for acknowledgements is in use; publishes get 503 disk_full until space is freed"
-                    );
+                self.note_disk_full();
+                let kept = match what {
+                    Appended::Records => essential_records(data),
+                    Appended::Whole => data.to_vec(),
+                };
+                if !kept.is_empty() {
+                    let left = self.reserved.saturating_sub(kept.len() as u64);
+                    if left == self.reserved {
+                        return Err(error);
+                    }
+                    self.storage.reserve(left)?;
+                    self.reserved = left;
+                    self.active.append(&kept)?;
                 }
-                self.active.append(data)?;
+                kept.len()
             }
             Err(error) => return Err(error),
-        }
-        self.written_len = at + data.len() as u64;
+        };
+        self.written_len = at + written as u64;
         Ok(())
+    }
+
+    fn note_disk_full(&self) {
+        if !self.counters.disk_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "disk full: publishes get 503 disk_full and deliveries, expiries and requeues go unlogged until space is freed; acknowledgements use the reserve"
+            );
+        }
     }
 
     /// Keeps room for a `Gone` record of every live message in the
@@ -665,9 +775,24 @@ impl<S: Storage> Writer<S> {
                 removed = true;
                 continue;
             }
-            let total: u64 = self.state.usage().map(|(_, usage)| usage.bytes).sum();
-            let bound = 2 * self.state.live_bytes() + 2 * self.options.segment_bytes;
-            if total <= bound {
+            // Compaction writes before it frees: not on a full disk, where
+            // it would eat the acknowledgements' reserve.
+            if self.counters.disk_full.load(Ordering::Relaxed) {
+                break;
+            }
+            // Bytes and files both stay within about twice the live data
+            // plus two segments: a start adds a small segment each time, so
+            // a bound on bytes alone would let one old live message pin any
+            // number of them.
+            let (mut total, mut files) = (0, 0u64);
+            for (_, usage) in self.state.usage() {
+                total += usage.bytes;
+                files += 1;
+            }
+            let live = self.state.live_bytes();
+            let bound = 2 * live + 2 * self.options.segment_bytes;
+            let file_bound = 2 + (2 * live).div_ceil(self.options.segment_bytes.max(1));
+            if total <= bound && files <= file_bound {
                 break;
             }
             self.compact(oldest)?;
@@ -721,6 +846,7 @@ impl<S: Storage> Writer<S> {
         }
         tracing::debug!(segment = number, moved, "compacted a log segment forward");
         self.write_records(Bytes::from(out))?;
+        self.replay();
         if self
             .state
             .usage()
@@ -736,15 +862,100 @@ impl<S: Storage> Writer<S> {
     }
 }
 
+/// The length of the whole record (frame included) at `at`, if its frame
+/// is there.
+fn frame_len(data: &[u8], at: usize) -> Option<usize> {
+    let frame = data.get(at..at + FRAME)?;
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    let end = at.checked_add(FRAME + len)?;
+    (end <= data.len() && len > 0).then_some(FRAME + len)
+}
+
+/// Replays runs of records (segment, offset of the run, its bytes) into
+/// `state`. The bytes are what this process encoded, so the checksum is
+/// not computed again.
+fn replay_runs(state: &mut State, runs: Vec<(u64, u64, Bytes)>) {
+    for (segment, offset, run) in runs {
+        let mut at = 0;
+        while at < run.len() {
+            // Publishes, the bulk, from their entries alone.
+            if let Some(len) = frame_len(&run, at) {
+                if let Some((queue, entries)) = publish_entries(&run[at + FRAME..at + len]) {
+                    if state.apply_published(segment, offset + at as u64, queue, &entries) {
+                        at += len;
+                        continue;
+                    }
+                }
+            }
+            let Decoded::Record(record, next) = decode_written(&run, at) else {
+                debug_assert!(false, "an appended record does not decode");
+                break;
+            };
+            state.apply(segment, offset + at as u64, record);
+            at = next;
+        }
+    }
+}
+
+/// Replays on the writer thread below this many bytes, beside the sync
+/// (on a scoped thread) from here up: a thread costs tens of microseconds,
+/// the replay of 16 KiB of small messages about a hundred.
+const REPLAY_BESIDE_SYNC: usize = 16 << 10;
+
+/// What [`Writer::append_active`] is given.
+#[derive(Clone, Copy)]
+enum Appended {
+    /// Whole records, as encoded by `encode`: on a full disk, the ones
+    /// that may go unlogged are dropped.
+    Records,
+    /// A segment's header and snapshot: all of it is needed.
+    Whole,
+}
+
+/// The records of `data` (whole records, as encoded by `encode`) that must
+/// be logged even on a full disk: all but deliveries, delays and the
+/// requeues and expiries that make a message ready (dead-letter moves are
+/// kept: forgetting one could deliver a message past its limit).
+fn essential_records(data: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut at = 0;
+    while at + FRAME < data.len() {
+        let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        let end = (at + FRAME + len).min(data.len());
+        if !may_go_unlogged(&data[at + FRAME..end]) {
+            kept.extend_from_slice(&data[at..end]);
+        }
+        at = end;
+    }
+    kept
+}
+
 impl<S: Storage> Sink for Writer<S> {
     fn write(&mut self, bytes: Bytes) -> std::io::Result<()> {
         self.write_records(bytes)
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        let started = Instant::now();
-        self.active.sync()?;
-        let nanos = started.elapsed().as_nanos() as u64;
+        let runs = std::mem::take(&mut self.pending_replay);
+        let big = runs.iter().map(|(_, _, run)| run.len()).sum::<usize>() >= REPLAY_BESIDE_SYNC;
+        let (active, state) = (&mut self.active, &mut self.state);
+        let mut timed_sync = move || {
+            let started = Instant::now();
+            active.sync().map(|()| started.elapsed().as_nanos() as u64)
+        };
+        let synced = if big {
+            std::thread::scope(|scope| {
+                let syncing = scope.spawn(timed_sync);
+                replay_runs(state, runs);
+                syncing
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")))
+            })
+        } else {
+            replay_runs(state, runs);
+            timed_sync()
+        };
+        let nanos = synced?;
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .fsync_nanos
@@ -754,5 +965,14 @@ impl<S: Storage> Sink for Writer<S> {
             .fetch_max(nanos, Ordering::Relaxed);
         self.unsynced = false;
         Ok(())
+    }
+
+    fn before_answers(&mut self, waiters: usize) {
+        // Without a sync (`interval`, `never`) the replay is still due.
+        self.replay();
+        self.counters
+            .committed
+            .fetch_add(waiters as u64, Ordering::Relaxed);
+        self.publish_usage();
     }
 }

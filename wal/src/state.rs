@@ -66,11 +66,8 @@ struct Tracked {
     ready_pos: u64,
     /// The segment holding the record with its body.
     home: u64,
-    /// What its `Live` record would take.
-    size: u64,
-    /// Kept during recovery only: at run time the engine holds bodies, and
-    /// reclamation reads them back from the segment.
-    body: Option<Bytes>,
+    /// What its `Live` record would take (a body is below 4 GiB).
+    size: u32,
 }
 
 /// One message as recovery hands it to the broker.
@@ -111,10 +108,17 @@ pub struct Usage {
 pub struct State {
     keep_bodies: bool,
     messages: IdMap<Tracked>,
+    /// Bodies, kept during recovery only (beside `messages`, so that the
+    /// writer's entry per live message stays small: at run time the engine
+    /// holds bodies, and reclamation reads them back from the segment).
+    bodies: IdMap<Bytes>,
     names: HashSet<Arc<str>>,
     queues: BTreeMap<Arc<str>, Settings>,
     next_delivery: u64,
     next_message: u64,
+    /// One past the highest message id in a record: a mark never takes
+    /// message ids below it.
+    seen_message: u64,
     usage: BTreeMap<u64, Usage>,
     live_bytes: u64,
 }
@@ -146,6 +150,53 @@ impl State {
         name
     }
 
+    /// As [`State::apply`] of a publish record, from its entries (id, due
+    /// time, body length) alone: the writer's replay, which keeps no
+    /// bodies. `false` (nothing done) for a state that keeps bodies.
+    pub fn apply_published(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        queue: &str,
+        entries: &[crate::record::Entry],
+    ) -> bool {
+        if self.keep_bodies {
+            return false;
+        }
+        let pos = position(segment, offset);
+        let queue = self.queue(queue);
+        self.messages.reserve(entries.len());
+        // The segment's count and the live bytes once per record, not per
+        // message (a B-tree lookup each).
+        let (mut added, mut bytes) = (0u64, 0u64);
+        for &(id, due_ms, len) in entries {
+            self.seen_message = self.seen_message.max(id.saturating_add(1));
+            let size = live_size(queue.len(), len) as u32;
+            let tracked = Tracked {
+                queue: queue.clone(),
+                attempts: 0,
+                dead_lettered: false,
+                due_ms,
+                ready_pos: pos,
+                home: segment,
+                size,
+            };
+            added += 1;
+            bytes += u64::from(size);
+            if let Some(old) = self.messages.insert(id, tracked) {
+                // A publish of a live id: never written by one process, but
+                // replayed by the same rules as `insert`.
+                self.live_bytes -= u64::from(old.size);
+                if let Some(usage) = self.usage.get_mut(&old.home) {
+                    usage.live -= 1;
+                }
+            }
+        }
+        self.live_bytes += bytes;
+        self.usage.entry(segment).or_default().live += added;
+        true
+    }
+
     /// Notes that `segment` exists and is `bytes` long.
     pub fn segment_grew(&mut self, segment: u64, bytes: u64) {
         self.usage.entry(segment).or_default().bytes = bytes;
@@ -163,7 +214,7 @@ impl State {
             Record::Publish { queue, messages } => {
                 let queue = self.queue(&queue);
                 for message in messages {
-                    self.next_message = self.next_message.max(message.id.saturating_add(1));
+                    self.seen_message = self.seen_message.max(message.id.saturating_add(1));
                     let tracked = Tracked {
                         queue: queue.clone(),
                         attempts: 0,
@@ -171,28 +222,35 @@ impl State {
                         due_ms: message.due_ms,
                         ready_pos: pos,
                         home: segment,
-                        size: live_size(queue.len(), message.body.len()),
-                        // A slice of the segment read at recovery, no copy:
-                        // it pins that buffer while the message lives, which
-                        // reclamation bounds like the files themselves.
-                        body: self.keep_bodies.then_some(message.body),
+                        size: live_size(queue.len(), message.body.len()) as u32,
                     };
+                    if self.keep_bodies {
+                        // Copied out of the segment read: a slice would pin
+                        // the whole 16 MiB read while any message of it
+                        // lives, and a restored broker would hold its log
+                        // twice.
+                        self.bodies
+                            .insert(message.id, Bytes::copy_from_slice(&message.body));
+                    }
                     self.insert(message.id, tracked);
                 }
             }
             Record::Live(live) => {
-                self.next_message = self.next_message.max(live.id.saturating_add(1));
+                self.seen_message = self.seen_message.max(live.id.saturating_add(1));
                 let queue = self.queue(&live.queue);
                 let tracked = Tracked {
-                    size: live_size(queue.len(), live.body.len()),
+                    size: live_size(queue.len(), live.body.len()) as u32,
                     queue,
                     attempts: live.attempts,
                     dead_lettered: live.dead_lettered,
                     due_ms: live.due_ms,
                     ready_pos: live.ready_pos,
                     home: segment,
-                    body: self.keep_bodies.then_some(live.body),
                 };
+                if self.keep_bodies {
+                    self.bodies
+                        .insert(live.id, Bytes::copy_from_slice(&live.body));
+                }
                 self.insert(live.id, tracked);
             }
             Record::Ready {
@@ -234,7 +292,8 @@ impl State {
             }
             Record::Gone { id } => {
                 if let Some(m) = self.messages.remove(&id) {
-                    self.live_bytes -= m.size;
+                    self.bodies.remove(&id);
+                    self.live_bytes -= u64::from(m.size);
                     if let Some(usage) = self.usage.get_mut(&m.home) {
                         usage.live -= 1;
                     }
@@ -251,17 +310,21 @@ impl State {
                 next_delivery,
                 next_message,
             } => {
-                self.next_delivery = self.next_delivery.max(next_delivery);
-                self.next_message = self.next_message.max(next_message);
+                // The last mark wins: every mark is at or above every id
+                // handed out before it was appended (a grant runs ahead of
+                // the ids; the mark of a clean shutdown is exact), so the
+                // last one is the tightest safe start.
+                self.next_delivery = next_delivery;
+                self.next_message = next_message;
             }
         }
     }
 
     fn insert(&mut self, id: u64, tracked: Tracked) {
-        self.live_bytes += tracked.size;
+        self.live_bytes += u64::from(tracked.size);
         self.usage.entry(tracked.home).or_default().live += 1;
         if let Some(old) = self.messages.insert(id, tracked) {
-            self.live_bytes -= old.size;
+            self.live_bytes -= u64::from(old.size);
             if let Some(usage) = self.usage.get_mut(&old.home) {
                 usage.live -= 1;
             }
@@ -285,7 +348,7 @@ impl State {
 
     /// The marks recorded so far.
     pub fn marks(&self) -> (u64, u64) {
-        (self.next_delivery, self.next_message)
+        (self.next_delivery, self.next_message.max(self.seen_message))
     }
 
     /// Every queue and its settings: the snapshot a new segment starts
@@ -340,7 +403,7 @@ impl State {
             let message = RecoveredMessage {
                 queue: m.queue.clone(),
                 id,
-                body: m.body.take().unwrap_or_default(),
+                body: self.bodies.remove(&id).unwrap_or_default(),
                 attempts: m.attempts,
                 dead_lettered: m.dead_lettered,
                 due_ms: m.due_ms,
@@ -351,6 +414,8 @@ impl State {
                 delayed.push((key, m.ready_pos, message));
             }
         }
+        // Every body went to a recovered message; give the table back.
+        self.bodies = IdMap::default();
         ready.sort_unstable_by_key(|(key, id, _)| (*key, *id));
         delayed.sort_unstable_by_key(|(key, pos, m)| (*key, *pos, m.id));
         Recovered {
@@ -365,7 +430,7 @@ impl State {
                 .chain(delayed.into_iter().map(|(_, _, m)| m))
                 .collect(),
             next_delivery: self.next_delivery,
-            next_message: self.next_message,
+            next_message: self.next_message.max(self.seen_message),
         }
     }
 }

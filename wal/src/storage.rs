@@ -29,6 +29,9 @@ pub trait Storage: Send + 'static {
     /// (grown with `posix_fallocate`, so the space is really taken; shrunk
     /// to give it back). `ENOSPC` if the disk cannot give that much.
     fn reserve(&self, len: u64) -> io::Result<()>;
+    /// What the reserve file holds now (0 if there is none): a log opened
+    /// on a full disk lives on what the last run reserved.
+    fn reserve_len(&self) -> io::Result<u64>;
 }
 
 /// The name of the reserve file: room kept for acknowledgement records.
@@ -100,6 +103,14 @@ impl Storage for FsStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+
+    fn reserve_len(&self) -> io::Result<u64> {
+        match std::fs::metadata(self.dir.join(RESERVE_FILE)) {
+            Ok(meta) => Ok(meta.len()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(error) => Err(error),
+        }
     }
 
     fn reserve(&self, len: u64) -> io::Result<()> {
