@@ -279,13 +279,13 @@ impl<C: Clock> Broker<C> {
     /// Publishes a batch to `queue` (created if it does not exist), all or
     /// nothing: the whole batch is charged to the byte budget first
     /// ([`Error::QueueFull`] if it does not fit, and nothing is published).
-    /// Entries without a delay join the tail in order and contiguous, with
-    /// no concurrent publish between them; delayed entries are held as
-    /// single delayed publishes would be. Returns the message ids, one per
-    /// entry in entry order; an empty batch publishes nothing.
+    /// Entries without a delay join the tail in order (concurrent
+    /// publishes may land between them, SPEC "Batches"); delayed entries are
+    /// held as single delayed publishes would be. Returns the message ids,
+    /// one per entry in entry order; an empty batch publishes nothing.
     ///
-    /// The batch costs one reservation, one id range, one clock read, one
-    /// push onto the ready queue and one wake-up pass.
+    /// The batch costs one reservation, one id range, one clock read and
+    /// one wake-up pass, and a lock-free push per message.
     pub fn publish_batch(
         &self,
         queue: &str,
@@ -459,8 +459,9 @@ impl<C: Clock> Broker<C> {
     /// `max_bytes` in total (the first always fits). Appends them to `out`
     /// and returns how many (0: the queue is empty or does not exist).
     ///
-    /// The batch costs one pop under one lock, one clock read, one range of
-    /// delivery ids, one deadline and one timer lock.
+    /// The batch costs a lock-free pop per message, one clock read, one
+    /// range of delivery ids, one deadline and one lock per timer shard its
+    /// ids reach.
     pub fn try_fetch_batch_from(
         &self,
         queue: &str,

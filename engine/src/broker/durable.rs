@@ -98,7 +98,7 @@ impl<C: Clock> Broker<C> {
     }
 
     /// Second phase: hands the prepared messages to their queue (created as
-    /// needed), ready ones at the tail in order and contiguous. Returns
+    /// needed), ready ones at the tail in order. Returns
     /// their ids.
     pub fn commit_publish(&self, prepared: Prepared) -> Result<Range<u64>, Error> {
         let ids = prepared.ids();
