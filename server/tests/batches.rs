@@ -305,7 +305,10 @@ async fn batch_entries_keep_their_order_under_concurrent_single_publishes() {
         let (who, n) = body.split_once('-').expect("who-n");
         let n: usize = n.parse().unwrap();
         let (publisher, seq) = match who.strip_prefix('b') {
-            Some(batch) => ("batches".to_owned(), batch.parse::<usize>().unwrap() * SIZE + n),
+            Some(batch) => (
+                "batches".to_owned(),
+                batch.parse::<usize>().unwrap() * SIZE + n,
+            ),
             None => (who.to_owned(), n),
         };
         let expected = next.entry(publisher).or_insert(0);

@@ -8,6 +8,11 @@
 //! after the append instead of after the sync ("cycle 1: 348 of 807
 //! answered-200, unacknowledged messages lost").
 //!
+//! An acknowledgement whose answer the kill cut off is in doubt: the
+//! broker may have settled (and logged) it first. Such a message may come
+//! back or not; it once read as lost ("cycle 2: 1 of 117 ... lost") before
+//! the ledger kept these apart.
+//!
 //! A SIGKILL loop tests process crashes only: the page cache survives, so
 //! it would pass without any fsync. Power loss is what the faulty-disk
 //! property tests of `ubroker-wal` model (unsynced bytes dropped, writes
@@ -30,12 +35,19 @@ struct Ledger {
     published: HashSet<String>,
     /// Bodies whose acknowledgement was answered 200.
     acknowledged: HashSet<String>,
+    /// Bodies whose acknowledgement was sent but never answered (the kill
+    /// came first): the broker may have settled and logged it before it
+    /// died, or not, so either coming back or not is right. Without this, a
+    /// kill between the acknowledgement's log record and its answer reads
+    /// as a lost message.
+    in_doubt: HashSet<String>,
 }
 
 impl Ledger {
     fn required(&self) -> HashSet<String> {
         self.published
-            .difference(&self.acknowledged)
+            .iter()
+            .filter(|body| !self.acknowledged.contains(*body) && !self.in_doubt.contains(*body))
             .cloned()
             .collect()
     }
@@ -115,7 +127,10 @@ async fn consumer(addr: std::net::SocketAddr, ledger: Arc<Mutex<Ledger>>) {
                 ledger.lock().unwrap().acknowledged.insert(body);
             }
             Ok(_) => {}
-            Err(_) => return,
+            Err(_) => {
+                ledger.lock().unwrap().in_doubt.insert(body);
+                return;
+            }
         }
     }
 }
@@ -133,8 +148,25 @@ async fn kill_9_under_traffic_loses_no_acknowledged_publish() {
     let mut published_total = 0;
     for cycle in 0..=cycles {
         let mut bin = start(&dir_str);
-        let required = ledger.lock().unwrap().required();
+        let (required, in_doubt) = {
+            let mut ledger = ledger.lock().unwrap();
+            let required = ledger.required();
+            (required, std::mem::take(&mut ledger.in_doubt))
+        };
         let back = drain(&bin, &ledger).await;
+        // An acknowledgement in doubt whose message did not come back was
+        // settled before the kill: from now on it counts as acknowledged.
+        let settled: Vec<String> = in_doubt
+            .into_iter()
+            .filter(|body| !back.contains(body))
+            .collect();
+        if !settled.is_empty() {
+            eprintln!(
+                "cycle {cycle}: {} acknowledgement(s) cut off by the kill had been settled: {settled:?}",
+                settled.len()
+            );
+        }
+        ledger.lock().unwrap().acknowledged.extend(settled);
         let lost: Vec<_> = required.difference(&back).collect();
         assert!(
             lost.is_empty(),
