@@ -72,10 +72,11 @@
 //!   allocation, the byte budget and every counter (atomic RMWs), finding
 //!   `default`, and a producer's check for waiting fetches (one RMW on the
 //!   queue's waiter count).
-//! * **A queue's life cycle, read side**: every operation on the queue,
-//!   for its duration. A crossbeam `ShardedLock`: a reader takes only its
-//!   own thread's shard, so readers share no cache line. Delete takes the
-//!   write side (every shard).
+//! * **A queue's life cycle, read side**: the timekeeper's sweep of that
+//!   queue only (it reaches the queue through the agenda, not the
+//!   registry). A crossbeam `ShardedLock`; delete takes the write side.
+//!   Client operations do not take it: the registry's read guard below
+//!   already keeps a delete out (`default` is never deleted).
 //! * **The registry, read side**: finding a named queue. Also a
 //!   `ShardedLock`, held for the operation (the queue is borrowed under it,
 //!   so no `Arc` count is touched per operation); creating or deleting a
