@@ -5,7 +5,10 @@
 //!
 //! # What it holds
 //!
-//! Two ordered collections keyed by `(due time, sequence)`: a map of lease
+//! [`SHARDS`] shards, each behind its own mutex: lease `id` lives in shard
+//! `id % SHARDS`, a delayed message in the shard of its delay sequence, so
+//! concurrent fetches and settlements of one queue rarely meet. Each shard
+//! holds two ordered collections keyed by `(due time, sequence)`: a map of lease
 //! deadlines (the sequence is the first lease id of a *run*; the leases
 //! themselves stay in the lease table, which decides every settlement), and
 //! a map of delayed messages (the timer *owns* a delayed message: that is
@@ -13,11 +16,11 @@
 //! 16-byte key and an 8-byte [`Run`] and nothing more; [`Timer::take_due`]
 //! merges them in due order.
 //!
-//! A run is consecutive lease ids that share one deadline: a single fetch
-//! schedules a run of one, a batch fetch one run for the whole batch (its
-//! ids are one range and its deadline one clock read). The run counts its
-//! live leases: a settlement or a touch of one of them counts it down
-//! (found with one ordered search, the greatest key at or before
+//! A run is lease ids `SHARDS` apart (so all in one shard) that share one
+//! deadline: a single fetch schedules a run of one, a batch fetch one run
+//! per shard its id range reaches (its deadline is one clock read). The run
+//! counts its live leases: a settlement or a touch of one of them counts it
+//! down (found by its exact key, or by a short walk back from
 //! `(deadline, id)`), and the run leaves the map when the count reaches
 //! zero, so a settled batch leaves nothing behind; a run that comes due
 //! expires whichever of its leases are still there with that deadline. Delayed
@@ -45,26 +48,28 @@
 //!
 //! A `BTreeMap` per queue gives exact order, O(log n) insert and cancel by
 //! key (the lease knows its key: its deadline and id), and the next due time
-//! as its first key. Each queue has its own map behind its own mutex, held
-//! only for the map operation, so queues never contend with each other.
-//! The price against the FIFO is a mutex and an O(log n) insert per fetch
-//! and a remove per settlement; BENCHMARKS.md measures it over HTTP.
+//! as its first key. Each shard's maps sit behind the shard's own mutex,
+//! held only for the map operation, so queues never contend with each other
+//! and operations on one queue rarely do. The price against the FIFO is a
+//! shard lock and an O(log n) insert per fetch and a remove per settlement;
+//! a sweep locks each shard the agenda hinted and merges their due entries.
 //!
 //! # What it costs
 //!
 //! Per single lease, one 16-byte key and an 8-byte run in B-tree nodes of
 //! up to 11 entries that are at least half full: about 30 to 50 bytes,
-//! released when the lease settles. A batch of leases shares one entry.
+//! released when the lease settles. A batch of leases shares one entry per
+//! shard it reaches.
 //! Per delayed message, its key and the 56-byte message itself in the
 //! delayed map's nodes: about 70 to 130 bytes. BENCHMARKS.md has the
 //! measured figures (`ubroker-mem`).
 //!
 //! # Agenda hints
 //!
-//! Invariant: whenever this timer holds an entry, the agenda holds a hint
-//! for this queue at or before its first due time (or the timekeeper is in
-//! the middle of sweeping this queue, and re-hints when done). `hinted`
-//! remembers the hint this timer last placed, so that an earlier entry
+//! Invariant: whenever a shard holds an entry, the agenda holds a hint for
+//! this queue and shard at or before the shard's first due time (or the
+//! timekeeper is in the middle of sweeping it, and re-hints when done).
+//! `hinted` remembers the hint the shard last placed, so that an earlier entry
 //! replaces it instead of piling up hints. Removals never touch the agenda:
 //! a hint left earlier than the queue's first entry only costs one sweep
 //! that finds nothing due and re-hints at the new first entry.
