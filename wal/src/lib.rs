@@ -55,6 +55,7 @@ mod log;
 mod record;
 mod segment;
 mod state;
+mod tracker;
 mod storage;
 mod sync;
 
@@ -65,4 +66,5 @@ pub use log::{FsyncMode, Log, LogStats, Options, RecoveryReport, ID_BLOCK};
 pub use record::{LiveState, Published, Record, Settings};
 pub use segment::name as segment_name;
 pub use state::{Recovered, RecoveredMessage, State};
+pub use tracker::Tracker;
 pub use storage::{DirLock, FsStorage, Storage, StorageFile, RESERVE_FILE};

@@ -55,6 +55,7 @@ use crate::record::{
 };
 use crate::segment::{self, header, scan, HEADER_LEN};
 use crate::state::{Recovered, State};
+use crate::tracker::Tracker;
 use crate::storage::{Storage, StorageFile};
 
 /// How many ids one mark grants: the most a crash skips. The grant is
@@ -222,6 +223,7 @@ impl Log {
         options: Options,
     ) -> Result<(Log, Recovered, RecoveryReport), Error> {
         let mut state = State::new(true);
+        let mut tracker = Tracker::new();
         let mut report = RecoveryReport::default();
         let mut numbers: Vec<u64> = storage
             .list()
@@ -244,6 +246,7 @@ impl Log {
             let mut records = 0;
             let scanned = scan(&data, number, |offset, record| {
                 records += 1;
+                tracker.apply(number, offset as u64, &record);
                 state.apply(number, offset as u64, record);
             });
             report.records += records;
@@ -299,6 +302,7 @@ impl Log {
                             .remove(&name)
                             .map_err(io(format!("cannot remove {name}")))?;
                         state.segment_removed(number);
+                        tracker.segment_removed(number);
                         index += 1;
                         continue;
                     }
@@ -308,7 +312,7 @@ impl Log {
                     bad.offset
                 }
             };
-            state.segment_grew(number, valid as u64);
+            tracker.segment_grew(number, valid as u64);
             index += 1;
         }
         storage
@@ -317,6 +321,10 @@ impl Log {
 
         let (next_delivery, next_message) = state.marks();
         let mut recovered = state.take_recovered();
+        // The recovery state (an entry and a body per message) goes; the
+        // writer goes on with the tracker, built from the same records.
+        drop(state);
+        tracker.ensure_queues(&recovered.queues);
         recovered.next_delivery = next_delivery;
         recovered.next_message = next_message;
         let granted = (
@@ -333,7 +341,7 @@ impl Log {
                 .create(&segment::name(number))
                 .map_err(io(format!("cannot create {}", segment::name(number))))?,
             storage,
-            state,
+            state: tracker,
             options,
             active_number: number,
             active_len: 0,
@@ -490,7 +498,7 @@ impl Drop for Log {
 /// segment.
 struct Writer<S: Storage> {
     storage: S,
-    state: State,
+    state: Tracker,
     options: Options,
     active: S::File,
     active_number: u64,
@@ -588,7 +596,7 @@ impl<S: Storage> Writer<S> {
         self.counters.segments.store(segments, Ordering::Relaxed);
         self.counters
             .live
-            .store(self.state.live() as u64, Ordering::Relaxed);
+            .store(self.state.live(), Ordering::Relaxed);
     }
 
     /// Writes the header and the snapshot (queues, marks) of the new active
@@ -609,7 +617,7 @@ impl<S: Storage> Writer<S> {
         self.append_active(&head, Appended::Whole)?;
         self.unsynced = true;
         for (record, offset) in records.into_iter().zip(offsets) {
-            self.state.apply(self.active_number, offset, record);
+            self.state.apply(self.active_number, offset, &record);
         }
         self.active_len = head.len() as u64;
         self.snapshot_end = self.active_len;
@@ -730,7 +738,7 @@ impl<S: Storage> Writer<S> {
     /// reserve file. While it cannot grow, the disk is full: publishes are
     /// refused, acknowledgements use the reserve.
     fn ensure_reserve(&mut self) {
-        let need = self.state.live() as u64 * GONE_SIZE + RESERVE_SLACK;
+        let need = self.state.live() * GONE_SIZE + RESERVE_SLACK;
         let grow = need > self.reserved;
         let shrink = self.reserved > 2 * need;
         if !grow && !shrink && !self.counters.disk_full.load(Ordering::Relaxed) {
@@ -813,27 +821,13 @@ impl<S: Storage> Writer<S> {
     /// Writes every live message homed in `segment` forward as a `Live`
     /// record, after which `segment` holds nothing live.
     fn compact(&mut self, number: u64) -> std::io::Result<()> {
-        let homed = self.state.homed_in(number);
         let data = Bytes::from(self.storage.read(&segment::name(number))?);
-        let mut out = Vec::new();
-        let mut moved = 0u64;
+        let mut records = Vec::new();
         // A bad record here was written by this process and read back
         // differently: the disk is lying, stop.
-        let scanned = scan(&data, number, |_, record| {
-            let bodies: Vec<(u64, Bytes)> = match record {
-                Record::Publish { messages, .. } => {
-                    messages.into_iter().map(|m| (m.id, m.body)).collect()
-                }
-                Record::Live(live) => vec![(live.id, live.body)],
-                _ => Vec::new(),
-            };
-            for (id, body) in bodies {
-                if homed.contains(&id) {
-                    if let Some(live) = self.state.live_record(id, Bytes::copy_from_slice(&body)) {
-                        encode(&live, &mut out);
-                        moved += 1;
-                    }
-                }
+        let scanned = scan(&data, number, |offset, record| {
+            if matches!(record, Record::Publish { .. } | Record::Live(_)) {
+                records.push((offset as u64, record));
             }
         });
         if let Err(bad) = scanned {
@@ -844,6 +838,14 @@ impl<S: Storage> Writer<S> {
                 bad.reason
             )));
         }
+        let forward = self.state.forward(number, records);
+        drop(data);
+        let moved = forward.len();
+        let mut out = Vec::new();
+        for live in &forward {
+            encode(live, &mut out);
+        }
+        drop(forward);
         tracing::debug!(segment = number, moved, "compacted a log segment forward");
         self.write_records(Bytes::from(out))?;
         self.replay();
@@ -874,24 +876,23 @@ fn frame_len(data: &[u8], at: usize) -> Option<usize> {
 /// Replays runs of records (segment, offset of the run, its bytes) into
 /// `state`. The bytes are what this process encoded, so the checksum is
 /// not computed again.
-fn replay_runs(state: &mut State, runs: Vec<(u64, u64, Bytes)>) {
+fn replay_runs(state: &mut Tracker, runs: Vec<(u64, u64, Bytes)>) {
     for (segment, offset, run) in runs {
         let mut at = 0;
         while at < run.len() {
             // Publishes, the bulk, from their entries alone.
             if let Some(len) = frame_len(&run, at) {
                 if let Some((queue, entries)) = publish_entries(&run[at + FRAME..at + len]) {
-                    if state.apply_published(segment, offset + at as u64, queue, &entries) {
-                        at += len;
-                        continue;
-                    }
+                    state.apply_published(segment, queue, &entries);
+                    at += len;
+                    continue;
                 }
             }
             let Decoded::Record(record, next) = decode_written(&run, at) else {
                 debug_assert!(false, "an appended record does not decode");
                 break;
             };
-            state.apply(segment, offset + at as u64, record);
+            state.apply(segment, offset + at as u64, &record);
             at = next;
         }
     }

@@ -30,7 +30,7 @@ use crate::record::{live_size, LiveState, Record, Settings};
 /// table for a fraction of SipHash's cost (recovery hashes each id several
 /// times).
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -48,7 +48,7 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// Positions: a segment's number in the high bits, the offset in it below.
 pub const POSITION_SHIFT: u32 = 40;
