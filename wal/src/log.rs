@@ -303,6 +303,10 @@ impl Log {
                             .map_err(io(format!("cannot remove {name}")))?;
                         state.segment_removed(number);
                         tracker.segment_removed(number);
+                        // The next segment takes its number: every later
+                        // one is gone, and a number skipped here would be
+                        // a hole that stops the next start.
+                        last = number.saturating_sub(1);
                         index += 1;
                         continue;
                     }

@@ -216,3 +216,35 @@ fn restarts_do_not_pile_up_segments_while_one_message_lives() {
     }
     assert!(!wal_files(&disk).contains(&segment_name(1)));
 }
+
+/// A kill between creating a segment and writing its header leaves an
+/// empty last file (the process died, the file system did not). Recovery
+/// removes it; the segment it starts next must take its number, or the
+/// start after that finds a hole where it was and refuses to open.
+#[test]
+fn an_empty_last_segment_left_by_a_kill_does_not_leave_a_hole() {
+    let disk = FaultyStorage::new();
+    let (log, _, _) = Log::open(disk.clone(), options(16 << 20)).unwrap();
+    assert!(append_waiting(
+        &log,
+        &publish(1, 0, &Bytes::from_static(b"kept"))
+    ));
+    log.close();
+    for start in 0..3 {
+        let files = wal_files(&disk);
+        let last = files
+            .iter()
+            .filter_map(|name| name.strip_suffix(".wal")?.parse::<u64>().ok())
+            .max()
+            .expect("a segment");
+        drop(disk.create(&segment_name(last + 1)).unwrap());
+        let (log, recovered, _) = Log::open(disk.clone(), options(16 << 20))
+            .unwrap_or_else(|error| panic!("start {start}: {error} ({files:?})"));
+        assert_eq!(recovered.messages.len(), 1, "start {start}");
+        log.close();
+    }
+    let (log, recovered, _) = Log::open(disk.clone(), options(16 << 20))
+        .unwrap_or_else(|error| panic!("last start: {error} ({:?})", wal_files(&disk)));
+    assert_eq!(recovered.messages.len(), 1);
+    log.close();
+}
