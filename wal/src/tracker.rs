@@ -252,18 +252,33 @@ impl Tracker {
     }
 
     /// Makes `segment` the home of message `id` (a record carrying its
-    /// body and whole state is there): a live one moves.
+    /// body and whole state is there): a live one moves. The caller adds
+    /// one to `segment`'s count (once per record, not per message).
     fn insert(&mut self, segment: u64, id: u64, size: u32) {
         self.seen_message = self.seen_message.max(id.saturating_add(1));
-        self.remove(id);
         let index = (id % CHUNK) as usize;
-        self.chunks
+        // One lookup for the common case, a new id.
+        let chunk = self
+            .chunks
             .entry(id / CHUNK)
-            .and_modify(|chunk| chunk.add(segment, index, size))
-            .or_insert_with(|| Chunk::new(segment, 1 << index, size));
+            .or_insert_with(|| Chunk::new(segment, 0, size));
+        let old = if chunk.home(1 << index).is_some() {
+            chunk.remove(index)
+        } else {
+            None
+        };
+        chunk.add(segment, index, size);
+        if let Some((old_segment, old_size)) = old {
+            self.live -= 1;
+            self.live_bytes -= u64::from(old_size);
+            if let Some(usage) = self.usage.get_mut(&old_segment) {
+                usage.live -= 1;
+            }
+            // The new record carries its whole state.
+            self.changed.remove(&id);
+        }
         self.live += 1;
         self.live_bytes += u64::from(size);
-        self.usage.entry(segment).or_default().live += 1;
     }
 
     /// As [`Tracker::apply`] of a publish record, from its entries (id, due
@@ -273,6 +288,7 @@ impl Tracker {
         for &(id, _, len) in entries {
             self.insert(segment, id, live_size(queue_len, len) as u32);
         }
+        self.usage.entry(segment).or_default().live += entries.len() as u64;
     }
 
     /// Notes that `segment` exists and is `bytes` long.
@@ -298,10 +314,12 @@ impl Tracker {
                 for m in messages {
                     self.insert(segment, m.id, live_size(queue_len, m.body.len()) as u32);
                 }
+                self.usage.entry(segment).or_default().live += messages.len() as u64;
             }
             Record::Live(live) => {
                 let queue_len = self.queue(&live.queue).len();
                 self.insert(segment, live.id, live_size(queue_len, live.body.len()) as u32);
+                self.usage.entry(segment).or_default().live += 1;
             }
             Record::Ready {
                 id,
