@@ -10,8 +10,11 @@
 //! * `segment`: segment files, named by sequence number, with a header;
 //!   `scan` reads one up to its first bad record.
 //! * `state`: [`State`], the replay of records in log order (the replay
-//!   contract), used both by recovery and by the writer to know what is
-//!   live where.
+//!   contract): what recovery hands the broker.
+//! * `tracker`: [`Tracker`], the writer's bookkeeping by the same contract
+//!   (which segment each live message is homed in, per-segment counts,
+//!   what compaction writes forward) at about a bit per live message plus
+//!   a little per 64 ids, instead of an entry per message.
 //! * `commit`: group commit: the pending buffer appenders share, the one
 //!   writer's hand-off ([`CommitQueue`], [`commit`]), and poisoning on
 //!   failure. Loom-checked (`loom-tests`, model `w01`).

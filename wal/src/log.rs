@@ -4,7 +4,9 @@
 //!
 //! # Recovery
 //!
-//! Segments are read in order and every record is applied to a [`State`].
+//! Segments are read in order and every record is applied to a [`State`]
+//! (what the broker is rebuilt from) and to the writer's [`Tracker`]
+//! (which segment holds what; see its module docs).
 //! A bad record (short, bad length, bad checksum, malformed) ends the scan.
 //! In the last segment that is a torn tail, the normal result of a crash:
 //! the file is cut there with a warning that says how much was dropped. In
@@ -33,8 +35,9 @@
 //! # Reclamation
 //!
 //! After each group the writer deletes, oldest first, every segment with no
-//! live message whose record is in it (after a sync, so the records that
-//! settled them are durable). Only a prefix is ever deleted: a later
+//! live message homed in it, after a sync so that the records that settled
+//! them are durable (the [`Tracker`] counts from records already written,
+//! so a count is never low). Only a prefix is ever deleted: a later
 //! segment may hold the `Gone` records that keep an earlier one's messages
 //! from coming back. When the files add up to more than twice the live
 //! messages plus two segments, the oldest segment's live messages are

@@ -1,9 +1,9 @@
 //! [`State`]: what the log says the broker holds, built by applying records
-//! in log order. Recovery builds one from the segments on disk; the writer
-//! keeps one up to date with every record it writes, which tells it how
-//! many live messages each segment still holds (reclamation) and what to
-//! write forward when it compacts one. One state machine for both, so the
-//! writer's idea of what is live is exactly what a recovery would find.
+//! in log order. Recovery builds one from the segments on disk and hands
+//! it to the broker. The writer follows the same rules with far less per
+//! message ([`crate::tracker::Tracker`], checked against this one record
+//! for record by a differential test), so that its idea of what is live
+//! is exactly what a recovery would find.
 //!
 //! # Rules (the replay contract)
 //!
