@@ -58,9 +58,9 @@ mod log;
 mod record;
 mod segment;
 mod state;
-mod tracker;
 mod storage;
 mod sync;
+mod tracker;
 
 pub use commit::{commit, Batch, CommitQueue, Failed, Sink, Waiter};
 pub use error::Error;
@@ -69,5 +69,5 @@ pub use log::{FsyncMode, Log, LogStats, Options, RecoveryReport, ID_BLOCK};
 pub use record::{LiveState, Published, Record, Settings};
 pub use segment::name as segment_name;
 pub use state::{Recovered, RecoveredMessage, State};
-pub use tracker::Tracker;
 pub use storage::{DirLock, FsStorage, Storage, StorageFile, RESERVE_FILE};
+pub use tracker::Tracker;

@@ -58,8 +58,8 @@ use crate::record::{
 };
 use crate::segment::{self, header, scan, HEADER_LEN};
 use crate::state::{Recovered, State};
-use crate::tracker::Tracker;
 use crate::storage::{Storage, StorageFile};
+use crate::tracker::Tracker;
 
 /// How many ids one mark grants: the most a crash skips. The grant is
 /// extended (every 100 ms, by the server) once half of it is used, so ids

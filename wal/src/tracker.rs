@@ -318,7 +318,11 @@ impl Tracker {
             }
             Record::Live(live) => {
                 let queue_len = self.queue(&live.queue).len();
-                self.insert(segment, live.id, live_size(queue_len, live.body.len()) as u32);
+                self.insert(
+                    segment,
+                    live.id,
+                    live_size(queue_len, live.body.len()) as u32,
+                );
                 self.usage.entry(segment).or_default().live += 1;
             }
             Record::Ready {
@@ -509,7 +513,11 @@ mod tests {
             state.apply(*segment, *offset, record.clone());
         }
         let usage: Vec<_> = tracker.usage().collect();
-        assert_eq!(usage, state.usage().collect::<Vec<_>>(), "per-segment usage");
+        assert_eq!(
+            usage,
+            state.usage().collect::<Vec<_>>(),
+            "per-segment usage"
+        );
         assert_eq!(tracker.live(), state.live() as u64, "live messages");
         assert_eq!(tracker.live_bytes(), state.live_bytes(), "live bytes");
         assert_eq!(tracker.marks(), state.marks(), "marks");
