@@ -40,8 +40,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use ubroker_engine::{Broker, Clock, Journal, NewMessage, Prepared, QueueInfo, QueueName};
 use ubroker_wal::{
-    DirLock, Failed, FsStorage, FsyncMode, Log, LogStats, Options, Published, Record,
-    RecoveryReport, Settings, Storage, Waiter,
+    DirLock, Encoded, Failed, FsStorage, FsyncMode, Log, LogStats, Options, Record, RecoveryReport,
+    Settings, Storage, Waiter,
 };
 
 use crate::error::ApiError;
@@ -275,18 +275,17 @@ impl Durability {
             return Err(ApiError::DiskFull);
         }
         let prepared = broker.prepare_publish(queue, entries)?;
-        let record = Record::Publish {
-            queue: prepared.queue().to_owned(),
-            messages: prepared
+        // Encoded from the bodies borrowed: a `Record` would clone each
+        // body's `Bytes`, which turns its buffer into a shared one (an
+        // allocation per message, kept while it lives: 36 B a message of
+        // RSS, BENCHMARKS.md issue 18, 2026-12-08).
+        let record = Encoded::publish(
+            prepared.queue(),
+            prepared
                 .ids()
                 .zip(prepared.entries())
-                .map(|(id, entry)| Published {
-                    id,
-                    due_ms: due_ms(entry.delay),
-                    body: entry.body.clone(),
-                })
-                .collect(),
-        };
+                .map(|(id, entry)| (id, due_ms(entry.delay), &entry.body[..])),
+        );
         // The writer hands the prepared publish back once its record is
         // written (and under `--fsync always` synced), and this request
         // commits it. If the request is gone by
@@ -308,7 +307,8 @@ impl Durability {
             }
         });
         // A failed log calls the waiter at once (with Err).
-        let _ = self.log.append(&record, Some(waiter));
+        let _ = self.log.append_encoded(&record, Some(waiter));
+        drop(record);
         match rx.await {
             Ok(Ok(prepared)) => Ok(broker.commit_publish(prepared)?),
             Ok(Err(prepared)) => {

@@ -66,7 +66,7 @@ pub use commit::{commit, Batch, CommitQueue, Failed, Sink, Waiter};
 pub use error::Error;
 pub use faulty::FaultyStorage;
 pub use log::{FsyncMode, Log, LogStats, Options, RecoveryReport, ID_BLOCK};
-pub use record::{LiveState, Published, Record, Settings};
+pub use record::{Encoded, LiveState, Published, Record, Settings};
 pub use segment::name as segment_name;
 pub use state::{Recovered, RecoveredMessage, State};
 pub use storage::{DirLock, FsStorage, Storage, StorageFile, RESERVE_FILE};

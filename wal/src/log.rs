@@ -54,7 +54,7 @@ use bytes::Bytes;
 use crate::commit::{commit, CommitQueue, Failed, Sink, Waiter};
 use crate::error::{io, Error};
 use crate::record::{
-    decode_written, encode, may_go_unlogged, publish_entries, Decoded, Record, FRAME,
+    decode_written, encode, may_go_unlogged, publish_entries, Decoded, Encoded, Record, FRAME,
 };
 use crate::segment::{self, header, scan, HEADER_LEN};
 use crate::state::{Recovered, State};
@@ -394,6 +394,12 @@ impl Log {
     /// if it has failed already, and then this returns `Err` too).
     pub fn append(&self, record: &Record, waiter: Option<Waiter>) -> Result<(), Failed> {
         self.queue.push(|out| encode(record, out), waiter)
+    }
+
+    /// As [`Log::append`], of a record encoded ahead ([`Encoded`]).
+    pub fn append_encoded(&self, record: &Encoded, waiter: Option<Waiter>) -> Result<(), Failed> {
+        self.queue
+            .push(|out| out.extend_from_slice(record.bytes()), waiter)
     }
 
     pub fn mode(&self) -> FsyncMode {

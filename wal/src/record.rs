@@ -246,6 +246,63 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
     seal(out, start);
 }
 
+/// A record encoded ahead of its append ([`crate::Log::append_encoded`]):
+/// a publish built from borrowed bodies, so that the caller need not clone
+/// its bodies' `Bytes` into a [`Record`] (a clone turns each body's buffer
+/// into a shared one: an allocation per message, kept as long as the
+/// message lives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded(pub(crate) Vec<u8>);
+
+impl Encoded {
+    /// The bytes [`encode`] writes for a `Publish` of `messages` (id, due
+    /// time, body) to `queue`.
+    pub fn publish<'a>(
+        queue: &str,
+        messages: impl IntoIterator<Item = (u64, u64, &'a [u8])>,
+    ) -> Encoded {
+        let messages: Vec<(u64, u64, &[u8])> = messages.into_iter().collect();
+        let mut out = Vec::new();
+        if !messages.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            // Never from the broker (its ids ascend); the general form.
+            let record = Record::Publish {
+                queue: queue.to_owned(),
+                messages: messages
+                    .iter()
+                    .map(|&(id, due_ms, body)| Published {
+                        id,
+                        due_ms,
+                        body: Bytes::copy_from_slice(body),
+                    })
+                    .collect(),
+            };
+            encode(&record, &mut out);
+            return Encoded(out);
+        }
+        let body_bytes: usize = messages.iter().map(|m| m.2.len() + 12).sum();
+        out.reserve(FRAME + 2 + queue.len() + 5 + body_bytes);
+        out.extend_from_slice(&[0; FRAME]);
+        out.push(PUBLISH_V);
+        name(&mut out, queue);
+        varint(&mut out, messages.len() as u64);
+        let mut previous = 0;
+        for (id, due_ms, body) in messages {
+            varint(&mut out, id - previous);
+            previous = id;
+            varint(&mut out, due_ms);
+            varint(&mut out, body.len() as u64);
+            out.extend_from_slice(body);
+        }
+        seal(&mut out, 0);
+        Encoded(out)
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Whether a record (its bytes after the frame: kind and payload) may go
 /// unlogged on a full disk: a delivery, a delay, or a requeue or expiry
 /// making a message ready (not a dead-letter move). Forgetting one brings a
@@ -546,6 +603,31 @@ pub fn live_size(queue_len: usize, body_len: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_encoded_from_borrowed_bodies_is_the_records_bytes() {
+        for ids in [vec![7u64, 8, 9], vec![1_000_000], vec![9, 3, 200], vec![]] {
+            let messages: Vec<Published> = ids
+                .iter()
+                .map(|&id| Published {
+                    id,
+                    due_ms: id * 3 % 5,
+                    body: Bytes::from(format!("body {id}").repeat(id as usize % 4)),
+                })
+                .collect();
+            let borrowed = messages.iter().map(|m| (m.id, m.due_ms, &m.body[..]));
+            let encoded = Encoded::publish("q.a", borrowed);
+            let mut expected = Vec::new();
+            encode(
+                &Record::Publish {
+                    queue: "q.a".into(),
+                    messages: messages.clone(),
+                },
+                &mut expected,
+            );
+            assert_eq!(encoded.bytes(), &expected[..], "ids {ids:?}");
+        }
+    }
 
     pub(crate) fn samples() -> Vec<Record> {
         vec![
