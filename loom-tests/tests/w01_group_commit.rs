@@ -15,7 +15,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use loom_tests::{check, Outcomes};
-use ubroker_wal::{commit, CommitQueue, Sink};
+use ubroker_wal::testing::{commit, CommitQueue, Sink};
 
 /// A disk: what was written, and how much of it a sync has covered.
 #[derive(Default)]

@@ -14,7 +14,8 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{check, Outcomes};
-use ubroker_wal::{commit, CommitQueue, Failed, Sink};
+use ubroker_wal::testing::{commit, CommitQueue, Sink};
+use ubroker_wal::Failed;
 
 struct FailingSink {
     syncs: usize,

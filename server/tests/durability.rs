@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use ubroker_engine::Broker;
 use ubroker_server::{Config, Durability, Server, TokioClock};
-use ubroker_wal::FaultyStorage;
+use ubroker_wal::testing::FaultyStorage;
 
 /// A fresh, empty directory for one test.
 fn fresh_dir(name: &str) -> PathBuf {

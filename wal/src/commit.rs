@@ -155,11 +155,6 @@ impl CommitQueue {
         }
     }
 
-    /// Bytes pending now.
-    pub fn pending_bytes(&self) -> usize {
-        lock(&self.pending).bytes.len()
-    }
-
     /// Poisons the queue; returns the waiters still pending, to be answered
     /// `Err(Failed)`.
     pub fn fail(&self) -> Vec<Waiter> {

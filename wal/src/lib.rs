@@ -9,24 +9,27 @@
 //!   a decoder that rejects anything not whole and checksummed.
 //! * `segment`: segment files, named by sequence number, with a header;
 //!   `scan` reads one up to its first bad record.
-//! * `state`: [`State`], the replay of records in log order (the replay
+//! * `state`: `State`, the replay of records in log order (the replay
 //!   contract): what recovery hands the broker.
-//! * `tracker`: [`Tracker`], the writer's bookkeeping by the same contract
+//! * `tracker`: `Tracker`, the writer's bookkeeping by the same contract
 //!   (which segment each live message is homed in, per-segment counts,
 //!   what compaction writes forward) at about a bit per live message plus
 //!   a little per 64 ids, instead of an entry per message.
 //! * `commit`: group commit: the pending buffer appenders share, the one
-//!   writer's hand-off ([`CommitQueue`], [`commit`]), and poisoning on
-//!   failure. Loom-checked (`loom-tests`, model `w01`).
-//! * `log`: [`Log`]: recovery (torn tails, corruption), the writer thread
-//!   (fsync modes, segment rolls), id marks, reclamation.
+//!   writer's hand-off (`CommitQueue`, `commit`), and poisoning on
+//!   failure. Loom-checked (`loom-tests`, models `w01` and `w02`, through
+//!   the `testing` feature).
+//! * `log`: [`Log`]: opening and recovery (torn tails, corruption, gaps),
+//!   the appenders' side, id marks; the policy the writer follows.
+//! * `writer`: the writer thread: group commit's sink (fsync modes),
+//!   segment rolls, the reserve, reclamation and compaction.
 //! * `storage`: [`Storage`], the file operations the log needs, the real
 //!   directory [`FsStorage`] (with its `reserve` file, preallocated room
 //!   for acknowledgement records), and [`DirLock`] (one process per
 //!   directory).
-//! * `faulty`: [`FaultyStorage`], an in-memory disk that drops unsynced
+//! * `faulty`: `FaultyStorage`, an in-memory disk that drops unsynced
 //!   bytes, tears writes, flips bytes and fails writes and syncs, for
-//!   tests.
+//!   tests (exported from [`testing`] under the `testing` feature).
 //! * `error`: [`Error`], every way opening a log fails.
 //! * `sync`: the one place that picks `std` or `loom` types.
 //!
@@ -47,12 +50,13 @@
 //! # How it is checked
 //!
 //! Unit tests beside each module; property tests in `tests/` run random
-//! workloads on [`FaultyStorage`] and crash it at random points, tearing
+//! workloads on `FaultyStorage` and crash it at random points, tearing
 //! the unsynced tail at random offsets and flipping bytes; loom checks the
 //! group-commit hand-off.
 
 mod commit;
 mod error;
+#[cfg(any(test, feature = "testing"))]
 mod faulty;
 mod log;
 mod record;
@@ -61,13 +65,22 @@ mod state;
 mod storage;
 mod sync;
 mod tracker;
+mod writer;
 
-pub use commit::{commit, Batch, CommitQueue, Failed, Sink, Waiter};
+pub use commit::{Failed, Waiter};
 pub use error::Error;
-pub use faulty::FaultyStorage;
 pub use log::{FsyncMode, Log, LogStats, Options, RecoveryReport, ID_BLOCK};
 pub use record::{Encoded, LiveState, Published, Record, Settings};
 pub use segment::name as segment_name;
-pub use state::{Recovered, RecoveredMessage, State};
+pub use state::{Recovered, RecoveredMessage};
 pub use storage::{DirLock, FsStorage, Storage, StorageFile, RESERVE_FILE};
-pub use tracker::Tracker;
+
+/// What tests outside this crate need and users do not: the group-commit
+/// internals the loom models drive (`loom-tests`, models `w01`, `w02`) and
+/// the fault-injecting disk the durability tests crash. Behind the
+/// `testing` feature so that the log's public API is only the log.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::commit::{commit, Batch, CommitQueue, Sink};
+    pub use crate::faulty::FaultyStorage;
+}

@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::record::{live_size, LiveState, Record, Settings};
+#[cfg(test)]
+use crate::record::LiveState;
+use crate::record::{live_size, Record, Settings};
 
 /// Message ids are sequential integers: a multiply spreads them over the
 /// table for a fraction of SipHash's cost (recovery hashes each id several
@@ -148,58 +150,6 @@ impl State {
         let name = self.intern(name);
         self.queues.entry(name.clone()).or_default();
         name
-    }
-
-    /// As [`State::apply`] of a publish record, from its entries (id, due
-    /// time, body length) alone: the writer's replay, which keeps no
-    /// bodies. `false` (nothing done) for a state that keeps bodies.
-    pub fn apply_published(
-        &mut self,
-        segment: u64,
-        offset: u64,
-        queue: &str,
-        entries: &[crate::record::Entry],
-    ) -> bool {
-        if self.keep_bodies {
-            return false;
-        }
-        let pos = position(segment, offset);
-        let queue = self.queue(queue);
-        self.messages.reserve(entries.len());
-        // The segment's count and the live bytes once per record, not per
-        // message (a B-tree lookup each).
-        let (mut added, mut bytes) = (0u64, 0u64);
-        for &(id, due_ms, len) in entries {
-            self.seen_message = self.seen_message.max(id.saturating_add(1));
-            let size = live_size(queue.len(), len) as u32;
-            let tracked = Tracked {
-                queue: queue.clone(),
-                attempts: 0,
-                dead_lettered: false,
-                due_ms,
-                ready_pos: pos,
-                home: segment,
-                size,
-            };
-            added += 1;
-            bytes += u64::from(size);
-            if let Some(old) = self.messages.insert(id, tracked) {
-                // A publish of a live id: never written by one process, but
-                // replayed by the same rules as `insert`.
-                self.live_bytes -= u64::from(old.size);
-                if let Some(usage) = self.usage.get_mut(&old.home) {
-                    usage.live -= 1;
-                }
-            }
-        }
-        self.live_bytes += bytes;
-        self.usage.entry(segment).or_default().live += added;
-        true
-    }
-
-    /// Notes that `segment` exists and is `bytes` long.
-    pub fn segment_grew(&mut self, segment: u64, bytes: u64) {
-        self.usage.entry(segment).or_default().bytes = bytes;
     }
 
     /// Forgets a reclaimed segment.
@@ -332,16 +282,19 @@ impl State {
     }
 
     /// Live messages.
+    #[cfg(test)]
     pub fn live(&self) -> usize {
         self.messages.len()
     }
 
     /// What the live messages' records would take, written forward.
+    #[cfg(test)]
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
     }
 
     /// Each segment's usage, oldest first.
+    #[cfg(test)]
     pub fn usage(&self) -> impl Iterator<Item = (u64, Usage)> + '_ {
         self.usage.iter().map(|(segment, usage)| (*segment, *usage))
     }
@@ -353,6 +306,7 @@ impl State {
 
     /// Every queue and its settings: the snapshot a new segment starts
     /// with, so that reclaiming older segments loses no queue.
+    #[cfg(test)]
     pub fn queue_records(&self) -> Vec<Record> {
         self.queues
             .iter()
@@ -364,6 +318,7 @@ impl State {
     }
 
     /// The ids of the live messages whose body is in `segment`.
+    #[cfg(test)]
     pub fn homed_in(&self, segment: u64) -> HashSet<u64> {
         self.messages
             .iter()
@@ -373,6 +328,7 @@ impl State {
     }
 
     /// The `Live` record of message `id` with `body`, if it is live.
+    #[cfg(test)]
     pub fn live_record(&self, id: u64, body: Bytes) -> Option<Record> {
         let m = self.messages.get(&id)?;
         Some(Record::Live(LiveState {

@@ -475,8 +475,8 @@ impl Tracker {
             .collect()
     }
 
-    /// Messages with changes recorded beyond their home record (for tests
-    /// and the memory figures).
+    /// Messages with changes recorded beyond their home record.
+    #[cfg(test)]
     pub fn changed(&self) -> usize {
         self.changed.len()
     }

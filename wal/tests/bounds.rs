@@ -7,9 +7,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ubroker_wal::{
-    segment_name, FaultyStorage, FsyncMode, Log, Options, Published, Record, Storage,
-};
+use ubroker_wal::testing::FaultyStorage;
+use ubroker_wal::{segment_name, FsyncMode, Log, Options, Published, Record, Storage};
 
 /// What a `Gone` record takes: frame, kind, id.
 const GONE_SIZE: u64 = 8 + 1 + 8;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use ubroker_wal::testing::FaultyStorage;
 use ubroker_wal::{
-    segment_name, Error, FaultyStorage, FsyncMode, Log, Options, Published, Record, Recovered,
-    Settings, Storage, StorageFile,
+    segment_name, Error, FsyncMode, Log, Options, Published, Record, Recovered, Settings, Storage,
+    StorageFile,
 };
 
 fn options(segment_bytes: u64) -> Options {
