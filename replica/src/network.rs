@@ -11,6 +11,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,16 +45,19 @@ type Pool = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 #[derive(Clone)]
 pub struct NetworkFactory {
     pool: Pool,
+    cut: Arc<AtomicBool>,
 }
 
-impl Default for NetworkFactory {
-    fn default() -> Self {
+impl NetworkFactory {
+    /// A factory whose clients fail every call while `cut` is set (a
+    /// network partition of this node, for fault tests).
+    pub fn new(cut: Arc<AtomicBool>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        NetworkFactory { pool }
+        NetworkFactory { pool, cut }
     }
 }
 
@@ -62,6 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Network {
         Network {
             pool: self.pool.clone(),
+            cut: self.cut.clone(),
             target,
             node: node.clone(),
         }
@@ -71,6 +77,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// The client of one peer.
 pub struct Network {
     pool: Pool,
+    cut: Arc<AtomicBool>,
     target: NodeId,
     node: Node,
 }
@@ -96,6 +103,9 @@ impl Network {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if self.cut.load(Ordering::Relaxed) {
+            return Err(CallError::Unreachable("this node is cut off".into()));
+        }
         let body = bincode::serialize(req).map_err(|e| CallError::Network(e.to_string()))?;
         let request = Request::post(format!("http://{}{path}", self.node.addr))
             .body(Full::new(Bytes::from(body)))
@@ -195,7 +205,14 @@ fn bad(status: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(raft: Raft, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    raft: Raft,
+    cut: Arc<AtomicBool>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if cut.load(Ordering::Relaxed) {
+        return Ok(bad(StatusCode::SERVICE_UNAVAILABLE));
+    }
     if req.method() != hyper::Method::POST {
         return Ok(bad(StatusCode::METHOD_NOT_ALLOWED));
     }
@@ -221,8 +238,14 @@ async fn handle(raft: Raft, req: Request<Incoming>) -> Result<Response<Full<Byte
     })
 }
 
-/// Serves Raft RPCs for `raft` on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, raft: Raft, mut stop: watch::Receiver<bool>) {
+/// Serves Raft RPCs for `raft` on `listener` until `stop` turns true,
+/// refusing them while `cut` is set.
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    cut: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -239,9 +262,11 @@ pub async fn serve(listener: TcpListener, raft: Raft, mut stop: watch::Receiver<
         };
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
+        let cut = cut.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(raft.clone(), req));
+            let service =
+                hyper::service::service_fn(move |req| handle(raft.clone(), cut.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ pub struct Replica {
     log: LogStore,
     stop: watch::Sender<bool>,
     rpc: tokio::task::JoinHandle<()>,
+    cut: Arc<AtomicBool>,
 }
 
 impl Replica {
@@ -93,17 +95,18 @@ impl Replica {
         let dir = options.dir.join("raft");
         let log = LogStore::open(&dir).map_err(|e| Error::Storage(e.to_string()))?;
         let (sm, shared) = StateMachine::open(&dir).map_err(|e| Error::Storage(e.to_string()))?;
+        let cut = Arc::new(AtomicBool::new(false));
         let raft = Raft::new(
             options.id,
             config,
-            NetworkFactory::default(),
+            NetworkFactory::new(cut.clone()),
             log.clone(),
             sm,
         )
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
         let (stop, stopped) = watch::channel(false);
-        let rpc = tokio::spawn(serve(listener, raft.clone(), stopped));
+        let rpc = tokio::spawn(serve(listener, raft.clone(), cut.clone(), stopped));
         let replica = Replica {
             id: options.id,
             raft,
@@ -111,6 +114,7 @@ impl Replica {
             log,
             stop,
             rpc,
+            cut,
         };
         if options.bootstrap
             && !replica
@@ -194,6 +198,12 @@ impl Replica {
             .applied_index_at_least(Some(index), "applied_at_least")
             .await
             .is_ok()
+    }
+
+    /// Cuts this node off from its group (every RPC in or out fails) or
+    /// heals it: a network partition, for fault tests.
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stops openraft and the RPC server.
