@@ -173,6 +173,7 @@ impl Journal for RaftJournal {
 pub struct Replication {
     replica: Arc<Replica>,
     node: u64,
+    election_timeout: Duration,
     term: Option<Arc<Proposer>>,
 }
 
@@ -271,10 +272,19 @@ impl Replication {
         Ok(())
     }
 
-    /// `GET /health` (`leader_only`: `GET /health/leader`).
-    pub(crate) fn health(&self, leader_only: bool) -> Response<Body> {
+    /// `GET /health` (`leader_only`: `GET /health/leader`, which a leader
+    /// answers `200` only after confirming with a majority within the
+    /// election timeout: a leader cut off from its group, which openraft
+    /// does not depose by itself, stops drawing the proxy's traffic).
+    pub(crate) async fn health(&self, leader_only: bool) -> Response<Body> {
         let role = self.replica.role();
-        let leading = role.leader && self.serving().is_ok();
+        let mut leading = role.leader && self.serving().is_ok();
+        if leader_only && leading {
+            leading = matches!(
+                tokio::time::timeout(self.election_timeout, self.replica.confirm()).await,
+                Ok(Ok(()))
+            );
+        }
         let leader = if leading {
             Some(self.node)
         } else {
@@ -475,6 +485,7 @@ async fn serve_roles(
             let replication = Arc::new(Replication {
                 replica: replica.clone(),
                 node,
+                election_timeout: Duration::from_millis(config.election_timeout_ms),
                 term: Some(proposer.clone()),
             });
             let term = role.term;
@@ -529,6 +540,7 @@ async fn serve_follower(
     let replication = Arc::new(Replication {
         replica: replica.clone(),
         node,
+        election_timeout: Duration::from_millis(config.election_timeout_ms),
         term: None,
     });
     let mut watch_roles = roles.clone();

@@ -395,8 +395,9 @@ where
 {
     let get = parts.method == Method::GET;
     let (queue_route, fence, touch) = match route {
-        Route::Health if get => return Ok(replication.health(false)),
-        Route::HealthLeader if get => return Ok(replication.health(true)),
+        Route::Health if get => return Ok(replication.health(false).await),
+        Route::HealthLeader if get => return Ok(replication.health(true).await),
+        Route::HealthLeader => return Err(ApiError::MethodNotAllowed { allow: "GET" }),
         Route::Queue { op, .. } => (
             true,
             op.method_ok(&parts.method),
