@@ -398,9 +398,10 @@ where
         Route::Health if get => return Ok(replication.health(false).await),
         Route::HealthLeader if get => return Ok(replication.health(true).await),
         Route::HealthLeader => return Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        // A publish waited for its own record already.
         Route::Queue { op, .. } => (
             true,
-            op.method_ok(&parts.method),
+            op.method_ok(&parts.method) && op != QueueOp::Publish,
             matches!(
                 op,
                 QueueOp::Settle(Settlement::Touch, _) | QueueOp::SettleBatch(Settlement::Touch)
