@@ -395,6 +395,10 @@ where
 {
     let get = parts.method == Method::GET;
     let (queue_route, fence, touch) = match route {
+        // From SIGTERM on, as on a single node.
+        Route::Health | Route::HealthLeader if get && !state.healthy() => {
+            return Ok(response::shutting_down_health())
+        }
         Route::Health if get => return Ok(replication.health(false).await),
         Route::HealthLeader if get => return Ok(replication.health(true).await),
         Route::HealthLeader => return Err(ApiError::MethodNotAllowed { allow: "GET" }),
