@@ -558,3 +558,77 @@ async fn serve_follower(
         .await
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicated() -> Config {
+        let mut config = Config::for_port(0);
+        config.replicas = Some(3);
+        config.node = Some(4);
+        config.data_dir = Some(PathBuf::from("/tmp/x"));
+        config.raft_listen = Some("127.0.0.1:7105".parse().unwrap());
+        config.raft_peers = Some("3=127.0.0.1:7104,4=127.0.0.1:7105,5=127.0.0.1:7106".into());
+        config
+    }
+
+    #[test]
+    fn the_replication_flags_are_checked_together() {
+        assert_eq!(validate(&replicated()), Ok(()));
+        assert_eq!(validate(&Config::for_port(0)), Ok(()));
+        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+            (Box::new(|c| c.replicas = Some(2)), "--replicas must be 3"),
+            (Box::new(|c| c.data_dir = None), "needs --data-dir"),
+            (Box::new(|c| c.node = None), "needs --node"),
+            (Box::new(|c| c.raft_listen = None), "needs --raft-listen"),
+            (Box::new(|c| c.node = Some(7)), "must include this node"),
+            (
+                Box::new(|c| c.raft_peers = Some("3=127.0.0.1:1,4=127.0.0.1:2".into())),
+                "must name 3 members",
+            ),
+            (
+                Box::new(|c| c.raft_peers = Some("3=127.0.0.1:1,4=x,5=127.0.0.1:3".into())),
+                "not HOST:PORT",
+            ),
+            (
+                Box::new(|c| {
+                    c.raft_peers = Some("3=127.0.0.1:1,3=127.0.0.1:2,5=127.0.0.1:3".into())
+                }),
+                "named twice",
+            ),
+            (
+                Box::new(|c| c.raft_peers = Some("a=127.0.0.1:1".into())),
+                "not a node index",
+            ),
+            (
+                Box::new(|c| c.raft_peers = Some("127.0.0.1:1".into())),
+                "not ID=HOST:PORT",
+            ),
+        ];
+        for (change, message) in cases {
+            let mut config = replicated();
+            change(&mut config);
+            let error = validate(&config).unwrap_err();
+            assert!(error.contains(message), "{error:?} lacks {message:?}");
+        }
+        let mut single = Config::for_port(0);
+        single.raft_bootstrap = true;
+        assert!(validate(&single).unwrap_err().contains("need --replicas 3"));
+    }
+
+    #[test]
+    fn peers_parse_to_ids_and_addresses() {
+        let peers = parse_peers("3=127.0.0.1:7104, 4=127.0.0.1:7105,5=127.0.0.1:7106").unwrap();
+        assert_eq!(peers.len(), 3);
+        assert_eq!(peers[&4], "127.0.0.1:7105");
+    }
+
+    #[test]
+    fn a_due_time_is_wall_clock_and_zero_means_now() {
+        assert_eq!(due_ms(Duration::ZERO), 0);
+        let before = now_ms();
+        let due = due_ms(Duration::from_millis(1500));
+        assert!(due >= before + 1500, "{due} {before}");
+    }
+}

@@ -333,3 +333,34 @@ fn a_paused_leader_hands_out_no_stale_lease_and_settles_no_old_id() {
     got.sort();
     assert_eq!(got, vec![("leased".to_owned(), 2), ("ready".to_owned(), 1)]);
 }
+
+#[test]
+fn a_bad_replication_flag_stops_the_start_naming_it() {
+    for (args, message) in [
+        (
+            vec!["--replicas", "2", "--data-dir", "/tmp/never"],
+            "--replicas must be 3",
+        ),
+        (vec!["--replicas", "3"], "--data-dir"),
+        (
+            vec![
+                "--replicas",
+                "3",
+                "--data-dir",
+                "/tmp/never",
+                "--election-timeout-ms",
+                "100",
+            ],
+            "--election-timeout-ms",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ubroker"))
+            .args(&args)
+            .env_remove("UBROKER_DATA_DIR")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
