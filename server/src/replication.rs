@@ -577,7 +577,8 @@ mod tests {
     fn the_replication_flags_are_checked_together() {
         assert_eq!(validate(&replicated()), Ok(()));
         assert_eq!(validate(&Config::for_port(0)), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.replicas = Some(2)), "--replicas must be 3"),
             (Box::new(|c| c.data_dir = None), "needs --data-dir"),
             (Box::new(|c| c.node = None), "needs --node"),
