@@ -436,8 +436,14 @@ async fn serve_roles(
         )
         .map_err(|e| format!("cannot share the listener: {e}"))?;
         if role.leader {
+            let term = role.term;
             let began = tokio::select! {
                 began = replica.begin_term() => began,
+                // Deposed before the failover entry committed.
+                _ = roles.wait_for(|m| {
+                    let r = ubroker_replica::role_of(m);
+                    !r.leader || r.term != term
+                }) => Err(NotLeader { leader: None }),
                 _ = stop.wait_for(|s| *s) => break,
             };
             let recovered = match began {
