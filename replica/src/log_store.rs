@@ -9,9 +9,10 @@
 //! and refuses corruption anywhere else.
 //!
 //! The vote, the committed id and the purge point are small files replaced
-//! atomically (write, sync, rename, sync the directory). Entries are also
-//! kept in memory until purged (after a snapshot), so reads never touch the
-//! disk: the snapshot policy bounds how many that is.
+//! atomically (write, sync, rename, sync the directory). The newest
+//! [`CACHED`] entries are also kept in memory (replication to followers that
+//! keep up reads only those); an older entry is read back from its segment
+//! by the offset kept for every entry.
 //!
 //! Why not the write-ahead log's own writer: its bookkeeping (live
 //! messages per segment, reclamation) answers a question Raft does not ask
@@ -37,6 +38,8 @@ const SEED: u32 = 0x7562_726c;
 const FRAME: usize = 8;
 /// A segment is closed past this size and a new one started.
 const SEGMENT_BYTES: u64 = 64 << 20;
+/// How many of the newest entries are kept in memory.
+pub const CACHED: usize = 4096;
 
 /// One open segment: its first index and file.
 struct Segment {
@@ -46,6 +49,7 @@ struct Segment {
 
 struct Inner {
     dir: PathBuf,
+    /// The newest entries (at most [`CACHED`]).
     entries: BTreeMap<u64, Entry>,
     /// Where each entry's frame starts: (segment first index, offset).
     places: BTreeMap<u64, (u64, u64)>,
@@ -199,6 +203,7 @@ impl LogStore {
                 inner.file_len = end as u64;
             }
         }
+        inner.trim_cache();
         if let Some(segment) = inner.segments.last() {
             inner.file = Some(OpenOptions::new().append(true).open(&segment.path)?);
         }
@@ -215,7 +220,7 @@ impl LogStore {
 
     /// Entries held (not yet purged).
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().places.len()
     }
 
     /// Whether no entry is held.
@@ -265,7 +270,40 @@ impl Inner {
         for entry in entries {
             self.entries.insert(entry.log_id.index, entry);
         }
+        self.trim_cache();
         Ok(())
+    }
+
+    /// Drops the oldest cached entries past [`CACHED`].
+    fn trim_cache(&mut self) {
+        while self.entries.len() > CACHED {
+            self.entries.pop_first();
+        }
+    }
+
+    /// Entry `index`, from the cache or read back from its segment.
+    fn read(&self, index: u64) -> io::Result<Option<Entry>> {
+        if let Some(entry) = self.entries.get(&index) {
+            return Ok(Some(entry.clone()));
+        }
+        let Some(&(segment, offset)) = self.places.get(&index) else {
+            return Ok(None);
+        };
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::open(segment_path(&self.dir, segment))?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut head = [0u8; FRAME];
+        file.read_exact(&mut head)?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let mut data = vec![0u8; FRAME + len];
+        data[..FRAME].copy_from_slice(&head);
+        file.read_exact(&mut data[FRAME..])?;
+        match scan(&data).0.pop() {
+            Some((_, entry)) if entry.log_id.index == index => Ok(Some(entry)),
+            _ => Err(io::Error::other(format!(
+                "raft log entry {index} does not read back from segment {segment} at {offset}"
+            ))),
+        }
     }
 
     /// Removes entries from `index` on, on disk and in memory.
@@ -315,11 +353,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
         let inner = self.lock();
-        Ok(inner
-            .entries
-            .range(range_of(&range))
-            .map(|(_, e)| e.clone())
-            .collect())
+        let mut out = Vec::new();
+        for index in inner.places.range(range_of(&range)).map(|(i, _)| *i) {
+            match inner.read(index) {
+                Ok(Some(entry)) => out.push(entry),
+                Ok(None) => break,
+                Err(e) => return Err(StorageIOError::read_logs(&e).into()),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -328,12 +370,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let inner = self.lock();
-        let last = inner
-            .entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(inner.purged);
+        // The newest entry is cached, unless a truncation went past the
+        // cache: then it is read back.
+        let last = match inner.places.keys().next_back() {
+            Some(index) => inner
+                .read(*index)
+                .map_err(|e| StorageIOError::read_logs(&e))?
+                .map(|e| e.log_id),
+            None => None,
+        }
+        .or(inner.purged);
         Ok(LogState {
             last_purged_log_id: inner.purged,
             last_log_id: last,
@@ -448,7 +494,55 @@ mod tests {
     }
 
     fn indexes(store: &LogStore) -> Vec<u64> {
-        store.lock().entries.keys().copied().collect()
+        let inner = store.lock();
+        let places: Vec<u64> = inner.places.keys().copied().collect();
+        let read: Vec<u64> = places
+            .iter()
+            .map(|i| inner.read(*i).unwrap().unwrap().log_id.index)
+            .collect();
+        assert_eq!(places, read);
+        places
+    }
+
+    #[test]
+    fn a_truncation_past_the_cache_leaves_the_right_last_entry() {
+        let dir = TempDir::new("deep-truncate");
+        let mut store = LogStore::open(&dir.0).unwrap();
+        let total = CACHED as u64 + 10;
+        store
+            .lock()
+            .append((1..=total).map(entry).collect())
+            .unwrap();
+        store.lock().truncate(5).unwrap();
+        let state = futures_lite(store.get_log_state()).unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+        assert_eq!(indexes(&store), vec![1, 2, 3, 4]);
+    }
+
+    /// Runs a future of the store to completion (they never wait).
+    fn futures_lite<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn entries_past_the_cache_read_back_from_disk() {
+        let dir = TempDir::new("cache");
+        let store = LogStore::open(&dir.0).unwrap();
+        let total = CACHED as u64 + 10;
+        store
+            .lock()
+            .append((1..=total).map(entry).collect())
+            .unwrap();
+        assert_eq!(store.lock().entries.len(), CACHED);
+        assert_eq!(indexes(&store), (1..=total).collect::<Vec<_>>());
+        drop(store);
+        let store = LogStore::open(&dir.0).unwrap();
+        assert_eq!(store.lock().entries.len(), CACHED);
+        assert_eq!(store.len(), total as usize);
+        assert_eq!(store.lock().read(3).unwrap().unwrap().log_id.index, 3);
     }
 
     #[test]
