@@ -285,22 +285,27 @@ fn a_paused_leader_hands_out_no_stale_lease_and_settles_no_old_id() {
     let group = Group::start("paused");
     let old = group.leader(None);
     let addr = group.nodes[old].addr;
-    for body in ["leased", "ready"] {
+    for body in ["acked", "touched", "ready"] {
         let (status, answer) = call(addr, "POST", "/publish", &format!(r#"{{"body":"{body}"}}"#));
         assert_eq!(status, 200, "{answer}");
     }
-    let (status, body) = call(addr, "GET", "/fetch", "");
-    assert_eq!(status, 200, "{body}");
-    let delivery = json(&body);
-    assert_eq!(delivery["message"]["body"], "leased");
-    let old_id = delivery["id"].as_u64().unwrap();
+    let mut ids = Vec::new();
+    for want in ["acked", "touched"] {
+        let (status, body) = call(addr, "GET", "/fetch", "");
+        assert_eq!(status, 200, "{body}");
+        let delivery = json(&body);
+        assert_eq!(delivery["message"]["body"], want);
+        ids.push(delivery["id"].as_u64().unwrap());
+    }
+    let (acked_id, touched_id) = (ids[0], ids[1]);
 
     group.nodes[old].signal("STOP");
     let new = group.leader(Some(old));
     // Written while the old leader is stopped: it reads them on SIGCONT,
     // still believing it leads.
     let fetch = send(addr, "GET", "/fetch?wait=0", "");
-    let ack = send(addr, "POST", &format!("/acknowledge/{old_id}"), "");
+    let ack = send(addr, "POST", &format!("/acknowledge/{acked_id}"), "");
+    let touch = send(addr, "POST", &format!("/touch/{touched_id}"), "");
     group.nodes[old].signal("CONT");
     let (status, body) = answer(fetch);
     assert_ne!(
@@ -312,12 +317,22 @@ fn a_paused_leader_hands_out_no_stale_lease_and_settles_no_old_id() {
         status, 200,
         "a paused leader settled an old id: {status} {body}"
     );
+    let (status, body) = answer(touch);
+    assert_ne!(
+        status, 200,
+        "a paused leader extended an old lease: {status} {body}"
+    );
 
-    // On the new leader the old id is unknown, and both messages are
-    // ready, the leased one with its attempt counted.
+    // On the new leader the old ids are unknown, and every message is
+    // ready, the leased ones with their attempt counted.
     let new_addr = group.nodes[new].addr;
-    let (status, body) = call(new_addr, "POST", &format!("/acknowledge/{old_id}"), "");
-    assert_eq!(status, 400, "{body}");
+    for path in [
+        format!("/acknowledge/{acked_id}"),
+        format!("/touch/{touched_id}"),
+    ] {
+        let (status, body) = call(new_addr, "POST", &path, "");
+        assert_eq!(status, 400, "{path}: {body}");
+    }
     let (status, body) = call(new_addr, "GET", "/fetch?max=10", "");
     assert_eq!(status, 200, "{body}");
     let messages = json(&body)["messages"].as_array().unwrap().clone();
@@ -331,7 +346,14 @@ fn a_paused_leader_hands_out_no_stale_lease_and_settles_no_old_id() {
         })
         .collect();
     got.sort();
-    assert_eq!(got, vec![("leased".to_owned(), 2), ("ready".to_owned(), 1)]);
+    assert_eq!(
+        got,
+        vec![
+            ("acked".to_owned(), 2),
+            ("ready".to_owned(), 1),
+            ("touched".to_owned(), 2)
+        ]
+    );
 }
 
 #[test]
