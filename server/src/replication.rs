@@ -30,6 +30,19 @@
 //!   so it hands out no lease and settles no id that a new leader knows.
 //! * A touch changes nothing logged: it is answered after the leader has
 //!   confirmed its leadership with a majority (openraft's read index).
+//!
+//! # Limits
+//!
+//! * openraft 0.9 does not depose a leader that is cut off (as opposed to
+//!   paused) by itself: its `/health/leader` answers `503` once it cannot
+//!   confirm its leadership within the election timeout, so the proxy stops
+//!   sending it traffic, but requests already there wait until the cut
+//!   heals (then `503 not_leader`) or their client gives up.
+//! * A fetch whose client goes away while it waits for the fence keeps its
+//!   lease (the attempt is counted) until the lease expires; SPEC's "an
+//!   undelivered record gives the message back without counting the
+//!   attempt" is not done.
+//! * A follower's `/stats` and `/metrics` are its own idle engine's.
 
 use std::collections::BTreeMap;
 use std::future::Future;
