@@ -122,6 +122,21 @@ impl Cluster {
         );
     }
 
+    /// Sends node i SIGKILL itself (not through `cluster.sh kill`, which
+    /// also waits for the process to be gone) and answers when the signal
+    /// was sent; `restart` then starts the node again.
+    async fn sigkill(&self, i: usize) -> Instant {
+        let pid = std::fs::read_to_string(self.dir.join(format!("node-{i}.pid"))).unwrap();
+        let mut kill = Command::new("kill");
+        kill.args(["-KILL", pid.trim()]);
+        let status = tokio::task::spawn_blocking(move || kill.status())
+            .await
+            .unwrap()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL {pid}");
+        Instant::now()
+    }
+
     /// Node i's HTTP port.
     fn node_port(&self, i: usize) -> u16 {
         self.port + 1 + i as u16
@@ -461,8 +476,9 @@ async fn a_leader_kill_loop_under_traffic_loses_nothing_answered_200() {
         let before = published();
         eventually("publishes go on", || async { published() >= before + 200 }).await;
         let leader = cluster.leader(&[0, 1, 2]).await;
-        let at = Instant::now();
-        cluster.node("kill", leader).await;
+        // The clock starts once SIGKILL is sent (the kill command has
+        // returned): from then on the old leader answers nothing.
+        let at = cluster.sigkill(leader).await;
         // The failover: from the kill to the answer of the first publish
         // sent after it that succeeded (through the proxy, to the new
         // leader).
