@@ -135,6 +135,35 @@ pub struct Config {
     /// everything after it, logged) instead of refusing to start.
     #[arg(long, env = "UBROKER_TRUNCATE_CORRUPT_LOG")]
     pub truncate_corrupt_log: bool,
+
+    /// Replication (SPEC "Replication, step 2"): keep every partition on
+    /// this many nodes with Raft. Only 3 is accepted; needs --data-dir,
+    /// --node, --raft-listen and --raft-peers.
+    #[arg(long, env = "UBROKER_REPLICAS")]
+    pub replicas: Option<u64>,
+
+    /// This node's global index (0-based), the `"leader"` of answers.
+    #[arg(long, env = "UBROKER_NODE")]
+    pub node: Option<u64>,
+
+    /// Where this node's Raft RPC server listens (a second port).
+    #[arg(long, env = "UBROKER_RAFT_LISTEN")]
+    pub raft_listen: Option<std::net::SocketAddr>,
+
+    /// The group's three members, this node included:
+    /// `3=127.0.0.1:7104,4=127.0.0.1:7105,5=127.0.0.1:7106`.
+    #[arg(long, env = "UBROKER_RAFT_PEERS")]
+    pub raft_peers: Option<String>,
+
+    /// Initialise the group's membership if the data dir holds no Raft
+    /// state (the first start of a new group, on one node only).
+    #[arg(long, env = "UBROKER_RAFT_BOOTSTRAP")]
+    pub raft_bootstrap: bool,
+
+    /// The Raft election timeout in ms; heartbeats every third of it.
+    #[arg(long, env = "UBROKER_ELECTION_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(150..=1000))]
+    pub election_timeout_ms: u64,
 }
 
 impl Config {
@@ -167,6 +196,12 @@ impl Config {
             fsync_interval_ms: 100,
             segment_bytes: 16 << 20,
             truncate_corrupt_log: false,
+            replicas: None,
+            node: None,
+            raft_listen: None,
+            raft_peers: None,
+            raft_bootstrap: false,
+            election_timeout_ms: 500,
         }
     }
 
@@ -190,6 +225,7 @@ impl Config {
                 self.ttl, self.max_ttl
             ));
         }
+        crate::replication::validate(self)?;
         Ok(())
     }
 

@@ -59,6 +59,9 @@ pub enum ApiError {
     /// The disk holding the log is full: publishes are refused while
     /// acknowledgements go on.
     DiskFull,
+    /// Replicated mode: this node does not lead its group (or stopped
+    /// leading before the change committed); carries the leader it knows.
+    NotLeader { leader: Option<u64> },
     /// A bug of ours, not the client's: carries what failed.
     Internal(&'static str),
 }
@@ -81,9 +84,10 @@ impl ApiError {
                 | EngineError::DeadLetterMaxDeliveries
                 | EngineError::ZeroTtl => StatusCode::BAD_REQUEST,
             },
-            ApiError::ShuttingDown | ApiError::LogFailed | ApiError::DiskFull => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::ShuttingDown
+            | ApiError::LogFailed
+            | ApiError::DiskFull
+            | ApiError::NotLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadBody(_)
             | ApiError::BodyRead
             | ApiError::BadId
@@ -126,6 +130,7 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting_down",
             ApiError::LogFailed => "log_failed",
             ApiError::DiskFull => "disk_full",
+            ApiError::NotLeader { .. } => "not_leader",
             ApiError::BadBody(_)
             | ApiError::BodyRead
             | ApiError::BadWait
@@ -199,6 +204,7 @@ impl fmt::Display for ApiError {
                 "the write-ahead log failed; this broker accepts no writes until it is restarted",
             ),
             ApiError::DiskFull => f.write_str("the disk holding the log is full"),
+            ApiError::NotLeader { .. } => f.write_str("not the leader"),
             ApiError::Internal(what) => write!(f, "internal error: {what}"),
         }
     }
@@ -256,6 +262,7 @@ mod tests {
     #[test]
     fn every_code_is_one_the_contract_lists() {
         const CODES: &[&str] = &[
+            "not_leader",
             "invalid_request",
             "invalid_id",
             "invalid_queue_name",
@@ -301,6 +308,7 @@ mod tests {
             ApiError::NotFound,
             ApiError::MethodNotAllowed { allow: "GET" },
             ApiError::Internal("x"),
+            ApiError::NotLeader { leader: Some(4) },
             ApiError::Engine(EngineError::DefaultQueue),
             ApiError::Engine(EngineError::NotDeadLetterQueue),
             ApiError::Engine(EngineError::DeadLetterMaxDeliveries),

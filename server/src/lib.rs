@@ -38,6 +38,10 @@
 //!   logs what the engine changes, publishes logged (and, under `--fsync
 //!   always`, synced) before they become visible, the log's `/stats` and
 //!   `/health`.
+//! * `replication`: `--replicas 3`: the node's Raft replica
+//!   (`ubroker-replica`), the loop that serves the leader's broker or a
+//!   follower's `not_leader` answers, the journal that feeds the Raft log,
+//!   and the fence the routes wait on before answering.
 //! * `shutdown`: SIGINT / SIGTERM for the binary.
 //! * `metrics`: the Prometheus exposition of `GET /metrics`: the engine's
 //!   figures read at scrape time, and the per-request counters.
@@ -78,6 +82,7 @@ mod descriptors;
 mod durability;
 mod error;
 mod metrics;
+mod replication;
 mod response;
 mod routes;
 mod server;
@@ -99,6 +104,7 @@ pub mod internal {
         pub use crate::decode::*;
     }
     pub use crate::descriptors::{connection_cap, raise_limit};
+    pub use crate::replication::run as run_replicated;
     pub use crate::routes::{handle, State};
     pub use crate::shutdown::Signals;
 }

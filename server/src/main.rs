@@ -59,6 +59,22 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if config.replicas.is_some() {
+            return match ubroker_server::internal::run_replicated(
+                config,
+                signals.recv(),
+                release_free_memory,
+            )
+            .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error}");
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         // Recovery comes before the listening line: a broker that answers
         // has every message of its log back.
         let (broker, durable) = match &config.data_dir {

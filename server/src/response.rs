@@ -338,6 +338,33 @@ pub fn log_failed_health() -> Response<Body> {
     )
 }
 
+/// `503 {"error": "not the leader", "code": "not_leader", "leader": <index
+/// or null>}`: replicated mode, a node that does not lead its group.
+pub fn not_leader(leader: Option<u64>) -> Response<Body> {
+    let body = match leader {
+        Some(leader) => {
+            format!(r#"{{"error":"not the leader","code":"not_leader","leader":{leader}}}"#)
+        }
+        None => r#"{"error":"not the leader","code":"not_leader","leader":null}"#.to_owned(),
+    };
+    json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body))
+}
+
+/// `/health` of a replicated node: `{"status": "ok", "role": ..., "leader": ...}`
+/// (`200`, or `503` from `/health/leader` on a node that does not lead).
+pub fn replica_health(status: StatusCode, leading: bool, leader: Option<u64>) -> Response<Body> {
+    let role = if leading { "leader" } else { "follower" };
+    let leader = leader.map_or_else(|| "null".to_owned(), |l| l.to_string());
+    let body = if status == StatusCode::OK {
+        format!(r#"{{"status":"ok","role":"{role}","leader":{leader}}}"#)
+    } else {
+        format!(
+            r#"{{"error":"not the leader","code":"not_leader","status":"ok","role":"{role}","leader":{leader}}}"#
+        )
+    };
+    json(status, Bytes::from(body))
+}
+
 #[derive(Serialize)]
 struct ErrorBody {
     error: String,
@@ -350,6 +377,9 @@ struct ErrorBody {
 /// `Connection: close` when the request body was not read to its end or
 /// its framing is in doubt.
 pub fn error(error: &ApiError) -> Response<Body> {
+    if let ApiError::NotLeader { leader } = error {
+        return not_leader(*leader);
+    }
     let payload = ErrorBody {
         error: error.to_string(),
         code: error.code(),

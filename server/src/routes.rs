@@ -66,6 +66,8 @@ pub struct State<C: Clock> {
     started: tokio::time::Instant,
     /// The write-ahead log, with `--data-dir`.
     pub(crate) durable: Option<Arc<Durability>>,
+    /// Replicated mode (`--replicas 3`): the role this server serves.
+    pub(crate) replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl<C: Clock> State<C> {
@@ -83,7 +85,17 @@ impl<C: Clock> State<C> {
             draining: AtomicBool::new(false),
             started: tokio::time::Instant::now(),
             durable: None,
+            replication: None,
         }
+    }
+
+    /// Serves as one role of a replicated node.
+    pub(crate) fn with_replication(
+        mut self,
+        replication: Option<Arc<crate::replication::Replication>>,
+    ) -> Self {
+        self.replication = replication;
+        self
     }
 
     /// Logs through `durable` (`--data-dir`).
@@ -114,6 +126,22 @@ impl<C: Clock> State<C> {
         publish: Publish,
         delay: Duration,
     ) -> Result<Option<u64>, ApiError> {
+        if let Some(replication) = &self.replication {
+            return Ok(match publish {
+                Publish::One(body) => {
+                    let entry = NewMessage { body, delay };
+                    replication
+                        .publish(&self.broker, queue, vec![entry])
+                        .await?;
+                    None
+                }
+                Publish::Batch(messages) => {
+                    let count = messages.len() as u64;
+                    replication.publish(&self.broker, queue, messages).await?;
+                    Some(count)
+                }
+            });
+        }
         match (publish, &self.durable) {
             (Publish::One(body), None) => {
                 self.broker.publish_to(queue, body, delay)?;
@@ -201,6 +229,8 @@ pub enum Route<'a> {
     Metrics,
     /// `/health`.
     Health,
+    /// `/health/leader` (replicated mode: `200` only on the leader).
+    HealthLeader,
     /// `/ui`: the web console's page.
     Console,
 }
@@ -213,6 +243,7 @@ impl<'a> Route<'a> {
             "/stats" => return Some(Route::Stats),
             "/metrics" => return Some(Route::Metrics),
             "/health" => return Some(Route::Health),
+            "/health/leader" => return Some(Route::HealthLeader),
             "/ui" => return Some(Route::Console),
             _ => {}
         }
@@ -272,6 +303,7 @@ impl<'a> Route<'a> {
             Route::Stats => "/stats",
             Route::Metrics => "/metrics",
             Route::Health => "/health",
+            Route::HealthLeader => "/health/leader",
             Route::Console => "/ui",
         }
     }
@@ -335,12 +367,56 @@ where
     let result = match (admitted, route) {
         (Err(error), _) => Err(error),
         (Ok(()), None) => Err(ApiError::NotFound),
-        (Ok(()), Some(route)) => dispatch(state, route, &parts, body, signal).await,
+        (Ok(()), Some(route)) => match &state.replication {
+            None => dispatch(state, route, &parts, body, signal).await,
+            Some(replication) => replicated(state, replication, route, &parts, body, signal).await,
+        },
     };
     (
         pattern,
         result.unwrap_or_else(|error| response::error(&error)),
     )
+}
+
+/// [`dispatch`] on a replicated node: queue routes only on the leader,
+/// answered after the fence (see `replication`); `/health` with the role.
+async fn replicated<C, B>(
+    state: &State<C>,
+    replication: &crate::replication::Replication,
+    route: Route<'_>,
+    parts: &hyper::http::request::Parts,
+    body: B,
+    signal: Option<&WaitSignal>,
+) -> Result<Response<Body>, ApiError>
+where
+    C: Clock,
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let get = parts.method == Method::GET;
+    let (queue_route, fence, touch) = match route {
+        Route::Health if get => return Ok(replication.health(false)),
+        Route::HealthLeader if get => return Ok(replication.health(true)),
+        Route::Queue { op, .. } => (
+            true,
+            op.method_ok(&parts.method),
+            matches!(
+                op,
+                QueueOp::Settle(Settlement::Touch, _) | QueueOp::SettleBatch(Settlement::Touch)
+            ),
+        ),
+        Route::Queues => (true, false, false),
+        Route::QueueAdmin(_) => (true, !get, false),
+        _ => (false, false, false),
+    };
+    if queue_route {
+        replication.gate()?;
+    }
+    let response = dispatch(state, route, parts, body, signal).await?;
+    if fence {
+        replication.fence(touch).await?;
+    }
+    Ok(response)
 }
 
 async fn dispatch<C, B>(
@@ -374,6 +450,8 @@ where
         Route::Stats if method == Method::GET => Ok(stats(state)),
         Route::Metrics if method == Method::GET => metrics(state),
         Route::Health if method == Method::GET => Ok(health(state)),
+        // Only a replicated node has a leader to ask about.
+        Route::HealthLeader => Err(ApiError::NotFound),
         Route::Console if method == Method::GET => Ok(crate::console::page()),
         Route::Queues | Route::Stats | Route::Metrics | Route::Health | Route::Console => {
             Err(ApiError::MethodNotAllowed { allow: "GET" })

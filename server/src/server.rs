@@ -63,6 +63,7 @@ pub struct Server<C: Clock> {
     config: Config,
     trim: Option<Trim>,
     durable: Option<Arc<Durability>>,
+    replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl<C: Clock> Server<C> {
@@ -74,7 +75,17 @@ impl<C: Clock> Server<C> {
             config,
             trim: None,
             durable: None,
+            replication: None,
         }
+    }
+
+    /// Serves one role of a replicated node (`replication::run`).
+    pub(crate) fn with_replication(
+        mut self,
+        replication: Arc<crate::replication::Replication>,
+    ) -> Self {
+        self.replication = Some(replication);
+        self
     }
 
     /// Logs through `durable` (`--data-dir`); `broker` must be the one it
@@ -103,6 +114,7 @@ impl<C: Clock> Server<C> {
             config,
             trim,
             durable,
+            replication,
         } = self;
         let (shutting_down_tx, shutting_down) = watch::channel(false);
         let gauge = Arc::new(ConnectionGauge::default());
@@ -124,7 +136,8 @@ impl<C: Clock> Server<C> {
         });
         let state = Arc::new(
             State::new(broker.clone(), config.clone(), shutting_down)
-                .with_durability(durable.clone()),
+                .with_durability(durable.clone())
+                .with_replication(replication),
         );
         let mut listener = Listener::new(listener, state.clone(), gauge, &config);
 

@@ -46,6 +46,9 @@ where
     if let Some(durable) = &state.durable {
         durable.queue_put(&info)?;
     }
+    if let Some(replication) = &state.replication {
+        replication.queue_put(&info)?;
+    }
     Ok(response::queue(&info))
 }
 
@@ -96,6 +99,9 @@ pub(super) fn delete_queue<C: Clock>(
     let deleted = state.broker.delete_queue(queue)?;
     if let Some(durable) = &state.durable {
         durable.queue_deleted(queue)?;
+    }
+    if let Some(replication) = &state.replication {
+        replication.queue_deleted(queue)?;
     }
     Ok(response::count("deleted", deleted))
 }

@@ -1,0 +1,548 @@
+//! Replicated mode (`--replicas 3`, SPEC "Replication, step 2"): the
+//! node's [`Replica`] (openraft, `ubroker-replica`), the serving loop that
+//! runs a leader's broker or a follower's refusals, the engine journal that
+//! feeds the Raft log, and the hooks the routes call.
+//!
+//! # How a node serves
+//!
+//! [`run`] serves one role at a time on the same listening socket:
+//!
+//! * **Leader**: it appends the failover entry of its term and waits until
+//!   it is applied (`Replica::begin_term`), builds a fresh engine from the
+//!   replicated state (every leased message ready with its attempt counted,
+//!   ids past the replicated marks, so old delivery ids are unknown: `400`)
+//!   and serves it, its journal feeding a [`Proposer`]. It stops serving
+//!   (drains, closes that engine) as soon as it is no longer the leader of
+//!   that term or a proposal fails.
+//! * **Follower** (or candidate): an empty engine; every queue route answers
+//!   `503 not_leader` naming the leader it knows; `/health`, `/stats`,
+//!   `/metrics`, `/ui` answer locally. Followers run no sweep: expiries are
+//!   the leader's changes, replicated as records.
+//!
+//! # What a majority holds before an answer
+//!
+//! * A publish is prepared in the engine, its op pushed, and committed into
+//!   the engine (visible) and answered `200` only once its entry is
+//!   committed; otherwise aborted and answered `503 not_leader`.
+//! * A fetch, an acknowledgement, a requeue, a redrive and queue
+//!   administration are answered only once every op pushed so far (their
+//!   own included) is committed: the fence. A deposed leader cannot commit,
+//!   so it hands out no lease and settles no id that a new leader knows.
+//! * A touch changes nothing logged: it is answered after the leader has
+//!   confirmed its leadership with a majority (openraft's read index).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::{Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use ubroker_engine::{Broker, Clock, Journal, NewMessage, QueueInfo, QueueName};
+use ubroker_replica::{NotLeader, Op, Options, Proposer, Replica};
+use ubroker_wal::Recovered;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::response::{self, Body};
+use crate::server::Server;
+use crate::timekeeper::TokioClock;
+
+/// Checks the replication flags (part of [`Config::validate`]).
+pub fn validate(config: &Config) -> Result<(), String> {
+    let Some(replicas) = config.replicas else {
+        if config.node.is_some()
+            || config.raft_listen.is_some()
+            || config.raft_peers.is_some()
+            || config.raft_bootstrap
+        {
+            return Err(
+                "--node, --raft-listen, --raft-peers and --raft-bootstrap need --replicas 3".into(),
+            );
+        }
+        return Ok(());
+    };
+    if replicas != 3 {
+        return Err(format!("--replicas must be 3 (got {replicas})"));
+    }
+    if config.data_dir.is_none() {
+        return Err("--replicas 3 needs --data-dir".into());
+    }
+    let Some(node) = config.node else {
+        return Err("--replicas 3 needs --node".into());
+    };
+    if config.raft_listen.is_none() {
+        return Err("--replicas 3 needs --raft-listen".into());
+    }
+    let peers = parse_peers(config.raft_peers.as_deref().unwrap_or(""))?;
+    if peers.len() != 3 {
+        return Err(format!(
+            "--raft-peers must name 3 members (got {})",
+            peers.len()
+        ));
+    }
+    if !peers.contains_key(&node) {
+        return Err(format!(
+            "--raft-peers must include this node (--node {node})"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `--raft-peers`: `ID=HOST:PORT,...`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--raft-peers: {part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("--raft-peers: {id:?} is not a node index"))?;
+        let addr: std::net::SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("--raft-peers: {addr:?} is not HOST:PORT"))?;
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("--raft-peers: node {id} is named twice"));
+        }
+    }
+    Ok(peers)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The wall-clock due time of something `delay` from now (0: no delay),
+/// fixed by the leader so that every replica holds the same one.
+fn due_ms(delay: Duration) -> u64 {
+    if delay.is_zero() {
+        0
+    } else {
+        now_ms()
+            .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+            .max(1)
+    }
+}
+
+/// The leader's engine journal: every change becomes an op of the next
+/// Raft entry.
+struct RaftJournal {
+    proposer: Arc<Proposer>,
+}
+
+impl Journal for RaftJournal {
+    fn ready(&self, queue: &QueueName, id: u64, attempts: u32, dead_lettered: bool) {
+        self.proposer.push(Op::Ready {
+            id,
+            queue: queue.as_str().to_owned(),
+            attempts,
+            dead_lettered,
+        });
+    }
+
+    fn delayed(&self, queue: &QueueName, id: u64, attempts: u32, delay: Duration) {
+        self.proposer.push(Op::Delayed {
+            id,
+            queue: queue.as_str().to_owned(),
+            attempts,
+            due_ms: due_ms(delay),
+        });
+    }
+
+    fn delivered(&self, id: u64, attempts: u32) {
+        self.proposer.push(Op::Leased { id, attempts });
+    }
+
+    fn gone(&self, id: u64) {
+        self.proposer.push(Op::Gone { id });
+    }
+}
+
+/// What the routes of one serving instance reach: the replica, and the
+/// proposer of the leader's term this instance serves (none on a
+/// follower).
+pub struct Replication {
+    replica: Arc<Replica>,
+    node: u64,
+    term: Option<Arc<Proposer>>,
+}
+
+impl Replication {
+    /// The leader this node knows of, for a `not_leader` answer.
+    fn leader(&self) -> Option<u64> {
+        self.replica.role().leader_id
+    }
+
+    fn not_leader(&self) -> ApiError {
+        ApiError::NotLeader {
+            leader: self.leader(),
+        }
+    }
+
+    fn from(&self, error: NotLeader) -> ApiError {
+        ApiError::NotLeader {
+            leader: error.leader.or_else(|| self.leader()),
+        }
+    }
+
+    /// The proposer, if this instance serves as leader and has not failed.
+    fn serving(&self) -> Result<&Arc<Proposer>, ApiError> {
+        match &self.term {
+            Some(proposer) if !proposer.failed() => Ok(proposer),
+            _ => Err(self.not_leader()),
+        }
+    }
+
+    /// Refuses a queue route on a node that does not serve as leader.
+    pub(crate) fn gate(&self) -> Result<(), ApiError> {
+        self.serving().map(|_| ())
+    }
+
+    /// Waits until every op pushed so far is committed (a fetch's delivery,
+    /// a settlement, administration); for a touch, which logs nothing,
+    /// confirms leadership with a majority instead.
+    pub(crate) async fn fence(&self, touch: bool) -> Result<(), ApiError> {
+        let proposer = self.serving()?;
+        if touch {
+            return self.replica.confirm().await.map_err(|e| self.from(e));
+        }
+        proposer
+            .wait(proposer.pushed())
+            .await
+            .map_err(|e| self.from(e))
+    }
+
+    /// Publishes through the Raft log: visible and answered once a majority
+    /// holds the record; aborted (never visible here) otherwise.
+    pub(crate) async fn publish<C: Clock>(
+        &self,
+        broker: &Arc<Broker<C>>,
+        queue: &str,
+        entries: Vec<NewMessage>,
+    ) -> Result<Range<u64>, ApiError> {
+        let proposer = self.serving()?;
+        let prepared = broker.prepare_publish(queue, entries)?;
+        let op = Op::Publish {
+            queue: prepared.queue().to_owned(),
+            messages: prepared
+                .ids()
+                .zip(prepared.entries())
+                .map(|(id, entry)| ubroker_replica::NewMessage {
+                    id,
+                    due_ms: due_ms(entry.delay),
+                    body: entry.body.clone(),
+                })
+                .collect(),
+        };
+        let seq = proposer.push(op);
+        match proposer.wait(seq).await {
+            Ok(()) => Ok(broker.commit_publish(prepared)?),
+            Err(error) => {
+                broker.abort_publish(prepared);
+                Err(self.from(error))
+            }
+        }
+    }
+
+    /// Logs a queue's settings after `PUT /queues/{queue}`.
+    pub(crate) fn queue_put(&self, info: &QueueInfo) -> Result<(), ApiError> {
+        self.serving()?.push(Op::QueuePut {
+            queue: info.name.as_str().to_owned(),
+            ttl_ms: Some(info.ttl_ms),
+            max_deliveries: Some(info.max_deliveries),
+        });
+        Ok(())
+    }
+
+    /// Logs a queue's deletion.
+    pub(crate) fn queue_deleted(&self, queue: &str) -> Result<(), ApiError> {
+        self.serving()?.push(Op::QueueDeleted {
+            queue: queue.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// `GET /health` (`leader_only`: `GET /health/leader`).
+    pub(crate) fn health(&self, leader_only: bool) -> Response<Body> {
+        let role = self.replica.role();
+        let leading = role.leader && self.serving().is_ok();
+        let leader = if leading {
+            Some(self.node)
+        } else {
+            role.leader_id
+        };
+        let status = if leader_only && !leading {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        response::replica_health(status, leading, leader)
+    }
+}
+
+/// Restores `recovered` into a new broker (as the write-ahead log's
+/// recovery does): queues, ready messages in runs of one queue, delayed
+/// ones, then the id marks.
+fn restore<C: Clock>(broker: &Broker<C>, recovered: Recovered) -> Result<(), String> {
+    for (name, settings) in &recovered.queues {
+        broker
+            .restore_queue(
+                name,
+                settings.ttl_ms.map(Duration::from_millis),
+                settings.max_deliveries,
+            )
+            .map_err(|error| format!("cannot restore queue {name}: {error}"))?;
+    }
+    let now = now_ms();
+    let mut run: Vec<(u64, bytes::Bytes, u32, bool)> = Vec::new();
+    let mut run_queue: Option<Arc<str>> = None;
+    let flush = |queue: &Option<Arc<str>>, run: &mut Vec<_>| -> Result<(), String> {
+        if let Some(queue) = queue {
+            if !run.is_empty() {
+                broker
+                    .restore_ready(queue, std::mem::take(run))
+                    .map_err(|error| format!("cannot restore messages of {queue}: {error}"))?;
+            }
+        }
+        Ok(())
+    };
+    for m in recovered.messages {
+        if m.due_ms == 0 {
+            if run_queue.as_deref() != Some(&*m.queue) {
+                flush(&run_queue, &mut run)?;
+                run_queue = Some(m.queue.clone());
+            }
+            run.push((m.id, m.body, m.attempts, m.dead_lettered));
+            continue;
+        }
+        let delay = Duration::from_millis(m.due_ms.saturating_sub(now));
+        broker
+            .restore_message(&m.queue, m.id, m.body, m.attempts, m.dead_lettered, delay)
+            .map_err(|error| format!("cannot restore message {}: {error}", m.id))?;
+    }
+    flush(&run_queue, &mut run)?;
+    broker.restore_ids(recovered.next_delivery, recovered.next_message);
+    Ok(())
+}
+
+/// The replica's options from the flags (already validated).
+fn options(config: &Config) -> Result<Options, String> {
+    let peers = parse_peers(config.raft_peers.as_deref().unwrap_or(""))?;
+    let dir: PathBuf = config
+        .data_dir
+        .clone()
+        .ok_or("--replicas 3 needs --data-dir")?;
+    let mut options = Options::new(config.node.unwrap_or(0), peers, dir);
+    options.bootstrap = config.raft_bootstrap;
+    options.election_timeout_ms = config.election_timeout_ms;
+    Ok(options)
+}
+
+/// Serves a replicated node until `shutdown` completes: see the module
+/// docs. Prints `listening on http://ADDR` once both ports are bound.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    trim: fn(),
+) -> Result<(), String> {
+    let options = options(&config)?;
+    let node = options.id;
+    if let Some(dir) = &config.data_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create --data-dir {}: {e}", dir.display()))?;
+    }
+    let _lock = match &config.data_dir {
+        Some(dir) => Some(
+            ubroker_wal::DirLock::acquire(dir)
+                .map_err(|error| format!("cannot lock --data-dir: {error}"))?,
+        ),
+        None => None,
+    };
+    let raft_addr = config
+        .raft_listen
+        .ok_or("--replicas 3 needs --raft-listen")?;
+    let raft_listener = TcpListener::bind(raft_addr)
+        .await
+        .map_err(|e| format!("cannot listen on --raft-listen {raft_addr}: {e}"))?;
+    let std_listener = std::net::TcpListener::bind((config.host, config.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot set the listener non-blocking: {e}"))?;
+    let address = std_listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let replica = Arc::new(
+        Replica::start(options, raft_listener)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on http://{address}");
+        let _ = stdout.flush();
+    }
+    tracing::info!(%address, node, raft = %raft_addr, "ubroker started, replicated");
+
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = serve_roles(&config, &replica, &std_listener, node, stop, trim).await;
+    match Arc::try_unwrap(replica) {
+        Ok(replica) => replica.shutdown().await,
+        Err(replica) => {
+            let _ = replica.raft().shutdown().await;
+        }
+    }
+    result
+}
+
+async fn serve_roles(
+    config: &Config,
+    replica: &Arc<Replica>,
+    listener: &std::net::TcpListener,
+    node: u64,
+    mut stop: watch::Receiver<bool>,
+    trim: fn(),
+) -> Result<(), String> {
+    let mut roles = replica.roles();
+    while !*stop.borrow() {
+        let role = replica.role();
+        let tokio_listener = TcpListener::from_std(
+            listener
+                .try_clone()
+                .map_err(|e| format!("cannot share the listener: {e}"))?,
+        )
+        .map_err(|e| format!("cannot share the listener: {e}"))?;
+        if role.leader {
+            let began = tokio::select! {
+                began = replica.begin_term() => began,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let recovered = match began {
+                Ok(recovered) => recovered,
+                Err(_) => {
+                    // Lost the term before its first entry committed: serve
+                    // as a follower until the next change.
+                    tracing::info!(
+                        term = role.term,
+                        "lost the leadership before the term began"
+                    );
+                    let lost = role.term;
+                    serve_follower(
+                        config,
+                        replica,
+                        tokio_listener,
+                        node,
+                        &mut roles,
+                        &mut stop,
+                        trim,
+                        move |r| r.leader && r.term != lost,
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+            tracing::info!(
+                term = role.term,
+                messages = recovered.messages.len(),
+                "leading: serving the replicated broker"
+            );
+            let proposer = Arc::new(Proposer::default());
+            let broker = Broker::with_clock(config.engine(), TokioClock::new()).with_journal(
+                Arc::new(RaftJournal {
+                    proposer: proposer.clone(),
+                }),
+            );
+            restore(&broker, recovered)?;
+            let broker = Arc::new(broker);
+            let marks = broker.clone();
+            let raft = replica.raft().clone();
+            let runner = proposer.clone();
+            let proposing =
+                tokio::spawn(async move { runner.run(raft, move || marks.next_ids()).await });
+            let replication = Arc::new(Replication {
+                replica: replica.clone(),
+                node,
+                term: Some(proposer.clone()),
+            });
+            let term = role.term;
+            let mut watch_roles = roles.clone();
+            let mut watch_stop = stop.clone();
+            let ended = async move {
+                tokio::select! {
+                    _ = watch_roles.wait_for(|m| {
+                        let r = ubroker_replica::role_of(m);
+                        !r.leader || r.term != term
+                    }) => {}
+                    () = proposer.until_failed() => {}
+                    _ = watch_stop.wait_for(|s| *s) => {}
+                }
+            };
+            let server = Server::new(tokio_listener, broker, config.clone())
+                .with_memory_trim(trim)
+                .with_replication(replication);
+            server.run(ended).await.map_err(|e| e.to_string())?;
+            proposing.abort();
+            tracing::info!(term, "stopped leading");
+        } else {
+            serve_follower(
+                config,
+                replica,
+                tokio_listener,
+                node,
+                &mut roles,
+                &mut stop,
+                trim,
+                |r| r.leader,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Serves as a follower until `until` holds of the role (or shutdown).
+#[allow(clippy::too_many_arguments)]
+async fn serve_follower(
+    config: &Config,
+    replica: &Arc<Replica>,
+    listener: TcpListener,
+    node: u64,
+    roles: &mut watch::Receiver<ubroker_replica::Metrics>,
+    stop: &mut watch::Receiver<bool>,
+    trim: fn(),
+    until: impl Fn(ubroker_replica::Role) -> bool + Send + 'static,
+) -> Result<(), String> {
+    let broker = Arc::new(Broker::with_clock(config.engine(), TokioClock::new()));
+    let replication = Arc::new(Replication {
+        replica: replica.clone(),
+        node,
+        term: None,
+    });
+    let mut watch_roles = roles.clone();
+    let mut watch_stop = stop.clone();
+    let ended = async move {
+        tokio::select! {
+            _ = watch_roles.wait_for(|m| until(ubroker_replica::role_of(m))) => {}
+            _ = watch_stop.wait_for(|s| *s) => {}
+        }
+    };
+    Server::new(listener, broker, config.clone())
+        .with_memory_trim(trim)
+        .with_replication(replication)
+        .run(ended)
+        .await
+        .map_err(|e| e.to_string())
+}
