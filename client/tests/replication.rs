@@ -14,6 +14,9 @@
 //! * a follower restarted from an empty `--data-dir` catches up, and then
 //!   holds the data alone: the other nodes are killed or wiped one at a
 //!   time until only its copy can serve.
+//! * a leader whose two followers are stopped answers no publish `200`
+//!   and hands out no lease (nothing can reach a majority), and the group
+//!   has everything once they resume.
 //!
 //! They need `haproxy`, `curl` and `target/release/ubroker` (or
 //! `$UBROKER_BIN`), so they are ignored by `cargo test`; run them with
@@ -765,4 +768,77 @@ async fn a_wiped_follower_catches_up_and_then_holds_the_data_alone() {
     assert_eq!(got, expected);
     let info = proxy.info().await.unwrap();
     assert_eq!((info.ready, info.in_flight), (0, expected.len() as u64));
+}
+
+// ---------------------------------------------------------------------
+// A leader without its majority.
+
+#[tokio::test]
+#[ignore = "needs haproxy: scripts/replication-test.sh"]
+async fn a_leader_without_its_majority_answers_no_publish_and_leases_nothing() {
+    let cluster = Cluster::up(&[]);
+    let proxy = cluster.client(None).queue("minority").unwrap();
+    let bodies: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    proxy.publish_batch(bodies.iter()).await.unwrap();
+    let leader = cluster.leader(&[0, 1, 2]).await;
+    let followers: Vec<usize> = (0..NODES).filter(|&i| i != leader).collect();
+    for &f in &followers {
+        cluster.node("stop", f).await;
+    }
+    // Both followers are stopped: no majority can hold anything now, so
+    // the leader may answer a publish 200 or lease a message (answer a
+    // fetch with messages) only by breaking the SPEC. A correct leader
+    // waits or refuses; the 5 s only bound how long the test looks.
+    let port = cluster.node_port(leader);
+    let publish = Sent::send(
+        port,
+        "POST",
+        "/queues/minority/publish",
+        r#"{"body":"alone"}"#,
+    )
+    .await
+    .unwrap();
+    let fetch = Sent::send(port, "GET", "/queues/minority/fetch?max=5&wait=100", "")
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(5);
+    let (publish, fetch) = tokio::join!(publish.answer(limit), fetch.answer(limit));
+    eprintln!("a leader without its majority answered: publish {publish:?}, fetch {fetch:?}");
+    if let Some((status, body)) = &publish {
+        assert_ne!(
+            *status, 200,
+            "a publish answered without a majority: {body}"
+        );
+    }
+    if let Some((status, body)) = &fetch {
+        assert_ne!(
+            *status, 200,
+            "a lease handed out without a majority: {body}"
+        );
+    }
+    for &f in &followers {
+        cluster.node("cont", f).await;
+    }
+    // The group recovers, and the five messages published before are all
+    // there (the lone publish may or may not have committed since).
+    let mut got = HashSet::new();
+    let start = Instant::now();
+    while !bodies.iter().all(|b| got.contains(b)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "after the followers resumed, only {got:?} of {bodies:?} came back within 60 s"
+        );
+        match proxy
+            .fetch_batch(10, Some(Duration::from_millis(500)))
+            .await
+        {
+            Ok(batch) => {
+                for d in batch {
+                    let _ = proxy.acknowledge(d.id).await;
+                    got.insert(d.text().to_owned());
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
