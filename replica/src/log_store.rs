@@ -415,3 +415,120 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::op::Command;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let path =
+                std::env::temp_dir().join(format!("ubroker-raftlog-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Command::Failover),
+        }
+    }
+
+    fn indexes(store: &LogStore) -> Vec<u64> {
+        store.lock().entries.keys().copied().collect()
+    }
+
+    #[test]
+    fn entries_come_back_after_a_reopen_and_a_torn_tail_is_cut() {
+        let dir = TempDir::new("reopen");
+        let store = LogStore::open(&dir.0).unwrap();
+        store.lock().append((1..=3).map(entry).collect()).unwrap();
+        store.lock().append(vec![entry(4)]).unwrap();
+        drop(store);
+        // A torn write: half a frame at the end of the segment.
+        let path = segment_path(&dir.0, 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        drop(file);
+        let store = LogStore::open(&dir.0).unwrap();
+        assert_eq!(indexes(&store), vec![1, 2, 3, 4]);
+        // And the next append lands after the cut, readable on reopen.
+        store.lock().append(vec![entry(5)]).unwrap();
+        drop(store);
+        assert_eq!(
+            indexes(&LogStore::open(&dir.0).unwrap()),
+            vec![1, 2, 3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn truncate_and_purge_survive_a_reopen() {
+        let dir = TempDir::new("truncate");
+        let store = LogStore::open(&dir.0).unwrap();
+        store.lock().append((1..=6).map(entry).collect()).unwrap();
+        store.lock().truncate(4).unwrap();
+        store.lock().append(vec![entry(4)]).unwrap();
+        assert_eq!(indexes(&store), vec![1, 2, 3, 4]);
+        drop(store);
+        let store = LogStore::open(&dir.0).unwrap();
+        assert_eq!(indexes(&store), vec![1, 2, 3, 4]);
+        let purged = LogId::new(CommittedLeaderId::new(1, 0), 2);
+        super::store(&dir.0, "purged", &purged).unwrap();
+        store.lock().purged = Some(purged);
+        store.lock().purge(2).unwrap();
+        assert_eq!(indexes(&store), vec![3, 4]);
+        drop(store);
+        let store = LogStore::open(&dir.0).unwrap();
+        assert_eq!(indexes(&store), vec![3, 4]);
+        assert_eq!(store.lock().purged, Some(purged));
+    }
+
+    #[test]
+    fn corruption_before_the_last_segment_stops_the_open() {
+        let dir = TempDir::new("corrupt");
+        let store = LogStore::open(&dir.0).unwrap();
+        store.lock().append(vec![entry(1), entry(2)]).unwrap();
+        // Force a second segment.
+        store.lock().file_len = SEGMENT_BYTES;
+        store.lock().append(vec![entry(3)]).unwrap();
+        assert_eq!(store.segments(), 2);
+        drop(store);
+        let first = segment_path(&dir.0, 1);
+        let mut bytes = fs::read(&first).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&first, bytes).unwrap();
+        let error = LogStore::open(&dir.0).err().unwrap();
+        assert!(error.to_string().contains("corrupt"), "{error}");
+    }
+
+    #[test]
+    fn purging_deletes_segments_holding_only_purged_entries() {
+        let dir = TempDir::new("segments");
+        let store = LogStore::open(&dir.0).unwrap();
+        for index in 1..=3 {
+            store.lock().file_len = SEGMENT_BYTES;
+            store.lock().append(vec![entry(index)]).unwrap();
+        }
+        assert_eq!(store.segments(), 3);
+        store.lock().purge(1).unwrap();
+        assert_eq!(store.segments(), 2);
+        store.lock().purge(3).unwrap();
+        // The open segment stays.
+        assert_eq!(store.segments(), 1);
+        assert!(store.is_empty());
+    }
+}

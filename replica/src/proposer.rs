@@ -12,6 +12,8 @@
 //! delivery record, a settlement) waits with [`Proposer::wait`] for the
 //! number [`Proposer::push`] gave it, or the highest pushed so far.
 //!
+//! Up to [`IN_FLIGHT`] entries are on their way at once (one, measured).
+//!
 //! Once a proposal fails (this node is no longer the leader) the proposer
 //! is failed for good: every waiter not yet covered answers `NotLeader`,
 //! and the server starts a new proposer with a new engine if it leads
@@ -19,11 +21,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::model::MAX_OPS;
 use crate::op::{Command, Op};
 use crate::{NotLeader, Raft};
+
+/// Entries proposed and not yet answered, at most. One: on the 2-core
+/// bench machine, 4 in flight made entries smaller and cost more CPU per
+/// message (batch publish 0.24x of `--fsync always` against 0.37x to 0.59x
+/// with one; BENCHMARKS.md, issue 21).
+pub const IN_FLIGHT: usize = 1;
 
 #[derive(Default)]
 struct Pending {
@@ -131,38 +139,72 @@ impl Proposer {
         }
     }
 
-    /// Proposes what is pushed, one entry at a time, until a proposal fails
-    /// or the task is dropped. `marks` reads the engine's next (delivery,
-    /// message) ids.
-    pub async fn run(&self, raft: Raft, marks: impl Fn() -> (u64, u64)) {
+    /// Proposes what is pushed until a proposal fails or the task is
+    /// dropped, with up to [`IN_FLIGHT`] entries on their way at once (the
+    /// next batch gathers while earlier ones replicate). `marks` reads the
+    /// engine's next (delivery, message) ids.
+    ///
+    /// Entries commit as a prefix of the log, so an entry's success means
+    /// every entry proposed before it committed too: `committed` only ever
+    /// moves up to the highest success, in whatever order answers arrive.
+    pub async fn run(self: &Arc<Self>, raft: Raft, marks: impl Fn() -> (u64, u64)) {
         let _fail = FailOnDrop(self);
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut answers = tokio::task::JoinSet::new();
         loop {
             let (ops, upto) = self.take();
             if ops.is_empty() {
                 self.wake.notified().await;
                 continue;
             }
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let (next_delivery, next_message) = marks();
             let command = Command::Ops {
                 ops,
                 next_delivery,
                 next_message,
             };
-            match raft.client_write(command).await {
-                Ok(_) => self.progress.send_modify(|p| p.committed = upto),
+            let answer = match raft.client_write_ff(command).await {
+                Ok(answer) => answer,
                 Err(error) => {
-                    let leader = error
-                        .forward_to_leader()
-                        .and_then(|forward| forward.leader_id);
-                    tracing::info!(%error, "a proposal failed: this node no longer leads");
-                    self.progress.send_modify(|p| {
-                        p.failed = true;
-                        p.leader = leader;
-                    });
+                    tracing::info!(%error, "raft stopped: this node no longer leads");
+                    self.fail(None);
                     return;
                 }
+            };
+            let me = self.clone();
+            answers.spawn(async move {
+                let _slot = slot;
+                match answer.await {
+                    Ok(Ok(_)) => me
+                        .progress
+                        .send_modify(|p| p.committed = p.committed.max(upto)),
+                    Ok(Err(error)) => {
+                        let leader = match &error {
+                            openraft::error::ClientWriteError::ForwardToLeader(f) => f.leader_id,
+                            _ => None,
+                        };
+                        tracing::info!(%error, "a proposal failed: this node no longer leads");
+                        me.fail(leader);
+                    }
+                    Err(_) => me.fail(None),
+                }
+            });
+            // Reap finished answers so the set does not grow.
+            while answers.try_join_next().is_some() {}
+            if self.failed() {
+                return;
             }
         }
+    }
+
+    fn fail(&self, leader: Option<u64>) {
+        self.progress.send_modify(|p| {
+            p.failed = true;
+            p.leader = p.leader.or(leader);
+        });
     }
 }
 

@@ -173,6 +173,7 @@ impl Journal for RaftJournal {
 pub struct Replication {
     replica: Arc<Replica>,
     node: u64,
+    election_timeout: Duration,
     term: Option<Arc<Proposer>>,
 }
 
@@ -271,10 +272,19 @@ impl Replication {
         Ok(())
     }
 
-    /// `GET /health` (`leader_only`: `GET /health/leader`).
-    pub(crate) fn health(&self, leader_only: bool) -> Response<Body> {
+    /// `GET /health` (`leader_only`: `GET /health/leader`, which a leader
+    /// answers `200` only after confirming with a majority within the
+    /// election timeout: a leader cut off from its group, which openraft
+    /// does not depose by itself, stops drawing the proxy's traffic).
+    pub(crate) async fn health(&self, leader_only: bool) -> Response<Body> {
         let role = self.replica.role();
-        let leading = role.leader && self.serving().is_ok();
+        let mut leading = role.leader && self.serving().is_ok();
+        if leader_only && leading {
+            leading = matches!(
+                tokio::time::timeout(self.election_timeout, self.replica.confirm()).await,
+                Ok(Ok(()))
+            );
+        }
         let leader = if leading {
             Some(self.node)
         } else {
@@ -426,8 +436,14 @@ async fn serve_roles(
         )
         .map_err(|e| format!("cannot share the listener: {e}"))?;
         if role.leader {
+            let term = role.term;
             let began = tokio::select! {
                 began = replica.begin_term() => began,
+                // Deposed before the failover entry committed.
+                _ = roles.wait_for(|m| {
+                    let r = ubroker_replica::role_of(m);
+                    !r.leader || r.term != term
+                }) => Err(NotLeader { leader: None }),
                 _ = stop.wait_for(|s| *s) => break,
             };
             let recovered = match began {
@@ -475,6 +491,7 @@ async fn serve_roles(
             let replication = Arc::new(Replication {
                 replica: replica.clone(),
                 node,
+                election_timeout: Duration::from_millis(config.election_timeout_ms),
                 term: Some(proposer.clone()),
             });
             let term = role.term;
@@ -529,6 +546,7 @@ async fn serve_follower(
     let replication = Arc::new(Replication {
         replica: replica.clone(),
         node,
+        election_timeout: Duration::from_millis(config.election_timeout_ms),
         term: None,
     });
     let mut watch_roles = roles.clone();
@@ -545,4 +563,79 @@ async fn serve_follower(
         .run(ended)
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicated() -> Config {
+        let mut config = Config::for_port(0);
+        config.replicas = Some(3);
+        config.node = Some(4);
+        config.data_dir = Some(PathBuf::from("/tmp/x"));
+        config.raft_listen = Some("127.0.0.1:7105".parse().unwrap());
+        config.raft_peers = Some("3=127.0.0.1:7104,4=127.0.0.1:7105,5=127.0.0.1:7106".into());
+        config
+    }
+
+    #[test]
+    fn the_replication_flags_are_checked_together() {
+        assert_eq!(validate(&replicated()), Ok(()));
+        assert_eq!(validate(&Config::for_port(0)), Ok(()));
+        type Change = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|c| c.replicas = Some(2)), "--replicas must be 3"),
+            (Box::new(|c| c.data_dir = None), "needs --data-dir"),
+            (Box::new(|c| c.node = None), "needs --node"),
+            (Box::new(|c| c.raft_listen = None), "needs --raft-listen"),
+            (Box::new(|c| c.node = Some(7)), "must include this node"),
+            (
+                Box::new(|c| c.raft_peers = Some("3=127.0.0.1:1,4=127.0.0.1:2".into())),
+                "must name 3 members",
+            ),
+            (
+                Box::new(|c| c.raft_peers = Some("3=127.0.0.1:1,4=x,5=127.0.0.1:3".into())),
+                "not HOST:PORT",
+            ),
+            (
+                Box::new(|c| {
+                    c.raft_peers = Some("3=127.0.0.1:1,3=127.0.0.1:2,5=127.0.0.1:3".into())
+                }),
+                "named twice",
+            ),
+            (
+                Box::new(|c| c.raft_peers = Some("a=127.0.0.1:1".into())),
+                "not a node index",
+            ),
+            (
+                Box::new(|c| c.raft_peers = Some("127.0.0.1:1".into())),
+                "not ID=HOST:PORT",
+            ),
+        ];
+        for (change, message) in cases {
+            let mut config = replicated();
+            change(&mut config);
+            let error = validate(&config).unwrap_err();
+            assert!(error.contains(message), "{error:?} lacks {message:?}");
+        }
+        let mut single = Config::for_port(0);
+        single.raft_bootstrap = true;
+        assert!(validate(&single).unwrap_err().contains("need --replicas 3"));
+    }
+
+    #[test]
+    fn peers_parse_to_ids_and_addresses() {
+        let peers = parse_peers("3=127.0.0.1:7104, 4=127.0.0.1:7105,5=127.0.0.1:7106").unwrap();
+        assert_eq!(peers.len(), 3);
+        assert_eq!(peers[&4], "127.0.0.1:7105");
+    }
+
+    #[test]
+    fn a_due_time_is_wall_clock_and_zero_means_now() {
+        assert_eq!(due_ms(Duration::ZERO), 0);
+        let before = now_ms();
+        let due = due_ms(Duration::from_millis(1500));
+        assert!(due >= before + 1500, "{due} {before}");
+    }
 }

@@ -395,11 +395,17 @@ where
 {
     let get = parts.method == Method::GET;
     let (queue_route, fence, touch) = match route {
-        Route::Health if get => return Ok(replication.health(false)),
-        Route::HealthLeader if get => return Ok(replication.health(true)),
+        // From SIGTERM on, as on a single node.
+        Route::Health | Route::HealthLeader if get && !state.healthy() => {
+            return Ok(response::shutting_down_health())
+        }
+        Route::Health if get => return Ok(replication.health(false).await),
+        Route::HealthLeader if get => return Ok(replication.health(true).await),
+        Route::HealthLeader => return Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        // A publish waited for its own record already.
         Route::Queue { op, .. } => (
             true,
-            op.method_ok(&parts.method),
+            op.method_ok(&parts.method) && op != QueueOp::Publish,
             matches!(
                 op,
                 QueueOp::Settle(Settlement::Touch, _) | QueueOp::SettleBatch(Settlement::Touch)
