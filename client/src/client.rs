@@ -431,16 +431,30 @@ fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ApiError {
     struct ErrorBody {
         error: Option<String>,
         code: Option<String>,
+        /// `not_leader` answers name the leader (a node index, or null);
+        /// read loosely, so that an odd value loses only itself.
+        leader: Option<serde_json::Value>,
     }
     let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
-    let (message, code) = match parsed {
-        Some(ErrorBody { error, code }) => (error, code),
-        None => (None, None),
+    let (message, code, leader) = match parsed {
+        Some(ErrorBody {
+            error,
+            code,
+            leader,
+        }) => (error, code, leader),
+        None => (None, None, None),
     };
     let message =
         message.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into());
     let code = match code {
-        Some(code) => Code::parse(&code),
+        Some(code) => match Code::parse(&code) {
+            Code::NotLeader { .. } => Code::NotLeader {
+                leader: leader
+                    .and_then(|v| v.as_u64())
+                    .and_then(|v| u32::try_from(v).ok()),
+            },
+            code => code,
+        },
         None => match status {
             StatusCode::REQUEST_TIMEOUT => Code::Timeout,
             StatusCode::SERVICE_UNAVAILABLE => Code::ShuttingDown,
@@ -851,6 +865,33 @@ mod tests {
             (e.code, e.message.as_str()),
             (Code::Other(String::new()), "<html>")
         );
+    }
+
+    #[test]
+    fn not_leader_answers_carry_the_leader_they_name() {
+        let e = |body: &[u8]| api_error(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), body);
+        let named = e(br#"{"error":"not the leader","code":"not_leader","leader":4}"#);
+        assert_eq!(named.code, Code::NotLeader { leader: Some(4) });
+        assert_eq!(named.message, "not the leader");
+        let none = e(br#"{"error":"not the leader","code":"not_leader","leader":null}"#);
+        assert_eq!(none.code, Code::NotLeader { leader: None });
+        let missing = e(br#"{"error":"not the leader","code":"not_leader"}"#);
+        assert_eq!(missing.code, Code::NotLeader { leader: None });
+        // An odd leader loses only itself, not the code or the message.
+        for odd in [&br#""four""#[..], b"-1", b"4294967296", b"1.5"] {
+            let body = [
+                &br#"{"error":"x","code":"not_leader","leader":"#[..],
+                odd,
+                b"}",
+            ]
+            .concat();
+            let odd = e(&body);
+            assert_eq!(odd.code, Code::NotLeader { leader: None });
+            assert_eq!(odd.message, "x");
+        }
+        // A leader field on any other code is not a not_leader.
+        let other = e(br#"{"error":"down","code":"unavailable","leader":1}"#);
+        assert_eq!(other.code, Code::Unavailable);
     }
 
     #[test]

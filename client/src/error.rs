@@ -39,6 +39,17 @@ pub enum Code {
     /// (HAProxy answered for it). Nothing was done; another partition can
     /// take the request now, this one later.
     Unavailable,
+    /// `503`, retried: in a replicated cluster (SPEC "Replication, step
+    /// 2"), the node asked is not its group's leader and did nothing. The
+    /// proxy sends requests to the leader, so this is seen only in the
+    /// moments around a failover (or when a node is asked directly);
+    /// like `unavailable`, another partition can take the request now and
+    /// this one later. `leader` is the global index of the node that
+    /// leads, as the answer named it (`None`: no leader is known yet, or
+    /// a body without one).
+    NotLeader {
+        leader: Option<u32>,
+    },
     /// Any other code, as the server spelled it.
     Other(String),
 }
@@ -63,6 +74,7 @@ impl Code {
             "log_failed" => Code::LogFailed,
             "disk_full" => Code::DiskFull,
             "unavailable" => Code::Unavailable,
+            "not_leader" => Code::NotLeader { leader: None },
             other => Code::Other(other.to_owned()),
         }
     }
@@ -86,6 +98,7 @@ impl Code {
             Code::LogFailed => "log_failed",
             Code::DiskFull => "disk_full",
             Code::Unavailable => "unavailable",
+            Code::NotLeader { .. } => "not_leader",
             Code::Other(other) => other,
         }
     }
@@ -96,7 +109,11 @@ impl Code {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Code::QueueFull | Code::TooManyConnections | Code::ShuttingDown | Code::Unavailable
+            Code::QueueFull
+                | Code::TooManyConnections
+                | Code::ShuttingDown
+                | Code::Unavailable
+                | Code::NotLeader { .. }
         )
     }
 }
@@ -177,14 +194,32 @@ impl Error {
 
     /// Whether the request certainly did nothing where it was sent and
     /// another node could take it now: the owning node is down
-    /// (`unavailable`) or stopping (`shutting_down`), or no connection
-    /// could be made. A partitioned queue moves on to another partition
-    /// after such an error rather than waiting on this one.
+    /// (`unavailable`), stopping (`shutting_down`) or not its group's
+    /// leader (`not_leader`), or no connection could be made. A
+    /// partitioned queue moves on to another partition after such an
+    /// error rather than waiting on this one.
     pub fn is_elsewhere(&self) -> bool {
         match self {
-            Error::Api(api) => matches!(api.code, Code::Unavailable | Code::ShuttingDown),
+            Error::Api(api) => matches!(
+                api.code,
+                Code::Unavailable | Code::ShuttingDown | Code::NotLeader { .. }
+            ),
             Error::Transport { connect, .. } => *connect,
             Error::Decode { .. } | Error::InvalidArgument(_) => false,
+        }
+    }
+
+    /// Whether this is a `not_leader` answer (whoever it named).
+    pub fn is_not_leader(&self) -> bool {
+        matches!(self.code(), Some(Code::NotLeader { .. }))
+    }
+
+    /// The leader a `not_leader` answer named (its global node index);
+    /// `None` for any other error, or when no leader was known.
+    pub fn leader(&self) -> Option<u32> {
+        match self.code() {
+            Some(Code::NotLeader { leader }) => *leader,
+            _ => None,
         }
     }
 
@@ -205,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_round_trip_and_only_four_are_transient() {
+    fn codes_round_trip_and_only_five_are_transient() {
         let all = [
             "invalid_request",
             "invalid_id",
@@ -223,6 +258,7 @@ mod tests {
             "log_failed",
             "disk_full",
             "unavailable",
+            "not_leader",
             "something_new",
         ];
         let mut transient = Vec::new();
@@ -239,12 +275,39 @@ mod tests {
                 "queue_full",
                 "too_many_connections",
                 "shutting_down",
-                "unavailable"
+                "unavailable",
+                "not_leader"
             ]
         );
         assert_eq!(
             Code::parse("something_new"),
             Code::Other("something_new".into())
         );
+    }
+
+    fn api(code: Code) -> Error {
+        Error::Api(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: "not the leader".into(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn not_leader_is_elsewhere_and_names_its_leader() {
+        let named = api(Code::NotLeader { leader: Some(4) });
+        assert!(named.is_elsewhere() && named.is_not_leader());
+        assert_eq!(named.leader(), Some(4));
+        assert!(named.code().unwrap().is_transient());
+        let unknown = api(Code::NotLeader { leader: None });
+        assert!(unknown.is_elsewhere() && unknown.is_not_leader());
+        assert_eq!(unknown.leader(), None);
+        // The leader does not change which code it is.
+        assert_eq!(named.code().unwrap().as_str(), "not_leader");
+        // Other errors name no leader.
+        let down = api(Code::Unavailable);
+        assert!(!down.is_not_leader());
+        assert_eq!(down.leader(), None);
     }
 }

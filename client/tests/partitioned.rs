@@ -201,6 +201,90 @@ async fn a_down_node_is_skipped_by_publishes_and_fetches() {
     }
 }
 
+/// A replicated group in the middle of a failover answers `503
+/// not_leader`: nothing was done, so publishes go to another partition at
+/// once and fetches skip it, as for `unavailable`; the error names the
+/// leader. With every partition answering so and retries on, the client
+/// waits for the failover to end instead of failing.
+#[tokio::test]
+async fn not_leader_partitions_are_skipped_like_unavailable_ones() {
+    let nodes = [
+        TestBroker::start(config()).await,
+        TestBroker::start(config()).await,
+    ];
+    let router = Router::start(nodes.iter().map(|n| n.addr).collect()).await;
+    router.set_follower(1, Some(Some(4)));
+    let client = Client::builder(&router.url())
+        .retry(RetryPolicy::never())
+        .build()
+        .unwrap();
+    let q = client
+        .partitioned_builder("jobs", 4)
+        .skip_for(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut taken = Vec::new();
+    for i in 0..8 {
+        taken.push(q.publish(&format!("m{i}")).await.unwrap());
+    }
+    assert!(taken.iter().all(|k| k % 2 == 0), "{taken:?}");
+    assert_eq!(router.refused(), [0, 2]);
+    assert!(q.is_skipped(1) && q.is_skipped(3) && !q.is_skipped(0));
+    let mut bodies = HashSet::new();
+    while bodies.len() < 8 {
+        for d in q
+            .fetch_batch(8, Some(Duration::from_millis(20)))
+            .await
+            .unwrap()
+        {
+            assert_eq!(d.partition.unwrap() % 2, 0);
+            q.acknowledge(&d).await.unwrap();
+            bodies.insert(d.text().to_owned());
+        }
+    }
+    assert_eq!(router.forwarded()[1], 0);
+    // Every group without a leader: the error is not_leader, naming it.
+    router.set_follower(0, Some(None));
+    let error = q.publish("lost").await.unwrap_err();
+    assert!(error.is_not_leader(), "{error}");
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(503));
+    let named = client
+        .queue("jobs--1")
+        .unwrap()
+        .publish("x")
+        .await
+        .unwrap_err();
+    assert_eq!(named.code(), Some(&Code::NotLeader { leader: Some(4) }));
+    assert_eq!(named.leader(), Some(4));
+    // With retries, a publish waits out the failover: once node 0 leads
+    // again (after the first refusals), it lands there.
+    // Patient enough to outlast the test's own wait (a bound on a hang).
+    let mut policy = common::quick_retries();
+    policy.max_retries = 10_000;
+    let patient = Client::builder(&router.url())
+        .retry(policy)
+        .build()
+        .unwrap()
+        .partitioned_builder("jobs", 2)
+        .build()
+        .unwrap();
+    let refused_before = router.refused();
+    let publish = tokio::spawn(async move { patient.publish("late").await });
+    let refused_now = || {
+        let now = router.refused();
+        now[0] > refused_before[0] && now[1] > refused_before[1]
+    };
+    eventually("both partitions refused the first round", || async {
+        refused_now()
+    })
+    .await;
+    router.set_follower(0, None);
+    assert_eq!(publish.await.unwrap().unwrap(), 0);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 /// A partition that is skipped is still tried when every other partition
 /// refuses too, and once its node is back it takes publishes again.
 #[tokio::test]

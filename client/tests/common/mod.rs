@@ -204,7 +204,10 @@ async fn serve_script(
 /// (anything else to backend 0), one request per backend connection, and
 /// answers a backend marked down with HAProxy's JSON `503 unavailable`;
 /// a backend marked hung gets nothing and its requests no answer (a
-/// SIGSTOPped node before the proxy's checks notice).
+/// SIGSTOPped node before the proxy's checks notice); a backend marked a
+/// follower is answered for as a replicated follower answers, `503
+/// not_leader` naming a leader (the moment of a failover, before the
+/// proxy's checks follow the new leader).
 /// Counts the requests that reached each backend and those refused.
 pub struct Router {
     pub addr: SocketAddr,
@@ -215,6 +218,8 @@ struct RouterState {
     backends: Vec<SocketAddr>,
     down: Mutex<Vec<bool>>,
     hung: Mutex<Vec<bool>>,
+    /// `Some(leader)`: answer `not_leader` naming `leader`.
+    follower: Mutex<Vec<Option<Option<u32>>>>,
     forwarded: Mutex<Vec<u64>>,
     refused: Mutex<Vec<u64>>,
 }
@@ -228,6 +233,7 @@ impl Router {
             backends,
             down: Mutex::new(vec![false; n]),
             hung: Mutex::new(vec![false; n]),
+            follower: Mutex::new(vec![None; n]),
             forwarded: Mutex::new(vec![0; n]),
             refused: Mutex::new(vec![0; n]),
         });
@@ -252,12 +258,19 @@ impl Router {
         self.state.hung.lock().unwrap()[node] = hung;
     }
 
+    /// Makes backend `node` answer as a follower that names `leader`
+    /// (`None` in the outer option: forward to it again).
+    pub fn set_follower(&self, node: usize, leader: Option<Option<u32>>) {
+        self.state.follower.lock().unwrap()[node] = leader;
+    }
+
     /// Requests forwarded to each backend.
     pub fn forwarded(&self) -> Vec<u64> {
         self.state.forwarded.lock().unwrap().clone()
     }
 
-    /// Requests answered `503 unavailable` for each backend.
+    /// Requests answered `503 unavailable` or `503 not_leader` for each
+    /// backend.
     pub fn refused(&self) -> Vec<u64> {
         self.state.refused.lock().unwrap().clone()
     }
@@ -327,6 +340,22 @@ async fn route(mut client: TcpStream, state: Arc<RouterState>) {
             return;
         }
         let down = state.down.lock().unwrap()[node];
+        let follower = state.follower.lock().unwrap()[node];
+        if let Some(leader) = follower {
+            state.refused.lock().unwrap()[node] += 1;
+            let leader = leader.map_or("null".to_owned(), |l| l.to_string());
+            let body = format!(
+                r#"{{"error": "not the leader", "code": "not_leader", "leader": {leader}}}"#
+            );
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if client.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let answer = if down {
             None
         } else {
