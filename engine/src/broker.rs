@@ -25,6 +25,7 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::Error;
 use crate::message::{validate, Message, QueueName, MAX_ID};
 use crate::queue::{Ended, Leased, Queue, QueueSettings, Shared};
+
 use crate::registry::{QueueRef, Registry};
 use crate::stats::{QueueInfo, QueueStats, Stats};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -78,7 +79,7 @@ pub struct Delivery {
     pub dead_letter: Option<QueueName>,
 }
 
-/// One entry of a batch publish ([`Broker::publish_batch`]).
+/// One entry of a batch publish ([`QueueHandle::publish_batch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     /// The message body.
@@ -181,11 +182,12 @@ impl<C: Clock> Broker<C> {
         }
     }
 
-    /// The queue `name`, which must exist; for settlements, where a queue
-    /// that does not exist means the id cannot be valid under it.
-    fn existing(&self, name: &str) -> Result<QueueRef<'_>, Error> {
+    /// The queue `name` for a settlement, `None` if it does not exist (then
+    /// no id can be valid under it: a single settlement fails with
+    /// [`Error::InvalidId`], a batch answers [`Settled::Invalid`] for each).
+    fn settling(&self, name: &str) -> Result<Option<QueueRef<'_>>, Error> {
         self.check_open()?;
-        self.known(name)?.ok_or(Error::InvalidId)
+        self.known(name)
     }
 
     /// The queue `name` if it exists, `None` if not; an invalid name is an
@@ -200,39 +202,16 @@ impl<C: Clock> Broker<C> {
         }
     }
 
-    // ----- part 1: the `default` queue -------------------------------------
-
-    /// Appends a message at the tail of `default`.
-    pub fn publish(&self, body: Bytes) -> Result<u64, Error> {
-        self.publish_to(QueueName::DEFAULT, body, Duration::ZERO)
-    }
-
-    /// Leases the head of `default`, if there is one, without waiting.
-    pub fn try_fetch(&self) -> Result<Option<Delivery>, Error> {
-        self.try_fetch_from(QueueName::DEFAULT)
-    }
-
-    /// Leases the head of `default`, waiting until `timeout` completes; see
-    /// [`Broker::fetch_from`].
-    pub async fn fetch<T: Future<Output = ()>>(&self, timeout: T) -> Result<Delivery, Error> {
-        self.fetch_from(QueueName::DEFAULT, timeout).await
-    }
-
-    /// Acknowledges delivery `id` of `default`.
-    pub fn acknowledge(&self, id: u64) -> Result<(), Error> {
-        self.acknowledge_in(QueueName::DEFAULT, id)
-    }
-
-    /// Requeues delivery `id` of `default` to its tail, at once.
-    pub fn requeue(&self, id: u64) -> Result<(), Error> {
-        self.requeue_in(QueueName::DEFAULT, id, Duration::ZERO)
-    }
-
     // ----- every queue -----------------------------------------------------
 
     /// Appends a message at the tail of `queue` (created if it does not
     /// exist), or holds it for `delay` first. Returns its message id.
-    pub fn publish_to(&self, queue: &str, body: Bytes, delay: Duration) -> Result<u64, Error> {
+    pub(crate) fn publish_to(
+        &self,
+        queue: &str,
+        body: Bytes,
+        delay: Duration,
+    ) -> Result<u64, Error> {
         self.check_open()?;
         // The name is checked where the queue is looked up (a miss), or
         // below if the budget refuses first: a bad name wins over a full
@@ -286,7 +265,7 @@ impl<C: Clock> Broker<C> {
     ///
     /// The batch costs one reservation, one id range, one clock read and
     /// one wake-up pass, and a lock-free push per message.
-    pub fn publish_batch(
+    pub(crate) fn publish_batch(
         &self,
         queue: &str,
         messages: Vec<NewMessage>,
@@ -379,7 +358,7 @@ impl<C: Clock> Broker<C> {
 
     /// Leases the head of `queue`, if there is one, without waiting. A
     /// queue that does not exist is empty.
-    pub fn try_fetch_from(&self, queue: &str) -> Result<Option<Delivery>, Error> {
+    pub(crate) fn try_fetch_from(&self, queue: &str) -> Result<Option<Delivery>, Error> {
         self.check_open()?;
         match self.known(queue)? {
             Some(found) => self.lease_from(&found),
@@ -443,7 +422,7 @@ impl<C: Clock> Broker<C> {
     /// Cancellation safe: dropping the returned future at any point leases
     /// nothing, and if this fetch had already been woken for a message it
     /// passes the wake-up on to the next waiter.
-    pub async fn fetch_from<T: Future<Output = ()>>(
+    pub(crate) async fn fetch_from<T: Future<Output = ()>>(
         &self,
         queue: &str,
         timeout: T,
@@ -462,7 +441,7 @@ impl<C: Clock> Broker<C> {
     /// The batch costs a lock-free pop per message, one clock read, one
     /// range of delivery ids, one deadline and one lock per timer shard its
     /// ids reach.
-    pub fn try_fetch_batch_from(
+    pub(crate) fn try_fetch_batch_from(
         &self,
         queue: &str,
         max: usize,
@@ -476,11 +455,11 @@ impl<C: Clock> Broker<C> {
         }
     }
 
-    /// As [`Broker::fetch_from`] (fair, cancellation safe, the same
+    /// As [`QueueHandle::fetch`] (fair, cancellation safe, the same
     /// errors), but answers with 1 to `max` deliveries as soon as at least
     /// one message is ready: it never lingers for more. See
-    /// [`Broker::try_fetch_batch_from`] for `max_bytes`.
-    pub async fn fetch_batch_from<T: Future<Output = ()>>(
+    /// [`QueueHandle::try_fetch_batch`] for `max_bytes`.
+    pub(crate) async fn fetch_batch_from<T: Future<Output = ()>>(
         &self,
         queue: &str,
         max: usize,
@@ -561,8 +540,8 @@ impl<C: Clock> Broker<C> {
     ///
     /// Fails with [`Error::InvalidId`] if the id is unknown, already settled,
     /// past its deadline (even if no sweep has run yet), or not of `queue`.
-    pub fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error> {
-        let found = self.existing(queue)?;
+    pub(crate) fn acknowledge_in(&self, queue: &str, id: u64) -> Result<(), Error> {
+        let found = self.settling(queue)?.ok_or(Error::InvalidId)?;
         let charge = found.acknowledge(&self.shared, id, self.clock.now())?;
         self.release(charge);
         Ok(())
@@ -572,8 +551,8 @@ impl<C: Clock> Broker<C> {
     /// tail, now or after `delay`, to be delivered again under a new id; or,
     /// if it was the message's `max_deliveries`-th delivery, at the tail of
     /// `<queue>.dead`.
-    pub fn requeue_in(&self, queue: &str, id: u64, delay: Duration) -> Result<(), Error> {
-        let found = self.existing(queue)?;
+    pub(crate) fn requeue_in(&self, queue: &str, id: u64, delay: Duration) -> Result<(), Error> {
+        let found = self.settling(queue)?.ok_or(Error::InvalidId)?;
         let now = self.clock.now();
         let ended = found.requeue(&self.shared, id, delay, now)?;
         if let Ended::DeadLetter(message) = ended {
@@ -588,44 +567,52 @@ impl<C: Clock> Broker<C> {
     /// Extends the lease of delivery `id` of `queue` to now plus `ttl` (the
     /// queue's TTL if `None`). The id stays the same and valid. Fails with
     /// [`Error::InvalidId`] exactly when an acknowledge would.
-    pub fn touch_in(&self, queue: &str, id: u64, ttl: Option<Duration>) -> Result<(), Error> {
+    pub(crate) fn touch_in(
+        &self,
+        queue: &str,
+        id: u64,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
         if ttl == Some(Duration::ZERO) {
             return Err(Error::ZeroTtl);
         }
-        let found = self.existing(queue)?;
+        let found = self.settling(queue)?.ok_or(Error::InvalidId)?;
         found.touch(&self.shared, id, ttl, self.clock.now())
     }
 
     /// Acknowledges each of `ids` in `queue`: one result per id, in order,
-    /// `true` where the single [`Broker::acknowledge_in`] would have
+    /// `Ok` where the single [`QueueHandle::acknowledge`] would have
     /// succeeded. An id repeated in the batch succeeds at most once. A queue
-    /// that does not exist answers all `false`.
-    pub fn acknowledge_batch_in(&self, queue: &str, ids: &[u64]) -> Result<Vec<bool>, Error> {
+    /// that does not exist answers all `Invalid`.
+    pub(crate) fn acknowledge_batch_in(
+        &self,
+        queue: &str,
+        ids: &[u64],
+    ) -> Result<Vec<Settled>, Error> {
         let mut results = Vec::with_capacity(ids.len());
-        match self.existing(queue) {
-            Ok(found) => {
+        match self.settling(queue)? {
+            Some(found) => {
                 let charge =
                     found.acknowledge_all(&self.shared, ids, self.clock.now(), &mut results);
                 self.release(charge);
             }
-            Err(Error::InvalidId) => results.resize(ids.len(), false),
-            Err(error) => return Err(error),
+            None => results.resize(ids.len(), Settled::Invalid),
         }
         Ok(results)
     }
 
     /// Requeues each of `ids` in `queue`, now or after `delay`: one result
-    /// per id, as [`Broker::acknowledge_batch_in`]. Those requeued at once
+    /// per id, as [`QueueHandle::acknowledge_batch`]. Those requeued at once
     /// join the tail together, in the order of `ids`.
-    pub fn requeue_batch_in(
+    pub(crate) fn requeue_batch_in(
         &self,
         queue: &str,
         ids: &[u64],
         delay: Duration,
-    ) -> Result<Vec<bool>, Error> {
+    ) -> Result<Vec<Settled>, Error> {
         let mut results = Vec::with_capacity(ids.len());
-        match self.existing(queue) {
-            Ok(found) => {
+        match self.settling(queue)? {
+            Some(found) => {
                 let now = self.clock.now();
                 let dead = found.requeue_all(&self.shared, ids, delay, now, &mut results);
                 if !dead.is_empty() {
@@ -637,34 +624,33 @@ impl<C: Clock> Broker<C> {
                     }
                 }
             }
-            Err(Error::InvalidId) => results.resize(ids.len(), false),
-            Err(error) => return Err(error),
+            None => results.resize(ids.len(), Settled::Invalid),
         }
         Ok(results)
     }
 
-    /// Touches each of `ids` in `queue` (see [`Broker::touch_in`]): one
+    /// Touches each of `ids` in `queue` (see [`QueueHandle::touch`]): one
     /// result per id; an id repeated in the batch is touched each time.
-    pub fn touch_batch_in(
+    pub(crate) fn touch_batch_in(
         &self,
         queue: &str,
         ids: &[u64],
         ttl: Option<Duration>,
-    ) -> Result<Vec<bool>, Error> {
+    ) -> Result<Vec<Settled>, Error> {
         if ttl == Some(Duration::ZERO) {
             return Err(Error::ZeroTtl);
         }
         let mut results = Vec::with_capacity(ids.len());
-        match self.existing(queue) {
-            Ok(found) => {
+        match self.settling(queue)? {
+            Some(found) => {
                 let now = self.clock.now();
                 results.extend(
-                    ids.iter()
-                        .map(|&id| found.touch(&self.shared, id, ttl, now).is_ok()),
+                    ids.iter().map(|&id| {
+                        Settled::from_ok(found.touch(&self.shared, id, ttl, now).is_ok())
+                    }),
                 );
             }
-            Err(Error::InvalidId) => results.resize(ids.len(), false),
-            Err(error) => return Err(error),
+            None => results.resize(ids.len(), Settled::Invalid),
         }
         Ok(results)
     }
@@ -711,10 +697,10 @@ impl<C: Clock> Broker<C> {
                 .iter()
                 .filter_map(|due| Some((due.queue.upgrade()?, due.shards)))
             {
-                let (e, c, dead) = queue.run_due(&self.shared, now, shards);
-                expired += e;
-                came_due += c;
-                for message in dead {
+                let run = queue.run_due(&self.shared, now, shards);
+                expired += run.expired;
+                came_due += run.came_due;
+                for message in run.dead {
                     self.move_to_dead_letters(&queue.name, message, now);
                 }
             }
@@ -759,7 +745,7 @@ impl<C: Clock> Broker<C> {
 
     /// Creates `queue` or changes its settings. Validates everything first:
     /// a refused update changes nothing.
-    pub fn put_queue(&self, queue: &str, update: QueueUpdate) -> Result<QueueInfo, Error> {
+    pub(crate) fn put_queue(&self, queue: &str, update: QueueUpdate) -> Result<QueueInfo, Error> {
         self.check_open()?;
         let name = QueueName::new(queue)?;
         if name.is_dead() && update.max_deliveries.is_some_and(|max| max != 0) {
@@ -781,7 +767,7 @@ impl<C: Clock> Broker<C> {
     }
 
     /// `queue`'s settings and contents.
-    pub fn queue_info(&self, queue: &str) -> Result<QueueInfo, Error> {
+    pub(crate) fn queue_info(&self, queue: &str) -> Result<QueueInfo, Error> {
         validate(queue)?;
         self.registry
             .get(queue)
@@ -799,7 +785,7 @@ impl<C: Clock> Broker<C> {
     }
 
     /// `queue`'s counters.
-    pub fn queue_stats(&self, queue: &str) -> Result<QueueStats, Error> {
+    pub(crate) fn queue_stats(&self, queue: &str) -> Result<QueueStats, Error> {
         validate(queue)?;
         self.registry
             .get(queue)
@@ -821,7 +807,7 @@ impl<C: Clock> Broker<C> {
     /// and returns how many. Its lease ids become invalid; its `.dead` queue
     /// stays. Fetches waiting on it keep waiting, for the queue a later
     /// publish creates.
-    pub fn delete_queue(&self, queue: &str) -> Result<u64, Error> {
+    pub(crate) fn delete_queue(&self, queue: &str) -> Result<u64, Error> {
         self.check_open()?;
         validate(queue)?;
         let removed = self.registry.remove(queue)?;
@@ -836,7 +822,7 @@ impl<C: Clock> Broker<C> {
     /// Each counts in the dead-letter queue's `acknowledged` and `redriven`
     /// and in the target's `published`, so that every queue's counters keep
     /// their identity.
-    pub fn redrive(&self, dead: &str) -> Result<u64, Error> {
+    pub(crate) fn redrive(&self, dead: &str) -> Result<u64, Error> {
         self.check_open()?;
         let name = QueueName::new(dead)?;
         if !name.is_dead() {
@@ -1016,7 +1002,9 @@ impl Drop for Parked<'_> {
 }
 
 mod durable;
-pub use durable::Prepared;
+mod handle;
+pub use durable::{Prepared, RestoredMessage};
+pub use handle::{Deleted, Published, PublishedBatch, QueueHandle, Redriven, Settled};
 
 #[cfg(all(test, not(loom)))]
 mod tests;

@@ -8,6 +8,10 @@
 //!   (with and without waiting), acknowledge, requeue, touch, each single
 //!   or in batches ([`NewMessage`]), delays, dead letters, redrive, queue
 //!   administration, timekeeping, close, stats.
+//! * `broker/handle`: the API's one grammar, [`QueueHandle`]
+//!   (`broker.queue(name).publish(..)`, [`Broker::default_queue`] for the
+//!   part-1 queue), and the named outcomes: [`Published`],
+//!   [`PublishedBatch`], [`Settled`], [`Deleted`], [`Redriven`].
 //! * `broker/durable`: for a caller that keeps a write-ahead log: the
 //!   journal hook attached, two-phase publish (`prepare_publish`, then
 //!   `commit_publish` once the record is durable), and restoring queues,
@@ -56,7 +60,7 @@
 //!   message is in exactly one place: a ready queue, one live lease, or one
 //!   timer (delayed).
 //! * **No lost wake-ups, fairness, cancellation safety.** See `waiters` and
-//!   [`Broker::fetch_from`].
+//!   [`QueueHandle::fetch`].
 //! * **Memory follows live state.** A settled lease leaves no entry behind
 //!   anywhere; see `timer` for what each lease and delayed message costs.
 //!
@@ -155,7 +159,10 @@ mod sync;
 mod timer;
 mod waiters;
 
-pub use broker::{Broker, Config, Delivery, NewMessage, Prepared, QueueUpdate, Sweep};
+pub use broker::{
+    Broker, Config, Deleted, Delivery, NewMessage, Prepared, Published, PublishedBatch,
+    QueueHandle, QueueUpdate, Redriven, RestoredMessage, Settled, Sweep,
+};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use journal::Journal;

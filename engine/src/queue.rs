@@ -48,6 +48,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::agenda::Agenda;
+use crate::broker::Settled;
 use crate::clock::{duration_nanos, Timestamp};
 use crate::error::Error;
 use crate::fifo::Fifo;
@@ -113,12 +114,27 @@ pub(crate) struct Queue {
     counters: Counters,
 }
 
-/// A queue's settings, as `PUT /queues/{queue}` sets them.
+/// A queue's settings: the one settings type (a change to them is a
+/// [`QueueUpdate`](crate::QueueUpdate), a snapshot carries them in
+/// [`QueueInfo`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
+    /// How long a delivery's lease lasts.
     pub ttl: Duration,
-    /// 0: unlimited.
+    /// The delivery that ends a message's life here (0: unlimited).
     pub max_deliveries: u32,
+}
+
+/// What one timekeeping pass over a queue did ([`Queue::run_due`]).
+#[derive(Debug, Default)]
+pub(crate) struct DueRun {
+    /// Leases that ran out (those to dead-letter included).
+    pub(crate) expired: usize,
+    /// Delayed messages that came due.
+    pub(crate) came_due: usize,
+    /// Messages whose last allowed delivery expired: for the dead-letter
+    /// queue.
+    pub(crate) dead: Vec<Message>,
 }
 
 impl Queue {
@@ -450,13 +466,13 @@ impl Queue {
         shared: &Shared,
         ids: &[u64],
         now: Timestamp,
-        results: &mut Vec<bool>,
+        results: &mut Vec<Settled>,
     ) -> u64 {
         let mut keys = Vec::with_capacity(ids.len());
         let (mut bytes, mut charge) = (0u64, 0u64);
         for &id in ids {
             let lease = self.leases.remove_if(id, |lease| now < lease.deadline);
-            results.push(lease.is_some());
+            results.push(Settled::from_ok(lease.is_some()));
             if let Some(lease) = lease {
                 if let Some(journal) = &shared.journal {
                     journal.gone(lease.message.id);
@@ -482,13 +498,13 @@ impl Queue {
         ids: &[u64],
         delay: Duration,
         now: Timestamp,
-        results: &mut Vec<bool>,
+        results: &mut Vec<Settled>,
     ) -> Vec<Message> {
         let mut keys = Vec::with_capacity(ids.len());
         let mut back = Vec::with_capacity(ids.len());
         for &id in ids {
             let lease = self.leases.remove_if(id, |lease| now < lease.deadline);
-            results.push(lease.is_some());
+            results.push(Settled::from_ok(lease.is_some()));
             if let Some(lease) = lease {
                 keys.push((lease.deadline, id));
                 back.push(lease.message);
@@ -599,17 +615,10 @@ impl Queue {
     }
 
     /// Handles everything of this queue due at `now`: expired leases and
-    /// delayed messages, in due order. Returns the number of leases that
-    /// expired, of delayed messages that came due, and the messages to move
-    /// to the dead-letter queue.
-    pub(crate) fn run_due(
-        &self,
-        shared: &Shared,
-        now: Timestamp,
-        shards: u64,
-    ) -> (usize, usize, Vec<Message>) {
+    /// delayed messages, in due order; see [`DueRun`].
+    pub(crate) fn run_due(&self, shared: &Shared, now: Timestamp, shards: u64) -> DueRun {
         let Some(_alive) = self.alive() else {
-            return (0, 0, Vec::new());
+            return DueRun::default();
         };
         let due = self.timer.take_due(now, shards, &self.hint(shared));
         let max = self.max_deliveries.load(Ordering::Relaxed);
@@ -657,7 +666,11 @@ impl Queue {
         Counters::add(&self.counters.expired, (expired - dead.len()) as u64);
         self.make_all_ready(back, now);
         self.leases.shrink_if_sparse();
-        (expired, came_due, dead)
+        DueRun {
+            expired,
+            came_due,
+            dead,
+        }
     }
 
     /// Empties and retires the queue. Returns how many messages it dropped
@@ -698,7 +711,7 @@ impl Queue {
     }
 
     /// Takes every ready message for a redrive (this is a dead-letter
-    /// queue). Each counts as consumed here: see `Broker::redrive`.
+    /// queue). Each counts as consumed here: see `QueueHandle::redrive`.
     pub(crate) fn take_ready_for_redrive(&self) -> Vec<Message> {
         let mut taken = Vec::new();
         while let Some(message) = self.ready.pop() {
@@ -718,11 +731,9 @@ impl Queue {
     }
 
     pub(crate) fn info(&self) -> QueueInfo {
-        let settings = self.settings();
         QueueInfo {
             name: self.name.clone(),
-            ttl_ms: u64::try_from(settings.ttl.as_millis()).unwrap_or(u64::MAX),
-            max_deliveries: settings.max_deliveries,
+            settings: self.settings(),
             ready: self.ready.len(),
             in_flight: self.leases.len(),
             delayed: self.timer.delayed(),

@@ -38,7 +38,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use ubroker_engine::{Broker, Clock, Journal, NewMessage, Prepared, QueueInfo, QueueName};
+use ubroker_engine::{
+    Broker, Clock, Journal, NewMessage, Prepared, QueueInfo, QueueName, QueueUpdate,
+    RestoredMessage,
+};
 use ubroker_wal::{
     DirLock, Failed, FsStorage, FsyncMode, Log, LogStats, Options, Published, Record,
     RecoveryReport, Settings, Storage, Waiter,
@@ -190,8 +193,10 @@ impl Durability {
             broker
                 .restore_queue(
                     name,
-                    settings.ttl_ms.map(Duration::from_millis),
-                    settings.max_deliveries,
+                    QueueUpdate {
+                        ttl: settings.ttl_ms.map(Duration::from_millis),
+                        max_deliveries: settings.max_deliveries,
+                    },
                 )
                 .map_err(|error| format!("cannot restore queue {name}: {error}"))?;
         }
@@ -199,7 +204,7 @@ impl Durability {
         let messages = recovered.messages.len();
         // Ready messages in runs of one queue (one hand-over per run),
         // delayed ones one by one.
-        let mut run: Vec<(u64, bytes::Bytes, u32, bool)> = Vec::new();
+        let mut run: Vec<RestoredMessage> = Vec::new();
         let mut run_queue: Option<Arc<str>> = None;
         let flush = |queue: &Option<Arc<str>>, run: &mut Vec<_>| -> Result<(), String> {
             if let Some(queue) = queue {
@@ -217,7 +222,12 @@ impl Durability {
                     flush(&run_queue, &mut run)?;
                     run_queue = Some(m.queue.clone());
                 }
-                run.push((m.id, m.body, m.attempts, m.dead_lettered));
+                run.push(RestoredMessage {
+                    id: m.id,
+                    body: m.body,
+                    attempts: m.attempts,
+                    dead_lettered: m.dead_lettered,
+                });
                 continue;
             }
             let delay = Duration::from_millis(m.due_ms.saturating_sub(now));
@@ -337,8 +347,8 @@ impl Durability {
                 &Record::QueuePut {
                     queue: info.name.as_str().to_owned(),
                     settings: Settings {
-                        ttl_ms: Some(info.ttl_ms),
-                        max_deliveries: Some(info.max_deliveries),
+                        ttl_ms: Some(crate::response::ttl_ms(info.settings.ttl)),
+                        max_deliveries: Some(info.settings.max_deliveries),
                     },
                 },
                 None,

@@ -15,7 +15,7 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use ubroker_engine::{Delivery, QueueInfo, QueueStats};
+use ubroker_engine::{Delivery, QueueInfo, QueueStats, Settled};
 
 use crate::error::ApiError;
 
@@ -96,14 +96,17 @@ pub fn deliveries(deliveries: &[Delivery]) -> Response<Body> {
 const ENTRY_OVERHEAD: usize = 100;
 
 /// `200 {"results": ["ok" | "invalid", ...]}`: a batch settle.
-pub fn results(results: &[bool]) -> Response<Body> {
+pub fn results(results: &[Settled]) -> Response<Body> {
     let mut out = Vec::with_capacity(results.len() * 10 + 16);
     out.extend_from_slice(b"{\"results\":[");
-    for (index, ok) in results.iter().enumerate() {
+    for (index, settled) in results.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(if *ok { b"\"ok\"" } else { b"\"invalid\"" });
+        out.extend_from_slice(match settled {
+            Settled::Ok => b"\"ok\"",
+            Settled::Invalid => b"\"invalid\"",
+        });
     }
     out.extend_from_slice(b"]}");
     json(StatusCode::OK, Bytes::from(out))
@@ -207,8 +210,8 @@ impl<'a> From<&'a QueueInfo> for QueueBody<'a> {
     fn from(info: &'a QueueInfo) -> Self {
         QueueBody {
             name: info.name.as_str(),
-            ttl_ms: info.ttl_ms,
-            max_deliveries: info.max_deliveries,
+            ttl_ms: ttl_ms(info.settings.ttl),
+            max_deliveries: info.settings.max_deliveries,
             ready: info.ready,
             in_flight: info.in_flight,
             delayed: info.delayed,
@@ -217,8 +220,15 @@ impl<'a> From<&'a QueueInfo> for QueueBody<'a> {
     }
 }
 
+/// A TTL in the API's whole milliseconds (saturating: the engine keeps
+/// nanoseconds, the API and the log milliseconds).
+pub fn ttl_ms(ttl: std::time::Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `200 {"name", "ttl_ms", "max_deliveries", "ready", "in_flight",
-/// "delayed", "bytes"}`: `GET` and `PUT /queues/{queue}`.
+/// "delayed", "bytes"}`: the object `GET` and `PUT /queues/{queue}` answer,
+/// the server's words for an engine [`QueueInfo`].
 pub fn queue(info: &QueueInfo) -> Response<Body> {
     ok_json(&QueueBody::from(info))
 }
@@ -570,7 +580,7 @@ mod tests {
 
     #[tokio::test]
     async fn results_and_published_match_serde_json() {
-        let results = [true, false, false, true];
+        let results = [Settled::Ok, Settled::Invalid, Settled::Invalid, Settled::Ok];
         let expected = serde_json::json!({"results": ["ok", "invalid", "invalid", "ok"]});
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&body_of(super::results(&results)).await)

@@ -116,7 +116,7 @@ impl<C: Clock> State<C> {
     ) -> Result<Option<u64>, ApiError> {
         match (publish, &self.durable) {
             (Publish::One(body), None) => {
-                self.broker.publish_to(queue, body, delay)?;
+                self.broker.queue(queue).publish_after(body, delay)?;
                 Ok(None)
             }
             (Publish::One(body), Some(durable)) => {
@@ -127,7 +127,12 @@ impl<C: Clock> State<C> {
             (Publish::Batch(messages), durable) => {
                 let count = messages.len() as u64;
                 let _ids = match durable {
-                    None => self.broker.publish_batch(queue, messages)?,
+                    None => {
+                        self.broker
+                            .queue(queue)
+                            .publish_batch(messages)?
+                            .message_ids
+                    }
                     Some(durable) => durable.publish(&self.broker, queue, messages).await?,
                 };
                 Ok(Some(count))

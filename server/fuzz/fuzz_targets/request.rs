@@ -1531,7 +1531,10 @@ impl Model {
         for info in broker.queues() {
             let q = &self.queues[info.name.as_str()];
             assert_eq!(
-                (info.ttl_ms, info.max_deliveries),
+                (
+                    u64::try_from(info.settings.ttl.as_millis()).unwrap_or(u64::MAX),
+                    info.settings.max_deliveries
+                ),
                 (q.ttl_ms, q.max_deliveries),
                 "{}: settings",
                 info.name
