@@ -5,35 +5,20 @@
 //! Time is a `ManualClock`: no test sleeps to make a TTL or a delay pass.
 
 use std::collections::HashSet;
-use std::future::{pending, Future};
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::pending;
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
+mod common;
+
 use bytes::Bytes;
+use common::*;
 use ubroker_engine::{
-    Broker, Config, Delivery, Error, ManualClock, NewMessage, PublishedBatch, QueueUpdate, Settled,
-    MESSAGE_OVERHEAD,
+    Config, Delivery, Error, NewMessage, PublishedBatch, QueueUpdate, Settled, MESSAGE_OVERHEAD,
 };
 
-const TTL: Duration = Duration::from_secs(10);
 const ALL: usize = usize::MAX;
-
-type TestBroker = Broker<ManualClock>;
-
-fn broker_with(config: Config) -> TestBroker {
-    Broker::with_clock(config, ManualClock::new())
-}
-
-fn broker() -> TestBroker {
-    broker_with(Config {
-        ttl: TTL,
-        ..Config::default()
-    })
-}
 
 fn entries(items: &[&str]) -> Vec<NewMessage> {
     items
@@ -59,96 +44,6 @@ fn bodies(ds: &[Delivery]) -> Vec<&str> {
 
 fn ids(ds: &[Delivery]) -> Vec<u64> {
     ds.iter().map(|d| d.id).collect()
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// `published = acknowledged + dead_lettered + ready + in_flight + delayed`
-/// for every queue.
-fn assert_identity(b: &TestBroker) {
-    for (name, s) in b.all_queue_stats() {
-        assert_eq!(
-            s.published,
-            s.acknowledged
-                + s.dead_lettered
-                + s.ready as u64
-                + s.in_flight as u64
-                + s.delayed as u64,
-            "counter identity broken for {name}: {s:?}"
-        );
-    }
-}
-
-struct CountingWaker {
-    thread: thread::Thread,
-    wakes: AtomicUsize,
-}
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let w = Arc::new(CountingWaker {
-        thread: thread::current(),
-        wakes: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
-}
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let (_, waker) = counting_waker();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
-}
-
-type BatchFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, Error>> + 'a>>;
-
-/// A `fetch_batch_from` polled by hand.
-struct Hand<'a> {
-    fut: BatchFuture<'a>,
-    wake: Arc<CountingWaker>,
-    waker: Waker,
-}
-
-impl<'a> Hand<'a> {
-    fn new(b: &'a TestBroker, queue: &'a str, max: usize) -> Self {
-        let (wake, waker) = counting_waker();
-        Hand {
-            fut: Box::pin(b.queue(queue).fetch_batch(max, ALL, pending())),
-            wake,
-            waker,
-        }
-    }
-
-    fn poll(&mut self) -> Poll<Result<Vec<Delivery>, Error>> {
-        self.fut
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.waker))
-    }
-
-    fn wakes(&self) -> usize {
-        self.wake.wakes.load(Ordering::SeqCst)
-    }
-
-    #[track_caller]
-    fn deliveries(&mut self) -> Vec<Delivery> {
-        match self.poll() {
-            Poll::Ready(Ok(d)) => d,
-            other => panic!("expected deliveries, got {other:?}"),
-        }
-    }
 }
 
 // ----- publish ---------------------------------------------------------------
@@ -395,7 +290,7 @@ fn batch_leases_expire_together_and_come_back_in_order() {
 #[test]
 fn a_waiting_batch_fetch_answers_as_soon_as_one_message_is_ready() {
     let b = broker();
-    let mut hand = Hand::new(&b, "jobs", 10);
+    let mut hand = Hand::batch(&b, "jobs", 10);
     assert!(hand.poll().is_pending());
     b.queue("jobs").publish(Bytes::from_static(b"one")).unwrap();
     assert_eq!(hand.wakes(), 1);
@@ -408,7 +303,7 @@ fn one_batch_publish_wakes_as_many_waiting_fetches_as_it_has_messages() {
     let b = broker();
     // An existing queue: a creation would wake everyone waiting for it.
     b.queue("jobs").put(QueueUpdate::default()).unwrap();
-    let mut hands: Vec<Hand> = (0..4).map(|_| Hand::new(&b, "jobs", 1)).collect();
+    let mut hands: Vec<Hand<Vec<Delivery>>> = (0..4).map(|_| Hand::batch(&b, "jobs", 1)).collect();
     for hand in &mut hands {
         assert!(hand.poll().is_pending());
     }

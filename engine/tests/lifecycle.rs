@@ -10,34 +10,23 @@ use std::future::{pending, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
+use common::*;
 use ubroker_engine::{
-    Broker, Clock, Config, Deleted, Delivery, Error, ManualClock, QueueUpdate, Redriven, Timestamp,
-    MAX_ID, MESSAGE_OVERHEAD,
+    Clock, Config, Deleted, Delivery, Error, QueueUpdate, Redriven, Timestamp, MAX_ID,
+    MESSAGE_OVERHEAD,
 };
 
-const TTL: Duration = Duration::from_secs(10);
 const NS: Duration = Duration::from_nanos(1);
 const NOW: Duration = Duration::ZERO;
 
 // ----- helpers ---------------------------------------------------------------
-
-type TestBroker = Broker<ManualClock>;
-
-fn broker_with(config: Config) -> TestBroker {
-    Broker::with_clock(config, ManualClock::new())
-}
-
-fn broker() -> TestBroker {
-    broker_with(Config {
-        ttl: TTL,
-        ..Config::default()
-    })
-}
 
 fn body(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -84,10 +73,6 @@ fn at(d: Duration) -> Timestamp {
     Timestamp::ZERO.saturating_add(d)
 }
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 fn max_deliveries(n: u32) -> QueueUpdate {
     QueueUpdate {
         max_deliveries: Some(n),
@@ -102,65 +87,6 @@ fn ttl(d: Duration) -> QueueUpdate {
     }
 }
 
-/// `published = acknowledged + dead_lettered + ready + in_flight + delayed`
-/// for every queue; returns how many queues were checked.
-fn assert_identity(b: &TestBroker) -> usize {
-    let all = b.all_queue_stats();
-    for (name, s) in &all {
-        assert_eq!(
-            s.published,
-            s.acknowledged
-                + s.dead_lettered
-                + s.ready as u64
-                + s.in_flight as u64
-                + s.delayed as u64,
-            "counter identity broken for {name}: {s:?}"
-        );
-    }
-    all.len()
-}
-
-/// Orders wake-ups across all wakers (for `run_woken`).
-static WAKE_SEQUENCE: AtomicUsize = AtomicUsize::new(0);
-
-/// Wakes by unparking a thread, and counts its wake-ups.
-struct CountingWaker {
-    thread: thread::Thread,
-    wakes: AtomicUsize,
-    last_woken: AtomicUsize,
-}
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        let seq = WAKE_SEQUENCE.fetch_add(1, Ordering::SeqCst);
-        self.last_woken.store(seq, Ordering::SeqCst);
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let w = Arc::new(CountingWaker {
-        thread: thread::current(),
-        wakes: AtomicUsize::new(0),
-        last_woken: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
-}
-
-/// A minimal executor: polls `fut` on this thread, parking between polls.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let (_, waker) = counting_waker();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
-}
-
 /// A timeout future that completes once its flag is set (and it is polled).
 struct Flag(Arc<AtomicBool>);
 
@@ -171,65 +97,6 @@ impl Future for Flag {
             Poll::Ready(())
         } else {
             Poll::Pending
-        }
-    }
-}
-
-/// A `fetch_from` polled by hand, with its own counting waker.
-struct Hand<'a> {
-    fut: Pin<Box<dyn Future<Output = Result<Delivery, Error>> + 'a>>,
-    wake: Arc<CountingWaker>,
-    waker: Waker,
-    /// Wake-ups seen by the last poll (for `run_woken`).
-    seen: usize,
-    /// The fetch completed: it must not be polled again.
-    done: bool,
-}
-
-impl<'a> Hand<'a> {
-    fn new(b: &'a TestBroker, queue: &'a str) -> Self {
-        let (wake, waker) = counting_waker();
-        Hand {
-            fut: Box::pin(b.queue(queue).fetch(pending())),
-            wake,
-            waker,
-            seen: 0,
-            done: false,
-        }
-    }
-
-    fn poll(&mut self) -> Poll<Result<Delivery, Error>> {
-        assert!(!self.done, "polled a completed fetch");
-        let polled = self
-            .fut
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.waker));
-        self.done = polled.is_ready();
-        polled
-    }
-
-    fn wakes(&self) -> usize {
-        self.wake.wakes.load(Ordering::SeqCst)
-    }
-
-    fn last_woken(&self) -> usize {
-        self.wake.last_woken.load(Ordering::SeqCst)
-    }
-
-    #[track_caller]
-    fn pending(&mut self) {
-        let polled = self.poll();
-        assert!(
-            polled.is_pending(),
-            "expected the fetch to wait: {polled:?}"
-        );
-    }
-
-    #[track_caller]
-    fn delivery(&mut self) -> Delivery {
-        match self.poll() {
-            Poll::Ready(Ok(d)) => d,
-            other => panic!("expected a delivery, got {other:?}"),
         }
     }
 }
@@ -1940,7 +1807,7 @@ fn timer_memory_follows_live_state() {
 /// A model of an executor with a FIFO run queue: polls, in the order they
 /// were woken, every fetch woken since its last poll, until none is left.
 /// Returns which fetch got which message.
-fn run_woken(hands: &mut [Hand<'_>]) -> Vec<(usize, Bytes)> {
+fn run_woken(hands: &mut [Hand<'_, Delivery>]) -> Vec<(usize, Bytes)> {
     let mut served = Vec::new();
     loop {
         let next = hands
@@ -1965,7 +1832,7 @@ fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
     b.queue("f").put(QueueUpdate::default()).unwrap();
 
     // One message at a time.
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
@@ -1983,7 +1850,7 @@ fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
     assert_eq!(b.stats().waiting, 0);
 
     // Three messages at once.
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
@@ -1996,7 +1863,7 @@ fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
     );
 
     // The first publish wakes the oldest waiter, and only it.
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
@@ -2009,7 +1876,7 @@ fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
 fn a_woken_fetch_that_loses_its_message_to_try_fetch_keeps_its_place() {
     let b = broker();
     b.queue("f").put(QueueUpdate::default()).unwrap();
-    let mut w: Vec<Hand<'_>> = (0..2).map(|_| Hand::new(&b, "f")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..2).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
@@ -2305,7 +2172,7 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
 fn a_fetch_served_its_message_wakes_nobody_for_nothing() {
     let b = broker();
     b.queue("g").put(QueueUpdate::default()).unwrap();
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "g")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "g")).collect();
     for h in &mut w {
         h.pending();
     }

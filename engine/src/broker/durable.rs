@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::publish::{batch_charge, split_entries};
 use super::{delivery, Broker, Delivery, NewMessage, QueueUpdate};
 use crate::clock::Clock;
 use crate::error::Error;
@@ -88,18 +89,12 @@ impl<C: Clock> Broker<C> {
     ) -> Result<Prepared, Error> {
         self.check_open()?;
         validate(queue)?;
-        let total = entries
-            .iter()
-            .fold(0u64, |sum, m| sum.saturating_add(charge(m.body.len())));
-        let before = self.held_bytes.fetch_add(total, Ordering::Relaxed);
-        if before.saturating_add(total) > self.config.max_queue_bytes {
-            self.held_bytes.fetch_sub(total, Ordering::Relaxed);
-            return Err(Error::QueueFull);
-        }
+        let total = batch_charge(&entries);
+        self.reserve(queue, total)?;
         let n = entries.len() as u64;
         let first = self.next_message_id.fetch_add(n, Ordering::Relaxed);
         if first.saturating_add(n) >= MAX_ID - super::ID_HEADROOM {
-            self.held_bytes.fetch_sub(total, Ordering::Relaxed);
+            self.unreserve(total);
             return Err(Error::IdsExhausted);
         }
         Ok(Prepared {
@@ -132,16 +127,7 @@ impl<C: Clock> Broker<C> {
                 None => Ok(()),
             }
         } else {
-            let mut ready = Vec::new();
-            let mut delayed = Vec::new();
-            for (id, entry) in (first..).zip(entries) {
-                let message = Message::new(id, entry.body);
-                if entry.delay.is_zero() {
-                    ready.push(message);
-                } else {
-                    delayed.push((entry.delay, message));
-                }
-            }
+            let (ready, delayed) = split_entries(first, entries);
             self.hand_over(&queue, false, |found| {
                 found.accept_batch(&self.shared, ready, delayed, now)
             })

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::future::{pending, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool as StdAtomicBool, Ordering as StdOrdering};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::*;
 use crate::clock::ManualClock;
 use crate::message::MESSAGE_OVERHEAD;
+use crate::stats::Stats;
 
 const TTL: Duration = Duration::from_secs(10);
 
