@@ -81,11 +81,9 @@ pub fn status_of(code: &Code) -> u8 {
         Code::LogFailed => 23,
         Code::DiskFull => 24,
         Code::Unavailable => 25,
-        Code::Other(other) => match other.as_str() {
-            "not_leader" => 26,
-            "ids_exhausted" => 27,
-            _ => 1,
-        },
+        Code::NotLeader => 26,
+        Code::IdsExhausted => 27,
+        Code::Internal | Code::Other(_) => 1,
     }
 }
 

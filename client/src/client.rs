@@ -460,12 +460,9 @@ fn api_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ApiError {
     }
 }
 
+/// The contract's queue-name rule (`ubroker-proto`).
 fn valid_queue_name(name: &str) -> bool {
-    let base = name.strip_suffix(".dead").unwrap_or(name);
-    (1..=80).contains(&base.len())
-        && base
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    ubroker_proto::is_valid_queue_name(name)
 }
 
 /// One queue of a broker: every route under `/queues/{queue}/`. Cheap to

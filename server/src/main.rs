@@ -10,7 +10,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use ubroker_engine::Broker;
-use ubroker_server::internal::{connection_cap, raise_limit, Signals};
+use ubroker_server::{connection_cap, raise_limit, Signals};
 use ubroker_server::{Config, Durability, Server, TokioClock};
 
 fn main() -> ExitCode {

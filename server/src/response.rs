@@ -16,6 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use ubroker_engine::{Delivery, QueueInfo, QueueStats, Settled};
+use ubroker_proto::{ErrorBody, QueueInfo as WireQueueInfo};
 
 use crate::error::ApiError;
 
@@ -195,28 +196,17 @@ fn ok_json<T: Serialize>(payload: &T) -> Response<Body> {
     }
 }
 
-#[derive(Serialize)]
-struct QueueBody<'a> {
-    name: &'a str,
-    ttl_ms: u64,
-    max_deliveries: u32,
-    ready: usize,
-    in_flight: usize,
-    delayed: usize,
-    bytes: u64,
-}
-
-impl<'a> From<&'a QueueInfo> for QueueBody<'a> {
-    fn from(info: &'a QueueInfo) -> Self {
-        QueueBody {
-            name: info.name.as_str(),
-            ttl_ms: ttl_ms(info.settings.ttl),
-            max_deliveries: info.settings.max_deliveries,
-            ready: info.ready,
-            in_flight: info.in_flight,
-            delayed: info.delayed,
-            bytes: info.bytes,
-        }
+/// The server's words for an engine [`QueueInfo`]: the wire object
+/// (`ubroker-proto`).
+fn queue_body(info: &QueueInfo) -> WireQueueInfo {
+    WireQueueInfo {
+        name: info.name.as_str().to_owned(),
+        ttl_ms: ttl_ms(info.settings.ttl),
+        max_deliveries: info.settings.max_deliveries,
+        ready: info.ready as u64,
+        in_flight: info.in_flight as u64,
+        delayed: info.delayed as u64,
+        bytes: info.bytes,
     }
 }
 
@@ -230,17 +220,17 @@ pub fn ttl_ms(ttl: std::time::Duration) -> u64 {
 /// "delayed", "bytes"}`: the object `GET` and `PUT /queues/{queue}` answer,
 /// the server's words for an engine [`QueueInfo`].
 pub fn queue(info: &QueueInfo) -> Response<Body> {
-    ok_json(&QueueBody::from(info))
+    ok_json(&queue_body(info))
 }
 
 /// `200 {"queues": [...]}`, in the order given (sorted by name).
 pub fn queues(infos: &[QueueInfo]) -> Response<Body> {
     #[derive(Serialize)]
-    struct Queues<'a> {
-        queues: Vec<QueueBody<'a>>,
+    struct Queues {
+        queues: Vec<WireQueueInfo>,
     }
     ok_json(&Queues {
-        queues: infos.iter().map(QueueBody::from).collect(),
+        queues: infos.iter().map(queue_body).collect(),
     })
 }
 
@@ -348,12 +338,6 @@ pub fn log_failed_health() -> Response<Body> {
     )
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
-    error: String,
-    code: &'static str,
-}
-
 /// `{"error": "...", "code": "..."}` with the status that
 /// [`ApiError::status`] gives, plus `Allow` on 405, `Retry-After` on a
 /// retryable 429, `WWW-Authenticate` on 401, `Accept-Encoding` on 415, and
@@ -361,8 +345,8 @@ struct ErrorBody {
 /// its framing is in doubt.
 pub fn error(error: &ApiError) -> Response<Body> {
     let payload = ErrorBody {
-        error: error.to_string(),
-        code: error.code(),
+        error: error.to_string().into(),
+        code: error.code().as_str().into(),
     };
     let body = serde_json::to_vec(&payload)
         .map(Bytes::from)

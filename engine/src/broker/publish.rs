@@ -173,6 +173,7 @@ impl<C: Clock> Broker<C> {
 
 /// What a batch is charged against the byte budget: each body plus
 /// [`MESSAGE_OVERHEAD`](crate::MESSAGE_OVERHEAD).
+#[inline]
 pub(super) fn batch_charge(messages: &[NewMessage]) -> u64 {
     messages.iter().fold(0u64, |sum, m| {
         sum.saturating_add(crate::message::charge(m.body.len()))
@@ -182,6 +183,7 @@ pub(super) fn batch_charge(messages: &[NewMessage]) -> u64 {
 /// Numbers a batch's entries from `first` in entry order and splits them
 /// into those that join the tail now (in order) and those held for their
 /// delay.
+#[inline]
 pub(super) fn split_entries(
     first: u64,
     messages: Vec<NewMessage>,
