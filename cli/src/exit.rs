@@ -1,6 +1,6 @@
 //! [`Failure`]: every way a command fails, and the exit status each one
 //! maps to. The table is the CLI's contract with scripts: it is printed in
-//! `--help` ([`EXIT_STATUS_HELP`]) and in the README, and a test checks
+//! `--help` ([`EXIT_STATUS_HELP`]) and in docs/api.md, and a test checks
 //! that the two agree with [`Failure::status`].
 
 use std::fmt;
