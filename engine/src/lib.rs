@@ -51,7 +51,9 @@
 //! * `waiters`: `WaitList`, parked fetches, the wake-up protocol, fairness;
 //!   and `Parked`, where a waiting fetch is registered, whose drop passes
 //!   an unused wake-up on.
-//! * `message`: the held message (56 bytes) and [`QueueName`].
+//! * `message`: the held message (56 bytes) and [`QueueName`], checked by
+//!   the contract's name rule (`ubroker-proto`, shared with the server, the
+//!   client and the fuzz model).
 //! * `clock`: [`Clock`], [`SystemClock`], [`ManualClock`]: time is injected.
 //! * `stats`: [`Stats`], [`QueueStats`], [`QueueInfo`] and the counters.
 //! * `error`: [`Error`], every way an operation fails.

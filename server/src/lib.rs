@@ -39,6 +39,8 @@
 //!   always`, synced) before they become visible, the log's `/stats` and
 //!   `/health`.
 //! * `shutdown`: [`Signals`], SIGINT / SIGTERM for the binary.
+//! * `ubroker-proto` (a dependency): the error codes `error` answers with,
+//!   and the error body and queue object `response` writes.
 //! * `metrics`: the Prometheus exposition of `GET /metrics`: the engine's
 //!   figures read at scrape time, and the per-request counters.
 //!
