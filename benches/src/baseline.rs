@@ -58,7 +58,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ubroker_engine::{
     validate_queue_name, Clock, Config, Delivery, Error, NewMessage, QueueInfo, QueueName,
-    QueueStats, QueueUpdate, Stats, Sweep, SystemClock, Timestamp, MAX_ID, MESSAGE_OVERHEAD,
+    QueueSettings, QueueStats, QueueUpdate, Settled, Stats, Sweep, SystemClock, Timestamp, MAX_ID,
+    MESSAGE_OVERHEAD,
 };
 
 /// Ids are refused this far below [`MAX_ID`], as in the engine.
@@ -266,8 +267,10 @@ impl Queue {
         let stats = self.stats(now);
         QueueInfo {
             name: self.name.clone(),
-            ttl_ms: u64::try_from(self.ttl().as_millis()).unwrap_or(u64::MAX),
-            max_deliveries: self.max_deliveries.load(Ordering::Relaxed),
+            settings: QueueSettings {
+                ttl: self.ttl(),
+                max_deliveries: self.max_deliveries.load(Ordering::Relaxed),
+            },
             ready: stats.ready,
             in_flight: stats.in_flight,
             delayed: stats.delayed,
@@ -576,19 +579,17 @@ impl<C: Clock> MutexBroker<C> {
 
     /// Leases up to `max` messages from the head of `queue` without
     /// waiting, stopping once the bodies reach `max_bytes` (the message that
-    /// crosses the line is the last one taken, as in the engine); appends
-    /// them to `out` and returns how many.
+    /// crosses the line is the last one taken, as in the engine).
     pub fn try_fetch_batch_from(
         &self,
         queue: &str,
         max: usize,
         max_bytes: usize,
-        out: &mut Vec<Delivery>,
-    ) -> Result<usize, Error> {
+    ) -> Result<Vec<Delivery>, Error> {
         self.check_open()?;
         validate_queue_name(queue)?;
         let Some(found) = self.queue(queue) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         self.check_ids()?;
         let mut taken = Vec::new();
@@ -606,13 +607,13 @@ impl<C: Clock> MutexBroker<C> {
             }
         }
         if taken.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let count = taken.len();
         let now = self.clock.now();
         let deadline = now.saturating_add(found.ttl());
         let first = self.next_id.fetch_add(count as u64, Ordering::Relaxed);
-        out.reserve(count);
+        let mut out = Vec::with_capacity(count);
         {
             let mut leases = lock(&found.leases);
             leases.delivered += count as u64;
@@ -630,7 +631,7 @@ impl<C: Clock> MutexBroker<C> {
                 out.push(found.delivery(id, message));
             }
         }
-        Ok(count)
+        Ok(out)
     }
 
     /// The queue of a settlement: `Ok(None)` if it does not exist (every id
@@ -661,25 +662,25 @@ impl<C: Clock> MutexBroker<C> {
     }
 
     /// Acknowledges each id: `true` where the single call would succeed.
-    pub fn acknowledge_batch_in(&self, queue: &str, ids: &[u64]) -> Result<Vec<bool>, Error> {
+    pub fn acknowledge_batch_in(&self, queue: &str, ids: &[u64]) -> Result<Vec<Settled>, Error> {
         let Some(found) = self.settling(queue)? else {
-            return Ok(vec![false; ids.len()]);
+            return Ok(vec![Settled::Invalid; ids.len()]);
         };
         let now = self.clock.now();
         let mut released = 0;
         let results = {
             let mut leases = lock(&found.leases);
-            let results: Vec<bool> = ids
+            let results: Vec<Settled> = ids
                 .iter()
                 .map(|&id| match Queue::take_live(&mut leases, id, now) {
                     Some(message) => {
                         released += charge(message.body.len());
-                        true
+                        Settled::Ok
                     }
-                    None => false,
+                    None => Settled::Invalid,
                 })
                 .collect();
-            leases.acknowledged += results.iter().filter(|&&ok| ok).count() as u64;
+            leases.acknowledged += results.iter().filter(|ok| ok.is_ok()).count() as u64;
             results
         };
         self.release(released);
@@ -715,9 +716,9 @@ impl<C: Clock> MutexBroker<C> {
         queue: &str,
         ids: &[u64],
         delay: Duration,
-    ) -> Result<Vec<bool>, Error> {
+    ) -> Result<Vec<Settled>, Error> {
         let Some(found) = self.settling(queue)? else {
-            return Ok(vec![false; ids.len()]);
+            return Ok(vec![Settled::Invalid; ids.len()]);
         };
         let now = self.clock.now();
         let mut nexts = Vec::with_capacity(ids.len());
@@ -731,9 +732,9 @@ impl<C: Clock> MutexBroker<C> {
                             leases.requeued += 1;
                         }
                         nexts.push(next);
-                        true
+                        Settled::Ok
                     }
-                    None => false,
+                    None => Settled::Invalid,
                 })
                 .collect()
         };
@@ -812,19 +813,19 @@ impl<C: Clock> MutexBroker<C> {
         queue: &str,
         ids: &[u64],
         ttl: Option<Duration>,
-    ) -> Result<Vec<bool>, Error> {
+    ) -> Result<Vec<Settled>, Error> {
         if ttl == Some(Duration::ZERO) {
             return Err(Error::ZeroTtl);
         }
         let Some(found) = self.settling(queue)? else {
-            return Ok(vec![false; ids.len()]);
+            return Ok(vec![Settled::Invalid; ids.len()]);
         };
         let now = self.clock.now();
         let new = now.saturating_add(ttl.unwrap_or_else(|| found.ttl()));
         let mut leases = lock(&found.leases);
         Ok(ids
             .iter()
-            .map(|&id| Queue::touch_live(&mut leases, id, now, new))
+            .map(|&id| Settled::from_ok(Queue::touch_live(&mut leases, id, now, new)))
             .collect())
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ubroker_engine::{
-    Config, Delivery, Error, ManualClock, NewMessage, QueueUpdate, MESSAGE_OVERHEAD,
+    Config, Delivery, Error, ManualClock, NewMessage, QueueUpdate, Settled, MESSAGE_OVERHEAD,
 };
 
 use crate::BenchBroker;
@@ -242,6 +242,21 @@ fn queues_are_separate_and_ids_bound_to_theirs<B: BenchBroker<Clock = ManualCloc
     assert_identity(&b);
 }
 
+/// A batch fetch appended to `out`, answering how many it took: what the
+/// checks below were written against.
+fn fetch_into<B: BenchBroker>(
+    b: &B,
+    queue: &str,
+    max: usize,
+    max_bytes: usize,
+    out: &mut Vec<Delivery>,
+) -> Result<usize, Error> {
+    let got = b.try_fetch_batch_from(queue, max, max_bytes)?;
+    let taken = got.len();
+    out.extend(got);
+    Ok(taken)
+}
+
 fn batches_keep_the_contract<B: BenchBroker<Clock = ManualClock>>() {
     let b: B = broker();
     let later = Duration::from_secs(1);
@@ -262,40 +277,40 @@ fn batches_keep_the_contract<B: BenchBroker<Clock = ManualClock>>() {
     // "a" alone is under the cap of 3; "bb" reaches it and is the last one
     // taken (SPEC "Batches": the message that crosses the line may end the
     // answer).
-    assert_eq!(b.try_fetch_batch_from("q", 10, 3, &mut out), Ok(2));
+    assert_eq!(fetch_into(&b, "q", 10, 3, &mut out), Ok(2));
     assert_eq!(bodies(&out), vec![body("a"), body("bb")]);
     assert_eq!(out[0].message_id, ids.start);
     // The first message is always taken, and alone once it reaches the cap.
-    assert_eq!(b.try_fetch_batch_from("q", 10, 1, &mut out), Ok(1));
+    assert_eq!(fetch_into(&b, "q", 10, 1, &mut out), Ok(1));
     assert_eq!(out[2].body, body("ccc"));
-    assert_eq!(b.try_fetch_batch_from("q", 10, 1_000, &mut out), Ok(1));
-    assert_eq!(b.try_fetch_batch_from("q", 10, 1_000, &mut out), Ok(0));
-    assert_eq!(b.try_fetch_batch_from("none", 10, 1_000, &mut out), Ok(0));
+    assert_eq!(fetch_into(&b, "q", 10, 1_000, &mut out), Ok(1));
+    assert_eq!(fetch_into(&b, "q", 10, 1_000, &mut out), Ok(0));
+    assert_eq!(fetch_into(&b, "none", 10, 1_000, &mut out), Ok(0));
     let (a, bb, ccc, d) = (out[0].id, out[1].id, out[2].id, out[3].id);
     assert_eq!(
         b.acknowledge_batch_in("q", &[a, a, 999_999]),
-        Ok(vec![true, false, false])
+        Ok(vec![Settled::Ok, Settled::Invalid, Settled::Invalid])
     );
     assert_eq!(
         b.touch_batch_in("q", &[bb, bb, a], Some(Duration::from_secs(60))),
-        Ok(vec![true, true, false])
+        Ok(vec![Settled::Ok, Settled::Ok, Settled::Invalid])
     );
     assert_eq!(b.touch_batch_in("q", &[bb], Some(NOW)), Err(Error::ZeroTtl));
     assert_eq!(
         b.requeue_batch_in("q", &[ccc, d, ccc], NOW),
-        Ok(vec![true, true, false])
+        Ok(vec![Settled::Ok, Settled::Ok, Settled::Invalid])
     );
     assert_eq!(
         b.acknowledge_batch_in("missing", &[bb, 7]),
-        Ok(vec![false, false])
+        Ok(vec![Settled::Invalid, Settled::Invalid])
     );
     assert_eq!(
         b.acknowledge_batch_in("bad name", &[bb]),
         Err(Error::InvalidQueueName)
     );
     out.clear();
-    assert_eq!(b.try_fetch_batch_from("q", 1, 1_000, &mut out), Ok(1));
-    assert_eq!(b.try_fetch_batch_from("q", 1, 1_000, &mut out), Ok(1));
+    assert_eq!(fetch_into(&b, "q", 1, 1_000, &mut out), Ok(1));
+    assert_eq!(fetch_into(&b, "q", 1, 1_000, &mut out), Ok(1));
     assert_eq!(bodies(&out), vec![body("ccc"), body("d")]);
     assert_eq!(out[0].attempt, 2);
     // One TTL on, only the touched lease is alive, and the delayed entry
@@ -303,9 +318,9 @@ fn batches_keep_the_contract<B: BenchBroker<Clock = ManualClock>>() {
     b.clock().advance(TTL);
     let sweep = b.expire_due();
     assert_eq!((sweep.expired, sweep.came_due), (2, 1));
-    assert_eq!(b.acknowledge_batch_in("q", &[bb]), Ok(vec![true]));
+    assert_eq!(b.acknowledge_batch_in("q", &[bb]), Ok(vec![Settled::Ok]));
     out.clear();
-    assert_eq!(b.try_fetch_batch_from("q", 10, 1_000, &mut out), Ok(3));
+    assert_eq!(fetch_into(&b, "q", 10, 1_000, &mut out), Ok(3));
     // In due order: the delayed entry (1 s) before the leases (one TTL).
     assert_eq!(bodies(&out), vec![body("late"), body("ccc"), body("d")]);
     assert_identity(&b);

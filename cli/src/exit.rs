@@ -1,6 +1,6 @@
 //! [`Failure`]: every way a command fails, and the exit status each one
 //! maps to. The table is the CLI's contract with scripts: it is printed in
-//! `--help` ([`EXIT_STATUS_HELP`]) and in the README, and a test checks
+//! `--help` ([`EXIT_STATUS_HELP`]) and in docs/api.md, and a test checks
 //! that the two agree with [`Failure::status`].
 
 use std::fmt;
@@ -82,10 +82,8 @@ pub fn status_of(code: &Code) -> u8 {
         Code::DiskFull => 24,
         Code::Unavailable => 25,
         Code::NotLeader { .. } => 26,
-        Code::Other(other) => match other.as_str() {
-            "ids_exhausted" => 27,
-            _ => 1,
-        },
+        Code::IdsExhausted => 27,
+        Code::Internal | Code::Other(_) => 1,
     }
 }
 

@@ -1,6 +1,8 @@
 //! [`Error`]: every way a call can fail, and [`Code`], the server's
 //! machine-readable error code (SPEC, **Errors**), which is what retries are
-//! decided on. An error answer keeps the server's status, code and message
+//! decided on. The codes, their statuses and retry advice are
+//! `ubroker-proto`'s; [`Code`] adds only [`Code::Other`] for a code a newer
+//! server may send. An error answer keeps the server's status, code and message
 //! as it sent them.
 
 use std::fmt;
@@ -39,6 +41,8 @@ pub enum Code {
     /// (HAProxy answered for it). Nothing was done; another partition can
     /// take the request now, this one later.
     Unavailable,
+    /// `503`, never retried: delivery or message ids would reach 2^53.
+    IdsExhausted,
     /// `503`, retried: in a replicated cluster (SPEC "Replication, step
     /// 2"), the node asked is not its group's leader and did nothing. The
     /// proxy sends requests to the leader, so this is seen only in the
@@ -50,6 +54,8 @@ pub enum Code {
     NotLeader {
         leader: Option<u32>,
     },
+    /// `500`: a bug of the server's.
+    Internal,
     /// Any other code, as the server spelled it.
     Other(String),
 }
@@ -57,64 +63,83 @@ pub enum Code {
 impl Code {
     /// Reads a code as the server spells it.
     pub fn parse(code: &str) -> Code {
-        match code {
-            "invalid_request" => Code::InvalidRequest,
-            "invalid_id" => Code::InvalidId,
-            "invalid_queue_name" => Code::InvalidQueueName,
-            "not_found" => Code::NotFound,
-            "method_not_allowed" => Code::MethodNotAllowed,
-            "unauthorized" => Code::Unauthorized,
-            "body_too_large" => Code::BodyTooLarge,
-            "headers_too_large" => Code::HeadersTooLarge,
-            "timeout" => Code::Timeout,
-            "queue_full" => Code::QueueFull,
-            "too_many_queues" => Code::TooManyQueues,
-            "too_many_connections" => Code::TooManyConnections,
-            "shutting_down" => Code::ShuttingDown,
-            "log_failed" => Code::LogFailed,
-            "disk_full" => Code::DiskFull,
-            "unavailable" => Code::Unavailable,
-            "not_leader" => Code::NotLeader { leader: None },
-            other => Code::Other(other.to_owned()),
+        match ubroker_proto::Code::parse(code) {
+            Some(known) => Code::from(known),
+            None => Code::Other(code.to_owned()),
         }
+    }
+
+    /// The contract's code (`ubroker-proto`), unless this is one the
+    /// contract does not know.
+    pub fn known(&self) -> Option<ubroker_proto::Code> {
+        use ubroker_proto::Code as Known;
+        Some(match self {
+            Code::InvalidRequest => Known::InvalidRequest,
+            Code::InvalidId => Known::InvalidId,
+            Code::InvalidQueueName => Known::InvalidQueueName,
+            Code::NotFound => Known::NotFound,
+            Code::MethodNotAllowed => Known::MethodNotAllowed,
+            Code::Unauthorized => Known::Unauthorized,
+            Code::BodyTooLarge => Known::BodyTooLarge,
+            Code::HeadersTooLarge => Known::HeadersTooLarge,
+            Code::Timeout => Known::Timeout,
+            Code::QueueFull => Known::QueueFull,
+            Code::TooManyQueues => Known::TooManyQueues,
+            Code::TooManyConnections => Known::TooManyConnections,
+            Code::ShuttingDown => Known::ShuttingDown,
+            Code::LogFailed => Known::LogFailed,
+            Code::DiskFull => Known::DiskFull,
+            Code::IdsExhausted => Known::IdsExhausted,
+            Code::Unavailable => Known::Unavailable,
+            Code::NotLeader { .. } => Known::NotLeader,
+            Code::Internal => Known::Internal,
+            Code::Other(_) => return None,
+        })
     }
 
     /// The code as the server spells it.
     pub fn as_str(&self) -> &str {
-        match self {
-            Code::InvalidRequest => "invalid_request",
-            Code::InvalidId => "invalid_id",
-            Code::InvalidQueueName => "invalid_queue_name",
-            Code::NotFound => "not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::Unauthorized => "unauthorized",
-            Code::BodyTooLarge => "body_too_large",
-            Code::HeadersTooLarge => "headers_too_large",
-            Code::Timeout => "timeout",
-            Code::QueueFull => "queue_full",
-            Code::TooManyQueues => "too_many_queues",
-            Code::TooManyConnections => "too_many_connections",
-            Code::ShuttingDown => "shutting_down",
-            Code::LogFailed => "log_failed",
-            Code::DiskFull => "disk_full",
-            Code::Unavailable => "unavailable",
-            Code::NotLeader { .. } => "not_leader",
-            Code::Other(other) => other,
+        match (self.known(), self) {
+            (Some(known), _) => known.as_str(),
+            (None, Code::Other(other)) => other,
+            (None, _) => unreachable!("every named code is a known one"),
         }
     }
 
     /// Whether the same request may succeed later without anything but
-    /// time passing. Only these codes are retried; each one means the
+    /// time passing (the contract's retry advice, `ubroker-proto`'s
+    /// `Code::retry`). Only these codes are retried; each one means the
     /// server changed nothing, so even a publish is safe to send again.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Code::QueueFull
-                | Code::TooManyConnections
-                | Code::ShuttingDown
-                | Code::Unavailable
-                | Code::NotLeader { .. }
-        )
+        self.known()
+            .is_some_and(|known| known.retry() == ubroker_proto::Retry::Later)
+    }
+}
+
+impl From<ubroker_proto::Code> for Code {
+    fn from(code: ubroker_proto::Code) -> Self {
+        use ubroker_proto::Code as Known;
+        match code {
+            Known::InvalidRequest => Code::InvalidRequest,
+            Known::InvalidId => Code::InvalidId,
+            Known::InvalidQueueName => Code::InvalidQueueName,
+            Known::NotFound => Code::NotFound,
+            Known::MethodNotAllowed => Code::MethodNotAllowed,
+            Known::Unauthorized => Code::Unauthorized,
+            Known::BodyTooLarge => Code::BodyTooLarge,
+            Known::HeadersTooLarge => Code::HeadersTooLarge,
+            Known::Timeout => Code::Timeout,
+            Known::QueueFull => Code::QueueFull,
+            Known::TooManyQueues => Code::TooManyQueues,
+            Known::TooManyConnections => Code::TooManyConnections,
+            Known::ShuttingDown => Code::ShuttingDown,
+            Known::LogFailed => Code::LogFailed,
+            Known::DiskFull => Code::DiskFull,
+            Known::IdsExhausted => Code::IdsExhausted,
+            Known::Unavailable => Code::Unavailable,
+            Known::NotLeader => Code::NotLeader { leader: None },
+            Known::Internal => Code::Internal,
+        }
     }
 }
 
@@ -240,7 +265,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_round_trip_and_only_five_are_transient() {
+    fn codes_round_trip_and_only_the_contracts_retried_ones_are_transient() {
         let all = [
             "invalid_request",
             "invalid_id",
@@ -258,7 +283,9 @@ mod tests {
             "log_failed",
             "disk_full",
             "unavailable",
+            "ids_exhausted",
             "not_leader",
+            "internal",
             "something_new",
         ];
         let mut transient = Vec::new();

@@ -6,13 +6,17 @@
 //!
 //! # Layout
 //!
-//! * `client`: [`Client`] (the bearer token, the retry loop, `/queues`, `/stats`, `/metrics`, `/health`)
-//!   and [`Queue`] (publish, fetch, acknowledge, requeue, touch, single
-//!   and batch; queue settings, delete, redrive).
+//! * `client`: [`Client`] (the bearer token, the retry loop, `/queues`,
+//!   `/stats`, `/metrics`, `/health`); `client/queue`: [`Queue`] (publish,
+//!   fetch, acknowledge, requeue, touch, single and batch; queue settings,
+//!   delete, redrive).
+//! * `ubroker-proto` (a dependency): the contract's codes, name rule and
+//!   wire types, which `error` and `model` re-export or map.
 //! * `transport`: the two ways to the broker: hyper-util's pooled client
 //!   (the default) or one dedicated connection.
-//! * `model`: the bodies as Rust types, and how each answer is decoded
-//!   (fetched bodies are slices of the response buffer, not copies).
+//! * `model`: the bodies as Rust types (the shared ones are
+//!   `ubroker-proto`'s), and how each answer is decoded (fetched bodies are
+//!   slices of the response buffer, not copies).
 //! * `error`: [`Error`], one enum for every failure, keeping the server's
 //!   status, [`Code`] and message; [`Result`].
 //! * `retry`: [`RetryPolicy`] and [`Backoff`]: which failures are sent

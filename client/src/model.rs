@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use ubroker_proto::{DeadLetter, QueueInfo, QueueSettings, QueueStats, Settled};
 
 /// One message to publish: its body and an optional delay.
 #[derive(Debug, Clone, Copy)]
@@ -185,15 +186,6 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Where a dead-lettered message came from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct DeadLetter {
-    /// The queue it was dead-lettered from.
-    pub queue: String,
-    /// Why (`max_deliveries`).
-    pub reason: String,
-}
-
 /// One delivery of a message: a lease until acknowledged, requeued or
 /// expired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,17 +301,6 @@ pub(crate) fn decode_deliveries(response: &Bytes, out: &mut Vec<Delivery>) -> Re
     Ok(())
 }
 
-/// The outcome of one id in a settle batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Settled {
-    /// Acknowledged, requeued or touched.
-    Ok,
-    /// Unknown, already settled or expired (what `400 invalid_id` means for
-    /// a single call).
-    Invalid,
-}
-
 /// Decodes `{"results": [...]}`.
 pub(crate) fn decode_results(response: &Bytes) -> Result<Vec<Settled>> {
     #[derive(Deserialize)]
@@ -356,28 +337,6 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(response).map_err(|source| Error::Decode { route, source })
 }
 
-/// The settings `PUT /queues/{queue}` takes; `None` keeps the current
-/// value (or the server's default for a new queue).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct QueueSettings {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_deliveries: Option<u32>,
-}
-
-/// A queue as `GET /queues/{queue}` describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct QueueInfo {
-    pub name: String,
-    pub ttl_ms: u64,
-    pub max_deliveries: u32,
-    pub ready: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
-    pub bytes: u64,
-}
-
 /// `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Stats {
@@ -387,23 +346,6 @@ pub struct Stats {
     /// writes them.
     #[serde(default)]
     pub log: Option<serde_json::Value>,
-}
-
-/// One queue's figures in `GET /stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct QueueStats {
-    pub ready: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
-    pub bytes: u64,
-    pub oldest_ready_age_ms: u64,
-    pub waiting_fetches: u64,
-    pub published: u64,
-    pub delivered: u64,
-    pub acknowledged: u64,
-    pub requeued: u64,
-    pub expired: u64,
-    pub dead_lettered: u64,
 }
 
 /// `GET /health`.

@@ -4,10 +4,24 @@
 //!
 //! # Layout
 //!
-//! * `broker`: [`Broker`], the protocol over named queues: publish, fetch
-//!   (with and without waiting), acknowledge, requeue, touch, each single
-//!   or in batches ([`NewMessage`]), delays, dead letters, redrive, queue
-//!   administration, timekeeping, close, stats.
+//! * `broker`: [`Broker`], the protocol over named queues: its state and
+//!   settings ([`Config`]), the name lookups every operation shares, close.
+//!   Beside it, one file per concern:
+//!   * `broker/handle`: the API's one grammar, [`QueueHandle`]
+//!     (`broker.queue(name).publish(..)`, [`Broker::default_queue`] for the
+//!     part-1 queue), and the named outcomes: [`Published`],
+//!     [`PublishedBatch`], [`Settled`], [`Deleted`], [`Redriven`];
+//!   * `broker/publish`: single and batch publish ([`NewMessage`]), the
+//!     byte-budget reservation and the ready/delayed split, each written
+//!     once;
+//!   * `broker/fetch`: fetch with and without waiting, single and batch;
+//!   * `broker/settle`: acknowledge, requeue, touch, single and batch, and
+//!     the move to a dead-letter queue;
+//!   * `broker/timekeeping`: expiry and delays coming due ([`Sweep`]), and
+//!     the signals a timekeeping task waits on;
+//!   * `broker/admin`: create or configure ([`QueueUpdate`]), look up,
+//!     list, delete and redrive queues;
+//!   * `broker/stats`: the counters and snapshots.
 //! * `broker/durable`: for a caller that keeps a write-ahead log: the
 //!   journal hook attached, two-phase publish (`prepare_publish`, then
 //!   `commit_publish` once the record is durable), and restoring queues,
@@ -19,7 +33,9 @@
 //!   a reference count; the `max_queues` cap, and the fetches waiting for a
 //!   queue that does not exist yet.
 //! * `queue`: one queue: where each of its messages is (ready, leased,
-//!   delayed), its settings and counters, and its life cycle (delete).
+//!   delayed), its settings ([`QueueSettings`]) and counters, and its life
+//!   cycle (delete). `queue/settle`: acknowledge, requeue, touch and expiry
+//!   inside the queue, and `end_delivery`, the one dead-letter decision.
 //! * `fifo`: the queue under each ready queue: a lock-free `SegQueue`, one
 //!   message per slot; batch pushes and pops are runs of single ones. Under
 //!   loom a model of `SegQueue`'s contract stands behind `push` and `pop`,
@@ -32,8 +48,12 @@
 //! * `agenda`: `Agenda`, which queue (and which of its timer shards) has
 //!   something due next across all queues, and the signal that wakes the
 //!   timekeeping task early.
-//! * `waiters`: `WaitList`, parked fetches, the wake-up protocol, fairness.
-//! * `message`: the held message (56 bytes) and [`QueueName`].
+//! * `waiters`: `WaitList`, parked fetches, the wake-up protocol, fairness;
+//!   and `Parked`, where a waiting fetch is registered, whose drop passes
+//!   an unused wake-up on.
+//! * `message`: the held message (56 bytes) and [`QueueName`], checked by
+//!   the contract's name rule (`ubroker-proto`, shared with the server, the
+//!   client and the fuzz model).
 //! * `clock`: [`Clock`], [`SystemClock`], [`ManualClock`]: time is injected.
 //! * `stats`: [`Stats`], [`QueueStats`], [`QueueInfo`] and the counters.
 //! * `error`: [`Error`], every way an operation fails.
@@ -56,7 +76,7 @@
 //!   message is in exactly one place: a ready queue, one live lease, or one
 //!   timer (delayed).
 //! * **No lost wake-ups, fairness, cancellation safety.** See `waiters` and
-//!   [`Broker::fetch_from`].
+//!   [`QueueHandle::fetch`].
 //! * **Memory follows live state.** A settled lease leaves no entry behind
 //!   anywhere; see `timer` for what each lease and delayed message costs.
 //!
@@ -155,7 +175,10 @@ mod sync;
 mod timer;
 mod waiters;
 
-pub use broker::{Broker, Config, Delivery, NewMessage, Prepared, QueueUpdate, Sweep};
+pub use broker::{
+    Broker, Config, Deleted, Delivery, NewMessage, Prepared, Published, PublishedBatch,
+    QueueHandle, QueueUpdate, Redriven, RestoredMessage, Settled, Sweep,
+};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use journal::Journal;

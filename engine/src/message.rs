@@ -2,8 +2,11 @@
 //! it is (ready, leased, delayed), and [`QueueName`], the checked name of a
 //! queue.
 
+// The name rule is the contract's (`ubroker-proto`): one definition for
+// the engine, the server, the client and the fuzz model.
 use std::fmt;
 use std::sync::Arc;
+use ubroker_proto::DEAD_SUFFIX;
 
 use bytes::Bytes;
 
@@ -60,12 +63,6 @@ pub(crate) fn charge(body_len: usize) -> u64 {
     body_len as u64 + MESSAGE_OVERHEAD
 }
 
-/// The suffix that names a queue's dead-letter queue.
-pub const DEAD_SUFFIX: &str = ".dead";
-
-/// The longest base name (without `.dead`).
-pub const MAX_NAME_LEN: usize = 80;
-
 /// A valid queue name: `^[A-Za-z0-9_-]{1,80}$`, optionally followed by
 /// `.dead`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,19 +100,13 @@ impl QueueName {
 }
 
 pub(crate) fn base_of(name: &str) -> &str {
-    name.strip_suffix(DEAD_SUFFIX).unwrap_or(name)
+    ubroker_proto::base_of(name)
 }
 
 /// `Ok` if `name` is a valid queue name. No allocation: every request path
 /// calls it.
 pub fn validate(name: &str) -> Result<(), Error> {
-    let base = base_of(name);
-    let valid = !base.is_empty()
-        && base.len() <= MAX_NAME_LEN
-        && base
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
+    if ubroker_proto::is_valid_queue_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidQueueName)

@@ -49,7 +49,6 @@ use crossbeam_utils::CachePadded;
 
 use crate::agenda::Agenda;
 use crate::clock::{duration_nanos, Timestamp};
-use crate::error::Error;
 use crate::fifo::Fifo;
 use crate::lease::{Lease, LeaseTable};
 use crate::message::{Message, QueueName};
@@ -57,8 +56,10 @@ use crate::stats::{Counters, QueueInfo, QueueStats};
 use crate::sync::{
     read_sharded, write_sharded, AtomicU32, AtomicU64, Ordering, ShardedLock, ShardedLockReadGuard,
 };
-use crate::timer::{lease_ids, Entry, Hint, Timer};
+use crate::timer::{Hint, Timer};
 use crate::waiters::WaitList;
+
+mod settle;
 
 /// `head_ready_at` when the ready queue is (or was last seen) empty.
 const NO_HEAD: u64 = u64::MAX;
@@ -113,12 +114,27 @@ pub(crate) struct Queue {
     counters: Counters,
 }
 
-/// A queue's settings, as `PUT /queues/{queue}` sets them.
+/// A queue's settings: the one settings type (a change to them is a
+/// [`QueueUpdate`](crate::QueueUpdate), a snapshot carries them in
+/// [`QueueInfo`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
+    /// How long a delivery's lease lasts.
     pub ttl: Duration,
-    /// 0: unlimited.
+    /// The delivery that ends a message's life here (0: unlimited).
     pub max_deliveries: u32,
+}
+
+/// What one timekeeping pass over a queue did ([`Queue::run_due`]).
+#[derive(Debug, Default)]
+pub(crate) struct DueRun {
+    /// Leases that ran out (those to dead-letter included).
+    pub(crate) expired: usize,
+    /// Delayed messages that came due.
+    pub(crate) came_due: usize,
+    /// Messages whose last allowed delivery expired: for the dead-letter
+    /// queue.
+    pub(crate) dead: Vec<Message>,
 }
 
 impl Queue {
@@ -414,252 +430,6 @@ impl Queue {
         taken
     }
 
-    /// Removes the live lease `id`: the one place a consumer wins a
-    /// delivery against expiry.
-    fn take_lease(&self, id: u64, now: Timestamp) -> Result<Lease, Error> {
-        let lease = self
-            .leases
-            .remove_if(id, |lease| now < lease.deadline)
-            .ok_or(Error::InvalidId)?;
-        self.timer.cancel_lease(lease.deadline, id);
-        Ok(lease)
-    }
-
-    /// Acknowledges `id`; returns what the message was charged, for the
-    /// caller to release from the byte budget.
-    pub(crate) fn acknowledge(
-        &self,
-        shared: &Shared,
-        id: u64,
-        now: Timestamp,
-    ) -> Result<u64, Error> {
-        let lease = self.take_lease(id, now)?;
-        if let Some(journal) = &shared.journal {
-            journal.gone(lease.message.id);
-        }
-        self.bytes
-            .fetch_sub(lease.message.body.len() as u64, Ordering::Relaxed);
-        Counters::bump(&self.counters.acknowledged);
-        Ok(lease.message.charge())
-    }
-
-    /// Acknowledges each of `ids`, pushing one result per id onto
-    /// `results`; returns what the settled messages were charged.
-    pub(crate) fn acknowledge_all(
-        &self,
-        shared: &Shared,
-        ids: &[u64],
-        now: Timestamp,
-        results: &mut Vec<bool>,
-    ) -> u64 {
-        let mut keys = Vec::with_capacity(ids.len());
-        let (mut bytes, mut charge) = (0u64, 0u64);
-        for &id in ids {
-            let lease = self.leases.remove_if(id, |lease| now < lease.deadline);
-            results.push(lease.is_some());
-            if let Some(lease) = lease {
-                if let Some(journal) = &shared.journal {
-                    journal.gone(lease.message.id);
-                }
-                keys.push((lease.deadline, id));
-                bytes += lease.message.body.len() as u64;
-                charge += lease.message.charge();
-            }
-        }
-        self.timer.cancel_leases(&keys);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        Counters::add(&self.counters.acknowledged, keys.len() as u64);
-        charge
-    }
-
-    /// Requeues each of `ids` (see [`Queue::requeue`]), pushing one result
-    /// per id onto `results`. Those requeued at once join the tail as one
-    /// run; returns the messages whose last allowed delivery this was, for
-    /// the caller to move to the dead-letter queue.
-    pub(crate) fn requeue_all(
-        &self,
-        shared: &Shared,
-        ids: &[u64],
-        delay: Duration,
-        now: Timestamp,
-        results: &mut Vec<bool>,
-    ) -> Vec<Message> {
-        let mut keys = Vec::with_capacity(ids.len());
-        let mut back = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let lease = self.leases.remove_if(id, |lease| now < lease.deadline);
-            results.push(lease.is_some());
-            if let Some(lease) = lease {
-                keys.push((lease.deadline, id));
-                back.push(lease.message);
-            }
-        }
-        self.timer.cancel_leases(&keys);
-        let max = self.max_deliveries.load(Ordering::Relaxed);
-        let mut dead = Vec::new();
-        if max > 0 {
-            let (out, stay): (Vec<Message>, Vec<Message>) = back
-                .into_iter()
-                .partition(|message| message.attempts >= max);
-            back = stay;
-            let bytes: u64 = out.iter().map(|message| message.body.len() as u64).sum();
-            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-            Counters::add(&self.counters.dead_lettered, out.len() as u64);
-            dead = out;
-        }
-        Counters::add(&self.counters.requeued, back.len() as u64);
-        if let Some(journal) = &shared.journal {
-            for message in &back {
-                self.journal_back(journal.as_ref(), message, delay);
-            }
-        }
-        if delay.is_zero() {
-            self.make_all_ready(back, now);
-        } else {
-            let due = now.saturating_add(delay);
-            self.timer.schedule_delayed_all(
-                back.into_iter().map(|message| (due, message)),
-                &self.hint(shared),
-            );
-        }
-        dead
-    }
-
-    /// Requeues `id` to the tail, now or after `delay`, unless that was its
-    /// last allowed delivery.
-    pub(crate) fn requeue(
-        &self,
-        shared: &Shared,
-        id: u64,
-        delay: Duration,
-        now: Timestamp,
-    ) -> Result<Ended, Error> {
-        let lease = self.take_lease(id, now)?;
-        Ok(self.end_delivery(shared, lease.message, delay, now, &self.counters.requeued))
-    }
-
-    /// Extends lease `id` to `now + ttl`; exactly one of this and the
-    /// lease's expiry wins.
-    pub(crate) fn touch(
-        &self,
-        shared: &Shared,
-        id: u64,
-        ttl: Option<Duration>,
-        now: Timestamp,
-    ) -> Result<(), Error> {
-        let new = now.saturating_add(ttl.unwrap_or_else(|| self.settings().ttl));
-        let touched = self.leases.update_if(id, |lease| {
-            if now >= lease.deadline {
-                return false;
-            }
-            // Under the lease's table lock, so no settlement or expiry of
-            // this lease runs until its timer entry has moved too.
-            self.timer
-                .reschedule_lease(lease.deadline, new, id, &self.hint(shared));
-            lease.deadline = new;
-            true
-        });
-        if touched {
-            Ok(())
-        } else {
-            Err(Error::InvalidId)
-        }
-    }
-
-    /// A delivery ended without an acknowledge: back to the tail (now or
-    /// after `delay`), or out to the dead-letter queue if that was its
-    /// `max_deliveries`-th.
-    fn end_delivery(
-        &self,
-        shared: &Shared,
-        message: Message,
-        delay: Duration,
-        now: Timestamp,
-        counter: &AtomicU64,
-    ) -> Ended {
-        let max = self.max_deliveries.load(Ordering::Relaxed);
-        if max > 0 && message.attempts >= max {
-            self.bytes
-                .fetch_sub(message.body.len() as u64, Ordering::Relaxed);
-            Counters::bump(&self.counters.dead_lettered);
-            return Ended::DeadLetter(message);
-        }
-        Counters::bump(counter);
-        if let Some(journal) = &shared.journal {
-            self.journal_back(journal.as_ref(), &message, delay);
-        }
-        if delay.is_zero() {
-            self.make_ready(message, now);
-            Ended::Ready
-        } else {
-            self.timer
-                .schedule_delayed(now.saturating_add(delay), message, &self.hint(shared));
-            Ended::Delayed
-        }
-    }
-
-    /// Handles everything of this queue due at `now`: expired leases and
-    /// delayed messages, in due order. Returns the number of leases that
-    /// expired, of delayed messages that came due, and the messages to move
-    /// to the dead-letter queue.
-    pub(crate) fn run_due(
-        &self,
-        shared: &Shared,
-        now: Timestamp,
-        shards: u64,
-    ) -> (usize, usize, Vec<Message>) {
-        let Some(_alive) = self.alive() else {
-            return (0, 0, Vec::new());
-        };
-        let due = self.timer.take_due(now, shards, &self.hint(shared));
-        let max = self.max_deliveries.load(Ordering::Relaxed);
-        // Everything that comes back joins the tail as one run, in due
-        // order, with one wake-up pass: a sweep of many pays per sweep what
-        // it can (the push, the counters, the notification).
-        let mut back = Vec::with_capacity(due.len());
-        let (mut expired, mut came_due, mut dead, mut dead_bytes) = (0, 0, Vec::new(), 0);
-        for (key, entry) in due {
-            match entry {
-                Entry::Leases(len) => {
-                    // A lease touched since this entry was taken has a later
-                    // deadline and stays; one settled since is gone.
-                    for id in lease_ids(&key, len) {
-                        let Some(lease) = self.leases.remove_if(id, |lease| lease.deadline <= now)
-                        else {
-                            continue;
-                        };
-                        expired += 1;
-                        let message = lease.message;
-                        if max > 0 && message.attempts >= max {
-                            dead_bytes += message.body.len() as u64;
-                            dead.push(message);
-                        } else {
-                            if let Some(journal) = &shared.journal {
-                                self.journal_back(journal.as_ref(), &message, Duration::ZERO);
-                            }
-                            back.push(message);
-                        }
-                    }
-                }
-                Entry::Delayed(message) => {
-                    came_due += 1;
-                    if let Some(journal) = &shared.journal {
-                        self.journal_back(journal.as_ref(), &message, Duration::ZERO);
-                    }
-                    back.push(message);
-                }
-            }
-        }
-        if dead_bytes > 0 {
-            self.bytes.fetch_sub(dead_bytes, Ordering::Relaxed);
-        }
-        Counters::add(&self.counters.dead_lettered, dead.len() as u64);
-        Counters::add(&self.counters.expired, (expired - dead.len()) as u64);
-        self.make_all_ready(back, now);
-        self.leases.shrink_if_sparse();
-        (expired, came_due, dead)
-    }
-
     /// Empties and retires the queue. Returns how many messages it dropped
     /// (ready, leased and delayed) and what they were charged. Every later
     /// operation on this `Queue` sees it deleted; its waiters are woken to
@@ -698,7 +468,7 @@ impl Queue {
     }
 
     /// Takes every ready message for a redrive (this is a dead-letter
-    /// queue). Each counts as consumed here: see `Broker::redrive`.
+    /// queue). Each counts as consumed here: see `QueueHandle::redrive`.
     pub(crate) fn take_ready_for_redrive(&self) -> Vec<Message> {
         let mut taken = Vec::new();
         while let Some(message) = self.ready.pop() {
@@ -718,11 +488,9 @@ impl Queue {
     }
 
     pub(crate) fn info(&self) -> QueueInfo {
-        let settings = self.settings();
         QueueInfo {
             name: self.name.clone(),
-            ttl_ms: u64::try_from(settings.ttl.as_millis()).unwrap_or(u64::MAX),
-            max_deliveries: settings.max_deliveries,
+            settings: self.settings(),
             ready: self.ready.len(),
             in_flight: self.leases.len(),
             delayed: self.timer.delayed(),

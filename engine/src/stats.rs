@@ -17,16 +17,14 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::message::QueueName;
+use crate::queue::QueueSettings;
 use crate::sync::{AtomicU64, Ordering};
 
-/// A queue's settings and what it holds: the object `GET /queues/{queue}`
-/// answers.
+/// A queue's settings and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
     pub name: QueueName,
-    pub ttl_ms: u64,
-    /// 0: unlimited.
-    pub max_deliveries: u32,
+    pub settings: QueueSettings,
     pub ready: usize,
     pub in_flight: usize,
     pub delayed: usize,

@@ -1,10 +1,15 @@
 //! The one place that chooses between `std` and `loom` synchronisation types.
 //!
-//! Every other module imports atomics, `Arc` and `Mutex` from here and never
-//! from `std` directly, so that `RUSTFLAGS="--cfg loom"` swaps the whole
-//! engine onto loom's instrumented types at once (the pattern of tokio's
-//! `src/loom/mod.rs` and concurrent-queue's `src/sync.rs`). Nothing in this
-//! module may contain protocol logic: it only re-exports.
+//! Every other module imports atomics, `Mutex` and the reader-writer lock
+//! from here and never from `std` directly, so that `RUSTFLAGS="--cfg
+//! loom"` swaps the whole engine onto loom's instrumented types at once
+//! (the pattern of tokio's `src/loom/mod.rs` and concurrent-queue's
+//! `src/sync.rs`). `Arc` is the exception: modules take it from `std`, as
+//! no protocol of ours depends on a reference count (operations borrow
+//! their queue under the registry's guard and touch no count; the counts
+//! that remain, of queues, names and the journal, only free memory), so
+//! loom need not see them. Nothing in this module may contain protocol
+//! logic: it only re-exports.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{

@@ -53,8 +53,10 @@
 //! when someone waits: a producer with no waiter pays one uncontended RMW.
 
 use std::collections::{BTreeSet, HashMap};
-use std::task::Waker;
+use std::sync::Arc;
+use std::task::{Context, Waker};
 
+use crate::queue::Queue;
 use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
 
 /// Identifies one registration.
@@ -247,6 +249,90 @@ impl WaitList {
     /// Registered waiters not yet notified (for stats and tests).
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
+    }
+}
+
+/// Where a waiting fetch is registered, cleaned up on every exit path.
+#[derive(Default)]
+pub(crate) struct Parked<'a> {
+    at: Option<Place<'a>>,
+}
+
+pub(crate) enum Place<'a> {
+    Queue(Arc<Queue>, WaitKey),
+    /// The registry's list of fetches for queues that do not exist yet.
+    Creations(&'a WaitList, WaitKey),
+}
+
+impl<'a> Place<'a> {
+    fn list_and_key(&self) -> (&WaitList, WaitKey) {
+        match self {
+            Place::Queue(queue, key) => (&queue.waiters, *key),
+            Place::Creations(list, key) => (list, *key),
+        }
+    }
+}
+
+impl<'a> Parked<'a> {
+    /// Whether this fetch waits on `queue`'s list (or, for `None`, on the
+    /// creations list).
+    pub(crate) fn is_on(&self, queue: Option<&Arc<Queue>>) -> bool {
+        match (&self.at, queue) {
+            (Some(Place::Queue(on, _)), Some(queue)) => Arc::ptr_eq(on, queue),
+            (Some(Place::Creations(..)), None) => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn park(&mut self, place: Place<'a>) {
+        self.leave();
+        self.at = Some(place);
+    }
+
+    /// `true` if woken (and re-armed in place): look again.
+    pub(crate) fn poll_notified(&self, cx: &Context<'_>) -> bool {
+        match &self.at {
+            Some(place) => {
+                let (list, key) = place.list_and_key();
+                list.poll_notified(key, cx.waker())
+            }
+            None => true,
+        }
+    }
+
+    /// Leaves the list, passing on a wake-up this fetch did not use. Also
+    /// what a fetch that got a message does: a wake-up on its slot need not
+    /// have been for the message it took (a publish can notify it between
+    /// its re-check's pop and this deregistration), and swallowing it would
+    /// leave another waiter asleep beside a ready message.
+    ///
+    /// On a queue's list the wake-up is passed on only if a message is
+    /// ready: the notifier pushed before it notified, and `deregister` takes
+    /// the lock the notifier released, so a message that was pushed for
+    /// this wake-up and is still there is seen. If none is, the wake-up's
+    /// message is gone (to this fetch or another), and waking the next
+    /// waiter for nothing would only cost it its place in line.
+    pub(crate) fn leave(&mut self) {
+        if let Some(place) = self.at.take() {
+            let (list, key) = place.list_and_key();
+            if list.deregister(key) {
+                let wanted = match &place {
+                    Place::Queue(queue, _) => queue.has_ready(),
+                    Place::Creations(..) => true,
+                };
+                if wanted {
+                    list.notify_one();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Parked<'_> {
+    /// Timeout, close or cancellation: leave, and if we were woken for a
+    /// message we did not take, wake the next waiter in our place.
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

@@ -5,34 +5,20 @@
 //! Time is a `ManualClock`: no test sleeps to make a TTL or a delay pass.
 
 use std::collections::HashSet;
-use std::future::{pending, Future};
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::pending;
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
+mod common;
+
 use bytes::Bytes;
+use common::*;
 use ubroker_engine::{
-    Broker, Config, Delivery, Error, ManualClock, NewMessage, QueueUpdate, MESSAGE_OVERHEAD,
+    Config, Delivery, Error, NewMessage, PublishedBatch, QueueUpdate, Settled, MESSAGE_OVERHEAD,
 };
 
-const TTL: Duration = Duration::from_secs(10);
 const ALL: usize = usize::MAX;
-
-type TestBroker = Broker<ManualClock>;
-
-fn broker_with(config: Config) -> TestBroker {
-    Broker::with_clock(config, ManualClock::new())
-}
-
-fn broker() -> TestBroker {
-    broker_with(Config {
-        ttl: TTL,
-        ..Config::default()
-    })
-}
 
 fn entries(items: &[&str]) -> Vec<NewMessage> {
     items
@@ -45,12 +31,9 @@ fn entries(items: &[&str]) -> Vec<NewMessage> {
 }
 
 fn fetch_batch(b: &TestBroker, queue: &str, max: usize, max_bytes: usize) -> Vec<Delivery> {
-    let mut out = Vec::new();
-    let n = b
-        .try_fetch_batch_from(queue, max, max_bytes, &mut out)
-        .unwrap_or_else(|e| panic!("batch fetch from {queue}: {e}"));
-    assert_eq!(n, out.len(), "the count returned matches what was appended");
-    out
+    b.queue(queue)
+        .try_fetch_batch(max, max_bytes)
+        .unwrap_or_else(|e| panic!("batch fetch from {queue}: {e}"))
 }
 
 fn bodies(ds: &[Delivery]) -> Vec<&str> {
@@ -63,113 +46,29 @@ fn ids(ds: &[Delivery]) -> Vec<u64> {
     ds.iter().map(|d| d.id).collect()
 }
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// `published = acknowledged + dead_lettered + ready + in_flight + delayed`
-/// for every queue.
-fn assert_identity(b: &TestBroker) {
-    for (name, s) in b.all_queue_stats() {
-        assert_eq!(
-            s.published,
-            s.acknowledged
-                + s.dead_lettered
-                + s.ready as u64
-                + s.in_flight as u64
-                + s.delayed as u64,
-            "counter identity broken for {name}: {s:?}"
-        );
-    }
-}
-
-struct CountingWaker {
-    thread: thread::Thread,
-    wakes: AtomicUsize,
-}
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let w = Arc::new(CountingWaker {
-        thread: thread::current(),
-        wakes: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
-}
-
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let (_, waker) = counting_waker();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
-}
-
-type BatchFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, Error>> + 'a>>;
-
-/// A `fetch_batch_from` polled by hand.
-struct Hand<'a> {
-    fut: BatchFuture<'a>,
-    wake: Arc<CountingWaker>,
-    waker: Waker,
-}
-
-impl<'a> Hand<'a> {
-    fn new(b: &'a TestBroker, queue: &'a str, max: usize) -> Self {
-        let (wake, waker) = counting_waker();
-        Hand {
-            fut: Box::pin(b.fetch_batch_from(queue, max, ALL, pending())),
-            wake,
-            waker,
-        }
-    }
-
-    fn poll(&mut self) -> Poll<Result<Vec<Delivery>, Error>> {
-        self.fut
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.waker))
-    }
-
-    fn wakes(&self) -> usize {
-        self.wake.wakes.load(Ordering::SeqCst)
-    }
-
-    #[track_caller]
-    fn deliveries(&mut self) -> Vec<Delivery> {
-        match self.poll() {
-            Poll::Ready(Ok(d)) => d,
-            other => panic!("expected deliveries, got {other:?}"),
-        }
-    }
-}
-
 // ----- publish ---------------------------------------------------------------
 
 #[test]
 fn a_batch_joins_the_tail_in_order_with_consecutive_message_ids() {
     let b = broker();
-    b.publish_to("jobs", Bytes::from_static(b"before"), Duration::ZERO)
+    b.queue("jobs")
+        .publish(Bytes::from_static(b"before"))
         .unwrap();
-    let range = b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+    let range = b
+        .queue("jobs")
+        .publish_batch(entries(&["a", "b", "c"]))
+        .unwrap()
+        .message_ids;
     assert_eq!(range.end - range.start, 3);
-    b.publish_to("jobs", Bytes::from_static(b"after"), Duration::ZERO)
+    b.queue("jobs")
+        .publish(Bytes::from_static(b"after"))
         .unwrap();
     let got = fetch_batch(&b, "jobs", 10, ALL);
     assert_eq!(bodies(&got), ["before", "a", "b", "c", "after"]);
     let message_ids: Vec<u64> = got[1..4].iter().map(|d| d.message_id).collect();
     assert_eq!(message_ids, range.collect::<Vec<_>>());
     assert!(got.iter().all(|d| d.attempt == 1));
-    let s = b.queue_stats("jobs").unwrap();
+    let s = b.queue("jobs").stats().unwrap();
     assert_eq!((s.published, s.delivered, s.in_flight), (5, 5, 5));
     assert_eq!(s.bytes, "beforeabcafter".len() as u64);
     assert_identity(&b);
@@ -183,38 +82,43 @@ fn a_batch_that_does_not_fit_the_byte_budget_publishes_nothing() {
         max_queue_bytes: 3 * (1 + MESSAGE_OVERHEAD),
         ..Config::default()
     });
-    b.publish_to("jobs", Bytes::from_static(b"x"), Duration::ZERO)
-        .unwrap();
+    b.queue("jobs").publish(Bytes::from_static(b"x")).unwrap();
     assert_eq!(
-        b.publish_batch("jobs", entries(&["a", "b", "c"])),
+        b.queue("jobs").publish_batch(entries(&["a", "b", "c"])),
         Err(Error::QueueFull)
     );
-    let s = b.queue_stats("jobs").unwrap();
+    let s = b.queue("jobs").stats().unwrap();
     assert_eq!((s.published, s.ready), (1, 1));
     assert_eq!(b.stats().queued_bytes, 1 + MESSAGE_OVERHEAD);
     // Two do fit, exactly.
-    b.publish_batch("jobs", entries(&["a", "b"])).unwrap();
-    assert_eq!(b.queue_stats("jobs").unwrap().ready, 3);
+    b.queue("jobs").publish_batch(entries(&["a", "b"])).unwrap();
+    assert_eq!(b.queue("jobs").stats().unwrap().ready, 3);
     assert_eq!(
-        b.publish_batch("other", entries(&["z"])),
+        b.queue("other").publish_batch(entries(&["z"])),
         Err(Error::QueueFull)
     );
     // A refused batch creates no queue either.
-    assert!(b.queue_info("other").is_err());
+    assert!(b.queue("other").info().is_err());
 }
 
 #[test]
 fn an_empty_batch_publishes_nothing_and_bad_names_and_closing_are_refused() {
     let b = broker();
-    assert_eq!(b.publish_batch("jobs", Vec::new()), Ok(0..0));
-    assert!(b.queue_info("jobs").is_err(), "no queue created");
     assert_eq!(
-        b.publish_batch("bad name", entries(&["a"])),
+        b.queue("jobs").publish_batch(Vec::new()),
+        Ok(PublishedBatch { message_ids: 0..0 })
+    );
+    assert!(b.queue("jobs").info().is_err(), "no queue created");
+    assert_eq!(
+        b.queue("bad name").publish_batch(entries(&["a"])),
         Err(Error::InvalidQueueName)
     );
     assert_eq!(b.stats().queued_bytes, 0);
     b.close();
-    assert_eq!(b.publish_batch("jobs", entries(&["a"])), Err(Error::Closed));
+    assert_eq!(
+        b.queue("jobs").publish_batch(entries(&["a"])),
+        Err(Error::Closed)
+    );
 }
 
 #[test]
@@ -224,8 +128,8 @@ fn delayed_entries_come_due_as_single_delayed_publishes_would() {
     batch[1].delay = ms(20);
     batch[3].delay = ms(10);
     batch[4].delay = ms(10);
-    b.publish_batch("jobs", batch).unwrap();
-    let s = b.queue_stats("jobs").unwrap();
+    b.queue("jobs").publish_batch(batch).unwrap();
+    let s = b.queue("jobs").stats().unwrap();
     assert_eq!((s.ready, s.delayed, s.published), (2, 3, 5));
     assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, ALL)), ["now1", "now2"]);
     b.clock().advance(ms(10));
@@ -259,7 +163,7 @@ fn a_batch_keeps_its_order_while_single_publishes_race_it() {
                         delay: Duration::ZERO,
                     })
                     .collect();
-                b.publish_batch("jobs", batch).unwrap();
+                b.queue("jobs").publish_batch(batch).unwrap();
             }
         })
     };
@@ -269,7 +173,8 @@ fn a_batch_keeps_its_order_while_single_publishes_race_it() {
             thread::spawn(move || {
                 start.wait();
                 for n in 0..BATCHES * 5 {
-                    b.publish_to("jobs", Bytes::from(format!("s{t}:{n}")), Duration::ZERO)
+                    b.queue("jobs")
+                        .publish(Bytes::from(format!("s{t}:{n}")))
                         .unwrap();
                 }
             })
@@ -305,32 +210,30 @@ fn a_batch_keeps_its_order_while_single_publishes_race_it() {
 #[test]
 fn a_batch_fetch_takes_up_to_max_in_order_and_leaves_the_rest_at_the_head() {
     let b = broker();
-    b.publish_batch("jobs", entries(&["1", "2", "3", "4", "5"]))
+    b.queue("jobs")
+        .publish_batch(entries(&["1", "2", "3", "4", "5"]))
         .unwrap();
     let first = fetch_batch(&b, "jobs", 2, ALL);
     assert_eq!(bodies(&first), ["1", "2"]);
     // A single fetch takes the next one, from the middle of the batch.
-    let single = b.try_fetch_from("jobs").unwrap().unwrap();
+    let single = b.queue("jobs").try_fetch().unwrap().unwrap();
     assert_eq!(&single.body[..], b"3");
-    b.publish_to("jobs", Bytes::from_static(b"6"), Duration::ZERO)
-        .unwrap();
+    b.queue("jobs").publish(Bytes::from_static(b"6")).unwrap();
     assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, ALL)), ["4", "5", "6"]);
     assert!(fetch_batch(&b, "jobs", 10, ALL).is_empty());
     // Delivery ids are fresh and distinct.
     let mut all: Vec<u64> = ids(&first);
     all.push(single.id);
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 3);
-    assert_eq!(b.queue_stats("jobs").unwrap().in_flight, 6);
+    assert_eq!(b.queue("jobs").stats().unwrap().in_flight, 6);
 }
 
 #[test]
 fn a_batch_fetch_stops_once_the_bodies_reach_max_bytes_with_the_crossing_one_last() {
     let b = broker();
-    b.publish_batch(
-        "jobs",
-        entries(&["aaaa", "bbbb", "cc", "dddddddd", "e", "f"]),
-    )
-    .unwrap();
+    b.queue("jobs")
+        .publish_batch(entries(&["aaaa", "bbbb", "cc", "dddddddd", "e", "f"]))
+        .unwrap();
     // 4 + 4 = 8 is under 9; + 2 crosses it, and is the last one taken
     // (SPEC "Batches": an answer's bodies stay under twice the cap).
     assert_eq!(
@@ -340,7 +243,7 @@ fn a_batch_fetch_stops_once_the_bodies_reach_max_bytes_with_the_crossing_one_las
     // The first is always taken, even alone over the cap.
     assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, 1)), ["dddddddd"]);
     assert_eq!(bodies(&fetch_batch(&b, "jobs", 10, 3)), ["e", "f"]);
-    assert_eq!(b.queue_stats("jobs").unwrap().ready, 0);
+    assert_eq!(b.queue("jobs").stats().unwrap().ready, 0);
     assert_identity(&b);
 }
 
@@ -348,12 +251,11 @@ fn a_batch_fetch_stops_once_the_bodies_reach_max_bytes_with_the_crossing_one_las
 fn a_batch_fetch_from_a_missing_queue_or_with_max_zero_takes_nothing() {
     let b = broker();
     assert!(fetch_batch(&b, "nowhere", 10, ALL).is_empty());
-    b.publish_batch("jobs", entries(&["a"])).unwrap();
+    b.queue("jobs").publish_batch(entries(&["a"])).unwrap();
     assert!(fetch_batch(&b, "jobs", 0, ALL).is_empty());
-    assert_eq!(b.queue_stats("jobs").unwrap().ready, 1);
-    let mut out = Vec::new();
+    assert_eq!(b.queue("jobs").stats().unwrap().ready, 1);
     assert_eq!(
-        b.try_fetch_batch_from("bad name", 1, ALL, &mut out),
+        b.queue("bad name").try_fetch_batch(1, ALL),
         Err(Error::InvalidQueueName)
     );
 }
@@ -361,7 +263,9 @@ fn a_batch_fetch_from_a_missing_queue_or_with_max_zero_takes_nothing() {
 #[test]
 fn batch_leases_expire_together_and_come_back_in_order() {
     let b = broker();
-    b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+    b.queue("jobs")
+        .publish_batch(entries(&["a", "b", "c"]))
+        .unwrap();
     let got = fetch_batch(&b, "jobs", 3, ALL);
     assert_eq!(b.timer_counts(), (3, 0));
     assert_eq!(
@@ -373,23 +277,22 @@ fn batch_leases_expire_together_and_come_back_in_order() {
     assert_eq!(b.expire_due().expired, 3);
     // Past the deadline, the old ids are invalid.
     assert_eq!(
-        b.acknowledge_batch_in("jobs", &ids(&got)).unwrap(),
-        [false; 3]
+        b.queue("jobs").acknowledge_batch(&ids(&got)).unwrap(),
+        [Settled::Invalid; 3]
     );
     let again = fetch_batch(&b, "jobs", 3, ALL);
     assert_eq!(bodies(&again), ["a", "b", "c"]);
     assert!(again.iter().all(|d| d.attempt == 2));
-    assert_eq!(b.queue_stats("jobs").unwrap().expired, 3);
+    assert_eq!(b.queue("jobs").stats().unwrap().expired, 3);
     assert_identity(&b);
 }
 
 #[test]
 fn a_waiting_batch_fetch_answers_as_soon_as_one_message_is_ready() {
     let b = broker();
-    let mut hand = Hand::new(&b, "jobs", 10);
+    let mut hand = Hand::batch(&b, "jobs", 10);
     assert!(hand.poll().is_pending());
-    b.publish_to("jobs", Bytes::from_static(b"one"), Duration::ZERO)
-        .unwrap();
+    b.queue("jobs").publish(Bytes::from_static(b"one")).unwrap();
     assert_eq!(hand.wakes(), 1);
     let got = hand.deliveries();
     assert_eq!(bodies(&got), ["one"], "no lingering for more");
@@ -399,12 +302,14 @@ fn a_waiting_batch_fetch_answers_as_soon_as_one_message_is_ready() {
 fn one_batch_publish_wakes_as_many_waiting_fetches_as_it_has_messages() {
     let b = broker();
     // An existing queue: a creation would wake everyone waiting for it.
-    b.put_queue("jobs", QueueUpdate::default()).unwrap();
-    let mut hands: Vec<Hand> = (0..4).map(|_| Hand::new(&b, "jobs", 1)).collect();
+    b.queue("jobs").put(QueueUpdate::default()).unwrap();
+    let mut hands: Vec<Hand<Vec<Delivery>>> = (0..4).map(|_| Hand::batch(&b, "jobs", 1)).collect();
     for hand in &mut hands {
         assert!(hand.poll().is_pending());
     }
-    b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+    b.queue("jobs")
+        .publish_batch(entries(&["a", "b", "c"]))
+        .unwrap();
     let woken: Vec<usize> = hands.iter().map(Hand::wakes).collect();
     assert_eq!(woken, [1, 1, 1, 0], "the three oldest, once each");
     let got: Vec<String> = hands[..3]
@@ -427,11 +332,11 @@ fn waiting_batch_fetches_on_threads_share_a_stream_of_batches_without_loss() {
             thread::spawn(move || {
                 let mut seen = Vec::new();
                 loop {
-                    match block_on(b.fetch_batch_from("jobs", 7, ALL, pending())) {
+                    match block_on(b.queue("jobs").fetch_batch(7, ALL, pending())) {
                         Ok(got) => {
                             assert!(!got.is_empty() && got.len() <= 7);
-                            let done = b.acknowledge_batch_in("jobs", &ids(&got)).unwrap();
-                            assert!(done.iter().all(|&ok| ok));
+                            let done = b.queue("jobs").acknowledge_batch(&ids(&got)).unwrap();
+                            assert!(done.iter().all(|ok| ok.is_ok()));
                             seen.extend(got.into_iter().map(|d| d.message_id));
                         }
                         Err(Error::Closed) => return seen,
@@ -448,9 +353,9 @@ fn waiting_batch_fetches_on_threads_share_a_stream_of_batches_without_loss() {
                 delay: Duration::ZERO,
             })
             .collect();
-        b.publish_batch("jobs", batch).unwrap();
+        b.queue("jobs").publish_batch(batch).unwrap();
     }
-    while b.queue_stats("jobs").unwrap().acknowledged < (BATCHES * SIZE) as u64 {
+    while b.queue("jobs").stats().unwrap().acknowledged < (BATCHES * SIZE) as u64 {
         thread::yield_now();
     }
     b.close();
@@ -468,33 +373,43 @@ fn waiting_batch_fetches_on_threads_share_a_stream_of_batches_without_loss() {
 #[test]
 fn a_batch_acknowledge_answers_per_id_and_a_repeated_id_succeeds_once() {
     let b = broker();
-    b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
-    b.publish_batch("other", entries(&["z"])).unwrap();
+    b.queue("jobs")
+        .publish_batch(entries(&["a", "b", "c"]))
+        .unwrap();
+    b.queue("other").publish_batch(entries(&["z"])).unwrap();
     let got = fetch_batch(&b, "jobs", 3, ALL);
     let foreign = fetch_batch(&b, "other", 1, ALL);
     let request = [got[0].id, got[0].id, 999_999, foreign[0].id, got[2].id];
     assert_eq!(
-        b.acknowledge_batch_in("jobs", &request).unwrap(),
-        [true, false, false, false, true]
+        b.queue("jobs").acknowledge_batch(&request).unwrap(),
+        [
+            Settled::Ok,
+            Settled::Invalid,
+            Settled::Invalid,
+            Settled::Invalid,
+            Settled::Ok
+        ]
     );
-    let s = b.queue_stats("jobs").unwrap();
+    let s = b.queue("jobs").stats().unwrap();
     assert_eq!((s.acknowledged, s.in_flight, s.bytes), (2, 1, 1));
-    assert_eq!(b.queue_stats("other").unwrap().in_flight, 1);
+    assert_eq!(b.queue("other").stats().unwrap().in_flight, 1);
     assert_eq!(b.stats().queued_bytes, 2 * (1 + MESSAGE_OVERHEAD));
     // A queue that does not exist: every id is invalid. A bad name is an
     // error of the request.
     assert_eq!(
-        b.acknowledge_batch_in("nowhere", &[1, 2]).unwrap(),
-        [false, false]
+        b.queue("nowhere").acknowledge_batch(&[1, 2]).unwrap(),
+        [Settled::Invalid, Settled::Invalid]
     );
     assert_eq!(
-        b.acknowledge_batch_in("bad name", &[1]),
+        b.queue("bad name").acknowledge_batch(&[1]),
         Err(Error::InvalidQueueName)
     );
     assert_identity(&b);
     // Settled leases leave no timer entry behind.
-    b.acknowledge_batch_in("jobs", &[got[1].id]).unwrap();
-    b.acknowledge_batch_in("other", &[foreign[0].id]).unwrap();
+    b.queue("jobs").acknowledge_batch(&[got[1].id]).unwrap();
+    b.queue("other")
+        .acknowledge_batch(&[foreign[0].id])
+        .unwrap();
     assert_eq!(b.stats().queued_bytes, 0);
     assert_eq!(b.timer_counts(), (0, 0));
     assert_eq!(
@@ -512,24 +427,25 @@ fn a_batch_acknowledge_answers_per_id_and_a_repeated_id_succeeds_once() {
 #[test]
 fn a_batch_requeue_returns_messages_to_the_tail_in_id_order_or_after_a_delay() {
     let b = broker();
-    b.publish_batch("jobs", entries(&["a", "b", "c", "d"]))
+    b.queue("jobs")
+        .publish_batch(entries(&["a", "b", "c", "d"]))
         .unwrap();
     let got = fetch_batch(&b, "jobs", 4, ALL);
-    b.publish_to("jobs", Bytes::from_static(b"e"), Duration::ZERO)
-        .unwrap();
+    b.queue("jobs").publish(Bytes::from_static(b"e")).unwrap();
     assert_eq!(
-        b.requeue_batch_in("jobs", &[got[2].id, got[0].id, got[2].id], Duration::ZERO)
+        b.queue("jobs")
+            .requeue_batch(&[got[2].id, got[0].id, got[2].id], Duration::ZERO)
             .unwrap(),
-        [true, true, false]
+        [Settled::Ok, Settled::Ok, Settled::Invalid]
     );
     assert_eq!(
-        b.requeue_batch_in("jobs", &[got[1].id], ms(50)).unwrap(),
-        [true]
+        b.queue("jobs").requeue_batch(&[got[1].id], ms(50)).unwrap(),
+        [Settled::Ok]
     );
     let again = fetch_batch(&b, "jobs", 10, ALL);
     assert_eq!(bodies(&again), ["e", "c", "a"]);
     assert_eq!(again[1].attempt, 2);
-    let s = b.queue_stats("jobs").unwrap();
+    let s = b.queue("jobs").stats().unwrap();
     assert_eq!((s.requeued, s.delayed), (3, 1));
     b.clock().advance(ms(50));
     b.expire_due();
@@ -540,21 +456,19 @@ fn a_batch_requeue_returns_messages_to_the_tail_in_id_order_or_after_a_delay() {
 #[test]
 fn a_batch_requeue_of_last_deliveries_moves_them_to_the_dead_queue_in_order() {
     let b = broker();
-    b.put_queue(
-        "jobs",
-        QueueUpdate {
+    b.queue("jobs")
+        .put(QueueUpdate {
             max_deliveries: Some(1),
             ..QueueUpdate::default()
-        },
-    )
-    .unwrap();
-    b.publish_batch("jobs", entries(&["a", "b"])).unwrap();
+        })
+        .unwrap();
+    b.queue("jobs").publish_batch(entries(&["a", "b"])).unwrap();
     let got = fetch_batch(&b, "jobs", 2, ALL);
     assert_eq!(
-        b.requeue_batch_in("jobs", &ids(&got), ms(5)).unwrap(),
-        [true, true]
+        b.queue("jobs").requeue_batch(&ids(&got), ms(5)).unwrap(),
+        [Settled::Ok, Settled::Ok]
     );
-    let s = b.queue_stats("jobs").unwrap();
+    let s = b.queue("jobs").stats().unwrap();
     assert_eq!(
         (s.dead_lettered, s.requeued, s.delayed, s.bytes),
         (2, 0, 0, 0)
@@ -569,29 +483,32 @@ fn a_batch_requeue_of_last_deliveries_moves_them_to_the_dead_queue_in_order() {
 #[test]
 fn a_batch_touch_extends_each_lease_and_touches_a_repeated_id_each_time() {
     let b = broker();
-    b.publish_batch("jobs", entries(&["a", "b"])).unwrap();
+    b.queue("jobs").publish_batch(entries(&["a", "b"])).unwrap();
     let got = fetch_batch(&b, "jobs", 2, ALL);
     b.clock().advance(TTL - ms(1));
     assert_eq!(
-        b.touch_batch_in("jobs", &[got[0].id, got[0].id, 424_242], Some(ms(100)))
+        b.queue("jobs")
+            .touch_batch(&[got[0].id, got[0].id, 424_242], Some(ms(100)))
             .unwrap(),
-        [true, true, false]
+        [Settled::Ok, Settled::Ok, Settled::Invalid]
     );
     b.clock().advance(ms(1));
     // The untouched lease expired; the touched one lives on.
     assert_eq!(b.expire_due().expired, 1);
     assert_eq!(
-        b.touch_batch_in("jobs", &[got[1].id, got[0].id], None)
+        b.queue("jobs")
+            .touch_batch(&[got[1].id, got[0].id], None)
             .unwrap(),
-        [false, true]
+        [Settled::Invalid, Settled::Ok]
     );
     assert_eq!(
-        b.touch_batch_in("jobs", &[got[0].id], Some(Duration::ZERO)),
+        b.queue("jobs")
+            .touch_batch(&[got[0].id], Some(Duration::ZERO)),
         Err(Error::ZeroTtl)
     );
     assert_eq!(
-        b.acknowledge_batch_in("jobs", &[got[0].id]).unwrap(),
-        [true]
+        b.queue("jobs").acknowledge_batch(&[got[0].id]).unwrap(),
+        [Settled::Ok]
     );
     assert_identity(&b);
 }
@@ -599,45 +516,43 @@ fn a_batch_touch_extends_each_lease_and_touches_a_repeated_id_each_time() {
 #[test]
 fn batch_settlements_on_a_closed_broker_fail_as_single_ones_do() {
     let b = broker();
-    b.publish_batch("jobs", entries(&["a"])).unwrap();
+    b.queue("jobs").publish_batch(entries(&["a"])).unwrap();
     let got = fetch_batch(&b, "jobs", 1, ALL);
     b.close();
     assert_eq!(
-        b.acknowledge_batch_in("jobs", &ids(&got)),
+        b.queue("jobs").acknowledge_batch(&ids(&got)),
         Err(Error::Closed)
     );
     assert_eq!(
-        b.requeue_batch_in("jobs", &ids(&got), Duration::ZERO),
+        b.queue("jobs").requeue_batch(&ids(&got), Duration::ZERO),
         Err(Error::Closed)
     );
     assert_eq!(
-        b.touch_batch_in("jobs", &ids(&got), None),
+        b.queue("jobs").touch_batch(&ids(&got), None),
         Err(Error::Closed)
     );
-    let mut out = Vec::new();
-    assert_eq!(
-        b.try_fetch_batch_from("jobs", 1, ALL, &mut out),
-        Err(Error::Closed)
-    );
+    assert_eq!(b.queue("jobs").try_fetch_batch(1, ALL), Err(Error::Closed));
 }
 
 #[test]
 fn a_batch_publish_racing_a_delete_lands_whole_in_the_recreated_queue_or_is_dropped_whole() {
     for _ in 0..50 {
         let b = Arc::new(broker());
-        b.publish_batch("jobs", entries(&["seed"])).unwrap();
+        b.queue("jobs").publish_batch(entries(&["seed"])).unwrap();
         let start = Arc::new(Barrier::new(2));
         let publisher = {
             let (b, start) = (b.clone(), start.clone());
             thread::spawn(move || {
                 start.wait();
-                b.publish_batch("jobs", entries(&["a", "b", "c"])).unwrap();
+                b.queue("jobs")
+                    .publish_batch(entries(&["a", "b", "c"]))
+                    .unwrap();
             })
         };
         start.wait();
-        let deleted = b.delete_queue("jobs").unwrap();
+        let deleted = b.queue("jobs").delete().unwrap().messages;
         publisher.join().unwrap();
-        let left = b.queue_info("jobs").map(|info| info.ready).unwrap_or(0);
+        let left = b.queue("jobs").info().map(|info| info.ready).unwrap_or(0);
         // Either the batch landed before the delete (dropped with it) or
         // after (whole, in the new queue): never split.
         assert!(

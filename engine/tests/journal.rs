@@ -45,7 +45,7 @@ impl Journal for Recorder {
             .as_ref()
             .and_then(|b| b.upgrade())
         {
-            if let Ok(info) = broker.queue_info(queue.as_str()) {
+            if let Ok(info) = broker.queue(queue.as_str()).info() {
                 if info.ready > 0 {
                     self.visible_too_early.lock().unwrap().push(id);
                 }
@@ -111,13 +111,11 @@ fn one(body: &str) -> Vec<NewMessage> {
 fn every_change_is_reported_and_ready_before_it_is_visible() {
     let (broker, recorder) = journaled();
     broker
-        .put_queue(
-            "jobs",
-            QueueUpdate {
-                max_deliveries: Some(2),
-                ..QueueUpdate::default()
-            },
-        )
+        .queue("jobs")
+        .put(QueueUpdate {
+            max_deliveries: Some(2),
+            ..QueueUpdate::default()
+        })
         .unwrap();
     let id = broker
         .commit_publish(broker.prepare_publish("jobs", one("a")).unwrap())
@@ -128,9 +126,9 @@ fn every_change_is_reported_and_ready_before_it_is_visible() {
         "publishes are the caller's to log"
     );
 
-    let d1 = broker.try_fetch_from("jobs").unwrap().unwrap();
-    broker.requeue_in("jobs", d1.id, Duration::ZERO).unwrap();
-    let d2 = broker.try_fetch_from("jobs").unwrap().unwrap();
+    let d1 = broker.queue("jobs").try_fetch().unwrap().unwrap();
+    broker.queue("jobs").requeue(d1.id).unwrap();
+    let d2 = broker.queue("jobs").try_fetch().unwrap().unwrap();
     // The second delivery's expiry is its last: a dead-letter move.
     broker.clock().advance(TTL);
     broker.expire_due();
@@ -145,15 +143,16 @@ fn every_change_is_reported_and_ready_before_it_is_visible() {
     );
     assert_eq!(d2.attempt, 2);
 
-    assert_eq!(broker.redrive("jobs.dead").unwrap(), 1);
-    let d3 = broker.try_fetch_from("jobs").unwrap().unwrap();
+    assert_eq!(broker.queue("jobs.dead").redrive().unwrap().moved, 1);
+    let d3 = broker.queue("jobs").try_fetch().unwrap().unwrap();
     broker
-        .requeue_in("jobs", d3.id, Duration::from_secs(3))
+        .queue("jobs")
+        .requeue_after(d3.id, Duration::from_secs(3))
         .unwrap();
     broker.clock().advance(Duration::from_secs(3));
     broker.expire_due();
-    let d4 = broker.try_fetch_from("jobs").unwrap().unwrap();
-    broker.acknowledge_in("jobs", d4.id).unwrap();
+    let d4 = broker.queue("jobs").try_fetch().unwrap().unwrap();
+    broker.queue("jobs").acknowledge(d4.id).unwrap();
     assert_eq!(
         take(&recorder),
         vec![
@@ -175,7 +174,7 @@ fn an_expiry_reports_the_message_ready_again() {
         .commit_publish(broker.prepare_publish("q", one("a")).unwrap())
         .unwrap()
         .start;
-    broker.try_fetch_from("q").unwrap().unwrap();
+    broker.queue("q").try_fetch().unwrap().unwrap();
     broker.clock().advance(TTL);
     assert_eq!(broker.expire_due().expired, 1);
     assert_eq!(
@@ -201,14 +200,12 @@ fn batches_and_deletes_report_every_message() {
     let ids = broker
         .commit_publish(broker.prepare_publish("q", entries).unwrap())
         .unwrap();
-    let mut out = Vec::new();
-    broker
-        .try_fetch_batch_from("q", 3, usize::MAX, &mut out)
-        .unwrap();
+    let out = broker.queue("q").try_fetch_batch(3, usize::MAX).unwrap();
     let leased: Vec<u64> = out.iter().map(|d| d.id).collect();
-    broker.acknowledge_batch_in("q", &leased[..1]).unwrap();
+    broker.queue("q").acknowledge_batch(&leased[..1]).unwrap();
     broker
-        .requeue_batch_in("q", &leased[1..2], Duration::ZERO)
+        .queue("q")
+        .requeue_batch(&leased[1..2], Duration::ZERO)
         .unwrap();
     let events = take(&recorder);
     assert_eq!(
@@ -223,7 +220,7 @@ fn batches_and_deletes_report_every_message() {
     );
     // Left: one leased (id+2), two ready (id+3, id+1). A delete reports
     // each of them gone.
-    assert_eq!(broker.delete_queue("q").unwrap(), 3);
+    assert_eq!(broker.queue("q").delete().unwrap().messages, 3);
     let mut gone: Vec<u64> = take(&recorder)
         .into_iter()
         .map(|e| match e {
@@ -245,7 +242,7 @@ fn a_prepared_publish_is_invisible_until_committed_and_an_abort_gives_its_charge
         ManualClock::new(),
     );
     let prepared = broker.prepare_publish("q", one("a")).unwrap();
-    assert_eq!(broker.try_fetch_from("q").unwrap(), None);
+    assert_eq!(broker.queue("q").try_fetch().unwrap(), None);
     assert_eq!(broker.stats().queued_bytes, MESSAGE_OVERHEAD + 1);
     let second = broker.prepare_publish("q", one("b")).unwrap();
     assert_eq!(
@@ -256,7 +253,7 @@ fn a_prepared_publish_is_invisible_until_committed_and_an_abort_gives_its_charge
     assert_eq!(broker.stats().queued_bytes, MESSAGE_OVERHEAD + 1);
     let id = prepared.ids().start;
     broker.commit_publish(prepared).unwrap();
-    let delivery = broker.try_fetch_from("q").unwrap().unwrap();
+    let delivery = broker.queue("q").try_fetch().unwrap().unwrap();
     assert_eq!((delivery.message_id, &delivery.body[..]), (id, &b"a"[..]));
 }
 
@@ -271,7 +268,13 @@ fn restore_rebuilds_queues_messages_and_id_marks() {
         ManualClock::new(),
     );
     broker
-        .restore_queue("jobs", Some(Duration::from_secs(3)), Some(4))
+        .restore_queue(
+            "jobs",
+            QueueUpdate {
+                ttl: Some(Duration::from_secs(3)),
+                max_deliveries: Some(4),
+            },
+        )
         .unwrap();
     broker
         .restore_message(
@@ -304,34 +307,44 @@ fn restore_rebuilds_queues_messages_and_id_marks() {
         )
         .unwrap();
     broker.restore_ids(1 << 40, 100);
-    let info = broker.queue_info("jobs").unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (3000, 4));
+    let info = broker.queue("jobs").info().unwrap();
+    assert_eq!(
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (3000, 4)
+    );
     assert_eq!((info.ready, info.delayed), (1, 1));
 
-    let d = broker.try_fetch_from("jobs").unwrap().unwrap();
+    let d = broker.queue("jobs").try_fetch().unwrap().unwrap();
     assert_eq!((d.message_id, d.attempt), (40, 3));
     assert!(d.id >= 1 << 40, "delivery ids start at the mark");
-    broker.acknowledge_in("jobs", d.id).unwrap();
-    let dead = broker.try_fetch_from("jobs.dead").unwrap().unwrap();
+    broker.queue("jobs").acknowledge(d.id).unwrap();
+    let dead = broker.queue("jobs.dead").try_fetch().unwrap().unwrap();
     assert_eq!(dead.message_id, 41);
     assert_eq!(dead.dead_letter.unwrap().as_str(), "jobs");
-    assert_eq!(broker.try_fetch_from("jobs").unwrap(), None);
+    assert_eq!(broker.queue("jobs").try_fetch().unwrap(), None);
     broker.clock().advance(Duration::from_secs(5));
     broker.expire_due();
     assert_eq!(
-        broker.try_fetch_from("jobs").unwrap().unwrap().message_id,
+        broker
+            .queue("jobs")
+            .try_fetch()
+            .unwrap()
+            .unwrap()
+            .message_id,
         42
     );
     assert_eq!(
-        broker.publish_to("other", Bytes::new(), Duration::ZERO),
+        broker.queue("other").publish(Bytes::new()),
         Err(Error::TooManyQueues)
     );
     // Message ids continue from the mark (the refused publish above used
     // one up).
     assert!(
         broker
-            .publish_to("jobs", Bytes::new(), Duration::ZERO)
+            .queue("jobs")
+            .publish(Bytes::new())
             .unwrap()
+            .message_id
             >= 100
     );
 }

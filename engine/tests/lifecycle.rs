@@ -10,57 +10,55 @@ use std::future::{pending, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
+use common::*;
 use ubroker_engine::{
-    Broker, Clock, Config, Delivery, Error, ManualClock, QueueUpdate, Timestamp, MAX_ID,
+    Clock, Config, Deleted, Delivery, Error, QueueUpdate, Redriven, Timestamp, MAX_ID,
     MESSAGE_OVERHEAD,
 };
 
-const TTL: Duration = Duration::from_secs(10);
 const NS: Duration = Duration::from_nanos(1);
 const NOW: Duration = Duration::ZERO;
 
 // ----- helpers ---------------------------------------------------------------
-
-type TestBroker = Broker<ManualClock>;
-
-fn broker_with(config: Config) -> TestBroker {
-    Broker::with_clock(config, ManualClock::new())
-}
-
-fn broker() -> TestBroker {
-    broker_with(Config {
-        ttl: TTL,
-        ..Config::default()
-    })
-}
 
 fn body(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
 fn publish(b: &TestBroker, queue: &str, s: &str) -> u64 {
-    b.publish_to(queue, body(s), NOW)
+    b.queue(queue)
+        .publish_after(body(s), NOW)
         .unwrap_or_else(|e| panic!("publish {s:?} to {queue}: {e}"))
+        .message_id
 }
 
 fn publish_delayed(b: &TestBroker, queue: &str, s: &str, delay: Duration) -> u64 {
-    b.publish_to(queue, body(s), delay)
+    b.queue(queue)
+        .publish_after(body(s), delay)
         .unwrap_or_else(|e| panic!("publish {s:?} to {queue} after {delay:?}: {e}"))
+        .message_id
 }
 
 fn fetch(b: &TestBroker, queue: &str) -> Delivery {
-    b.try_fetch_from(queue)
+    b.queue(queue)
+        .try_fetch()
         .unwrap_or_else(|e| panic!("fetch from {queue}: {e}"))
         .unwrap_or_else(|| panic!("a message should be ready in {queue}"))
 }
 
 fn assert_empty(b: &TestBroker, queue: &str) {
-    assert_eq!(b.try_fetch_from(queue), Ok(None), "{queue} should be empty");
+    assert_eq!(
+        b.queue(queue).try_fetch(),
+        Ok(None),
+        "{queue} should be empty"
+    );
 }
 
 fn bodies(ds: &[Delivery]) -> Vec<Bytes> {
@@ -73,10 +71,6 @@ fn bs(items: &[&str]) -> Vec<Bytes> {
 
 fn at(d: Duration) -> Timestamp {
     Timestamp::ZERO.saturating_add(d)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }
 
 fn max_deliveries(n: u32) -> QueueUpdate {
@@ -93,65 +87,6 @@ fn ttl(d: Duration) -> QueueUpdate {
     }
 }
 
-/// `published = acknowledged + dead_lettered + ready + in_flight + delayed`
-/// for every queue; returns how many queues were checked.
-fn assert_identity(b: &TestBroker) -> usize {
-    let all = b.all_queue_stats();
-    for (name, s) in &all {
-        assert_eq!(
-            s.published,
-            s.acknowledged
-                + s.dead_lettered
-                + s.ready as u64
-                + s.in_flight as u64
-                + s.delayed as u64,
-            "counter identity broken for {name}: {s:?}"
-        );
-    }
-    all.len()
-}
-
-/// Orders wake-ups across all wakers (for `run_woken`).
-static WAKE_SEQUENCE: AtomicUsize = AtomicUsize::new(0);
-
-/// Wakes by unparking a thread, and counts its wake-ups.
-struct CountingWaker {
-    thread: thread::Thread,
-    wakes: AtomicUsize,
-    last_woken: AtomicUsize,
-}
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        let seq = WAKE_SEQUENCE.fetch_add(1, Ordering::SeqCst);
-        self.last_woken.store(seq, Ordering::SeqCst);
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let w = Arc::new(CountingWaker {
-        thread: thread::current(),
-        wakes: AtomicUsize::new(0),
-        last_woken: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
-}
-
-/// A minimal executor: polls `fut` on this thread, parking between polls.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let (_, waker) = counting_waker();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
-}
-
 /// A timeout future that completes once its flag is set (and it is polled).
 struct Flag(Arc<AtomicBool>);
 
@@ -162,65 +97,6 @@ impl Future for Flag {
             Poll::Ready(())
         } else {
             Poll::Pending
-        }
-    }
-}
-
-/// A `fetch_from` polled by hand, with its own counting waker.
-struct Hand<'a> {
-    fut: Pin<Box<dyn Future<Output = Result<Delivery, Error>> + 'a>>,
-    wake: Arc<CountingWaker>,
-    waker: Waker,
-    /// Wake-ups seen by the last poll (for `run_woken`).
-    seen: usize,
-    /// The fetch completed: it must not be polled again.
-    done: bool,
-}
-
-impl<'a> Hand<'a> {
-    fn new(b: &'a TestBroker, queue: &'a str) -> Self {
-        let (wake, waker) = counting_waker();
-        Hand {
-            fut: Box::pin(b.fetch_from(queue, pending())),
-            wake,
-            waker,
-            seen: 0,
-            done: false,
-        }
-    }
-
-    fn poll(&mut self) -> Poll<Result<Delivery, Error>> {
-        assert!(!self.done, "polled a completed fetch");
-        let polled = self
-            .fut
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.waker));
-        self.done = polled.is_ready();
-        polled
-    }
-
-    fn wakes(&self) -> usize {
-        self.wake.wakes.load(Ordering::SeqCst)
-    }
-
-    fn last_woken(&self) -> usize {
-        self.wake.last_woken.load(Ordering::SeqCst)
-    }
-
-    #[track_caller]
-    fn pending(&mut self) {
-        let polled = self.poll();
-        assert!(
-            polled.is_pending(),
-            "expected the fetch to wait: {polled:?}"
-        );
-    }
-
-    #[track_caller]
-    fn delivery(&mut self) -> Delivery {
-        match self.poll() {
-            Poll::Ready(Ok(d)) => d,
-            other => panic!("expected a delivery, got {other:?}"),
         }
     }
 }
@@ -243,36 +119,44 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn publish_to_creates_a_queue_and_fetch_from_a_missing_queue_is_empty() {
     let b = broker();
-    assert_eq!(b.queue_info("jobs"), Err(Error::QueueNotFound));
-    assert_eq!(b.queue_stats("jobs"), Err(Error::QueueNotFound));
-    assert_eq!(b.try_fetch_from("jobs"), Ok(None));
+    assert_eq!(b.queue("jobs").info(), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("jobs").stats(), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("jobs").try_fetch(), Ok(None));
     assert_eq!(
-        b.queue_info("jobs"),
+        b.queue("jobs").info(),
         Err(Error::QueueNotFound),
         "a fetch does not create a queue"
     );
     assert_eq!(b.queues().len(), 1, "only default exists");
 
     let id = publish(&b, "jobs", "a");
-    let info = b.queue_info("jobs").unwrap();
+    let info = b.queue("jobs").info().unwrap();
     assert_eq!(info.name.as_str(), "jobs");
-    assert_eq!(info.ttl_ms, 10_000, "created with the configured TTL");
-    assert_eq!(info.max_deliveries, 0);
+    assert_eq!(
+        info.settings.ttl.as_millis(),
+        10_000,
+        "created with the configured TTL"
+    );
+    assert_eq!(info.settings.max_deliveries, 0);
     assert_eq!(
         (info.ready, info.in_flight, info.delayed, info.bytes),
         (1, 0, 0, 1)
     );
-    assert_eq!(b.try_fetch(), Ok(None), "default is another queue");
+    assert_eq!(
+        b.default_queue().try_fetch(),
+        Ok(None),
+        "default is another queue"
+    );
     let d = fetch(&b, "jobs");
     assert_eq!((d.body, d.message_id, d.attempt), (body("a"), id, 1));
     assert_eq!(d.dead_letter, None);
 
     // The unprefixed API is the queue named `default`.
-    let id = b.publish(body("d")).unwrap();
+    let id = b.default_queue().publish(body("d")).unwrap().message_id;
     let d = fetch(&b, "default");
     assert_eq!((d.body.clone(), d.message_id), (body("d"), id));
-    b.acknowledge_in("default", d.id).unwrap();
-    assert_eq!(b.queue_stats("default").unwrap().acknowledged, 1);
+    b.queue("default").acknowledge(d.id).unwrap();
+    assert_eq!(b.queue("default").stats().unwrap().acknowledged, 1);
 }
 
 #[test]
@@ -298,39 +182,51 @@ fn every_method_refuses_an_invalid_queue_name_and_changes_nothing() {
     for name in bad {
         let invalid = Err(Error::InvalidQueueName);
         assert_eq!(
-            b.publish_to(name, body("x"), NOW).map(|_| ()),
+            b.queue(name).publish_after(body("x"), NOW).map(|_| ()),
             invalid,
             "publish {name:?}"
         );
         assert_eq!(
-            b.publish_to(name, body("x"), ms(5)).map(|_| ()),
+            b.queue(name).publish_after(body("x"), ms(5)).map(|_| ()),
             invalid,
             "delayed publish {name:?}"
         );
         assert_eq!(
-            b.try_fetch_from(name).map(|_| ()),
+            b.queue(name).try_fetch().map(|_| ()),
             invalid,
             "try_fetch {name:?}"
         );
         let fired = Arc::new(AtomicBool::new(false));
         assert_eq!(
-            block_on(b.fetch_from(name, Flag(fired))).map(|_| ()),
+            block_on(b.queue(name).fetch(Flag(fired))).map(|_| ()),
             invalid,
             "fetch {name:?} must fail at once, not wait"
         );
-        assert_eq!(b.acknowledge_in(name, 1), invalid, "ack {name:?}");
-        assert_eq!(b.requeue_in(name, 1, NOW), invalid, "requeue {name:?}");
-        assert_eq!(b.touch_in(name, 1, None), invalid, "touch {name:?}");
-        assert_eq!(b.touch_in(name, 1, Some(TTL)), invalid, "touch {name:?}");
+        assert_eq!(b.queue(name).acknowledge(1), invalid, "ack {name:?}");
         assert_eq!(
-            b.put_queue(name, QueueUpdate::default()).map(|_| ()),
+            b.queue(name).requeue_after(1, NOW),
+            invalid,
+            "requeue {name:?}"
+        );
+        assert_eq!(b.queue(name).touch(1, None), invalid, "touch {name:?}");
+        assert_eq!(b.queue(name).touch(1, Some(TTL)), invalid, "touch {name:?}");
+        assert_eq!(
+            b.queue(name).put(QueueUpdate::default()).map(|_| ()),
             invalid,
             "put {name:?}"
         );
-        assert_eq!(b.queue_info(name).map(|_| ()), invalid, "info {name:?}");
-        assert_eq!(b.queue_stats(name).map(|_| ()), invalid, "stats {name:?}");
-        assert_eq!(b.delete_queue(name).map(|_| ()), invalid, "delete {name:?}");
-        assert_eq!(b.redrive(name).map(|_| ()), invalid, "redrive {name:?}");
+        assert_eq!(b.queue(name).info().map(|_| ()), invalid, "info {name:?}");
+        assert_eq!(b.queue(name).stats().map(|_| ()), invalid, "stats {name:?}");
+        assert_eq!(
+            b.queue(name).delete().map(|_| ()),
+            invalid,
+            "delete {name:?}"
+        );
+        assert_eq!(
+            b.queue(name).redrive().map(|_| ()),
+            invalid,
+            "redrive {name:?}"
+        );
     }
     let s = b.stats();
     assert_eq!(
@@ -360,7 +256,7 @@ fn max_queues_counts_a_queue_and_its_dead_queue_as_one() {
         ..Config::default()
     });
     publish(&b, "a", "1");
-    b.put_queue("a.dead", QueueUpdate::default()).unwrap();
+    b.queue("a.dead").put(QueueUpdate::default()).unwrap();
     publish(&b, "b.dead", "1");
     publish(&b, "b", "1");
     // default and default.dead never count.
@@ -368,25 +264,28 @@ fn max_queues_counts_a_queue_and_its_dead_queue_as_one() {
     assert_eq!(b.queues().len(), 6);
 
     let before = b.stats();
-    assert_eq!(b.publish_to("c", body("x"), NOW), Err(Error::TooManyQueues));
     assert_eq!(
-        b.publish_to("c", body("x"), ms(5)),
+        b.queue("c").publish_after(body("x"), NOW),
         Err(Error::TooManyQueues)
     );
     assert_eq!(
-        b.publish_to("c.dead", body("x"), NOW),
+        b.queue("c").publish_after(body("x"), ms(5)),
         Err(Error::TooManyQueues)
     );
     assert_eq!(
-        b.put_queue("c", QueueUpdate::default()),
+        b.queue("c.dead").publish_after(body("x"), NOW),
         Err(Error::TooManyQueues)
     );
     assert_eq!(
-        b.put_queue("c.dead", QueueUpdate::default()),
+        b.queue("c").put(QueueUpdate::default()),
         Err(Error::TooManyQueues)
     );
-    assert_eq!(b.queue_info("c"), Err(Error::QueueNotFound));
-    assert_eq!(b.queue_info("c.dead"), Err(Error::QueueNotFound));
+    assert_eq!(
+        b.queue("c.dead").put(QueueUpdate::default()),
+        Err(Error::TooManyQueues)
+    );
+    assert_eq!(b.queue("c").info(), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("c.dead").info(), Err(Error::QueueNotFound));
     assert_eq!(b.stats(), before, "a refused publish changes nothing");
 
     // Existing queues still take messages at the cap.
@@ -394,12 +293,15 @@ fn max_queues_counts_a_queue_and_its_dead_queue_as_one() {
     publish(&b, "a.dead", "2");
 
     // Deleting `b` leaves `b.dead`, which still holds the slot.
-    b.delete_queue("b").unwrap();
-    assert_eq!(b.publish_to("c", body("x"), NOW), Err(Error::TooManyQueues));
-    b.delete_queue("b.dead").unwrap();
+    b.queue("b").delete().unwrap();
+    assert_eq!(
+        b.queue("c").publish_after(body("x"), NOW),
+        Err(Error::TooManyQueues)
+    );
+    b.queue("b.dead").delete().unwrap();
     publish(&b, "c", "1");
     assert_eq!(
-        b.put_queue("d", QueueUpdate::default()),
+        b.queue("d").put(QueueUpdate::default()),
         Err(Error::TooManyQueues)
     );
     publish(&b, "c.dead", "1");
@@ -413,17 +315,27 @@ fn max_queues_zero_leaves_default_and_default_dead() {
         max_deliveries: 1,
         ..Config::default()
     });
-    assert_eq!(b.publish_to("x", body("x"), NOW), Err(Error::TooManyQueues));
-    b.publish(body("m")).unwrap();
-    let d = b.try_fetch().unwrap().unwrap();
-    b.requeue(d.id).unwrap();
+    assert_eq!(
+        b.queue("x").publish_after(body("x"), NOW),
+        Err(Error::TooManyQueues)
+    );
+    b.default_queue().publish(body("m")).unwrap();
+    let d = b.default_queue().try_fetch().unwrap().unwrap();
+    b.default_queue().requeue(d.id).unwrap();
     let dead = fetch(&b, "default.dead");
     assert_eq!(dead.body, body("m"));
     assert_eq!(
         dead.dead_letter.as_ref().map(|q| q.as_str()),
         Some("default")
     );
-    assert_eq!(b.queue_info("default.dead").unwrap().max_deliveries, 0);
+    assert_eq!(
+        b.queue("default.dead")
+            .info()
+            .unwrap()
+            .settings
+            .max_deliveries,
+        0
+    );
 }
 
 #[test]
@@ -435,21 +347,27 @@ fn dead_letter_moves_and_redrive_work_at_the_queue_cap() {
         ..Config::default()
     });
     let id = publish(&b, "a", "m");
-    assert_eq!(b.publish_to("b", body("x"), NOW), Err(Error::TooManyQueues));
-    let d = fetch(&b, "a");
-    b.requeue_in("a", d.id, NOW).unwrap();
     assert_eq!(
-        b.queue_info("a.dead").unwrap().ready,
+        b.queue("b").publish_after(body("x"), NOW),
+        Err(Error::TooManyQueues)
+    );
+    let d = fetch(&b, "a");
+    b.queue("a").requeue_after(d.id, NOW).unwrap();
+    assert_eq!(
+        b.queue("a.dead").info().unwrap().ready,
         1,
         "a.dead created at the cap"
     );
 
     // `a` deleted, `a.dead` keeps its slot; a redrive recreates `a`.
-    assert_eq!(b.delete_queue("a"), Ok(0));
-    assert_eq!(b.redrive("a.dead"), Ok(1));
+    assert_eq!(b.queue("a").delete(), Ok(Deleted { messages: 0 }));
+    assert_eq!(b.queue("a.dead").redrive(), Ok(Redriven { moved: 1 }));
     let d = fetch(&b, "a");
     assert_eq!((d.message_id, d.attempt, d.dead_letter), (id, 1, None));
-    assert_eq!(b.publish_to("b", body("x"), NOW), Err(Error::TooManyQueues));
+    assert_eq!(
+        b.queue("b").publish_after(body("x"), NOW),
+        Err(Error::TooManyQueues)
+    );
 }
 
 #[test]
@@ -469,7 +387,11 @@ fn delete_queue_drops_ready_leased_and_delayed_and_invalidates_its_leases() {
     );
     assert_eq!(b.stats().delayed, 1);
 
-    assert_eq!(b.delete_queue("q"), Ok(4), "2 ready + 1 leased + 1 delayed");
+    assert_eq!(
+        b.queue("q").delete(),
+        Ok(Deleted { messages: 4 }),
+        "2 ready + 1 leased + 1 delayed"
+    );
     assert_eq!(
         b.stats().queued_bytes,
         2 * held("kept"),
@@ -477,18 +399,21 @@ fn delete_queue_drops_ready_leased_and_delayed_and_invalidates_its_leases() {
     );
     assert_eq!(b.stats().delayed, 0);
     assert_eq!(b.stats().in_flight, 0);
-    assert_eq!(b.queue_info("q"), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("q").info(), Err(Error::QueueNotFound));
     assert_eq!(
-        b.queue_info("q.dead").unwrap().ready,
+        b.queue("q.dead").info().unwrap().ready,
         1,
         "the .dead queue stays"
     );
-    assert_eq!(b.acknowledge_in("q", leased.id), Err(Error::InvalidId));
-    assert_eq!(b.requeue_in("q", leased.id, NOW), Err(Error::InvalidId));
-    assert_eq!(b.touch_in("q", leased.id, None), Err(Error::InvalidId));
-    assert_eq!(b.delete_queue("q"), Err(Error::QueueNotFound));
-    assert_eq!(b.delete_queue("missing"), Err(Error::QueueNotFound));
-    assert_eq!(b.delete_queue("default"), Err(Error::DefaultQueue));
+    assert_eq!(b.queue("q").acknowledge(leased.id), Err(Error::InvalidId));
+    assert_eq!(
+        b.queue("q").requeue_after(leased.id, NOW),
+        Err(Error::InvalidId)
+    );
+    assert_eq!(b.queue("q").touch(leased.id, None), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").delete(), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("missing").delete(), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("default").delete(), Err(Error::DefaultQueue));
     assert_eq!(b.queues().len(), 3, "default, other, q.dead");
 
     // Neither the lease nor the delayed message comes back.
@@ -501,12 +426,12 @@ fn delete_queue_drops_ready_leased_and_delayed_and_invalidates_its_leases() {
     // A publish recreates the queue, empty but for the new message; the old
     // lease id stays invalid under the new queue.
     publish(&b, "q", "new");
-    assert_eq!(b.acknowledge_in("q", leased.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(leased.id), Err(Error::InvalidId));
     assert_eq!(fetch(&b, "q").body, body("new"));
     assert_empty(&b, "q");
 
     // A dead-letter queue can be deleted on its own.
-    assert_eq!(b.delete_queue("q.dead"), Ok(1));
+    assert_eq!(b.queue("q.dead").delete(), Ok(Deleted { messages: 1 }));
     assert_eq!(b.stats().queued_bytes, held("kept") + held("new"));
 }
 
@@ -518,20 +443,25 @@ fn a_publish_after_delete_recreates_the_queue_with_default_settings() {
         ..Config::default()
     });
     let info = b
-        .put_queue(
-            "q",
-            QueueUpdate {
-                ttl: Some(ms(1500)),
-                max_deliveries: Some(9),
-            },
-        )
+        .queue("q")
+        .put(QueueUpdate {
+            ttl: Some(ms(1500)),
+            max_deliveries: Some(9),
+        })
         .unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (1500, 9));
-    b.delete_queue("q").unwrap();
-    publish(&b, "q", "x");
-    let info = b.queue_info("q").unwrap();
     assert_eq!(
-        (info.ttl_ms, info.max_deliveries, info.ready),
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (1500, 9)
+    );
+    b.queue("q").delete().unwrap();
+    publish(&b, "q", "x");
+    let info = b.queue("q").info().unwrap();
+    assert_eq!(
+        (
+            info.settings.ttl.as_millis(),
+            info.settings.max_deliveries,
+            info.ready
+        ),
         (10_000, 4, 1)
     );
 }
@@ -543,59 +473,78 @@ fn put_queue_changes_only_the_given_fields_and_a_refused_put_changes_nothing() {
         max_deliveries: 7,
         ..Config::default()
     });
-    let info = b.put_queue("q", QueueUpdate::default()).unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (10_000, 7), "defaults");
-    assert_eq!(info, b.queue_info("q").unwrap());
+    let info = b.queue("q").put(QueueUpdate::default()).unwrap();
+    assert_eq!(
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (10_000, 7),
+        "defaults"
+    );
+    assert_eq!(info, b.queue("q").info().unwrap());
 
-    let info = b.put_queue("q", ttl(ms(2500))).unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (2500, 7));
-    let info = b.put_queue("q", max_deliveries(2)).unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (2500, 2));
-    let info = b.put_queue("q", QueueUpdate::default()).unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (2500, 2));
+    let info = b.queue("q").put(ttl(ms(2500))).unwrap();
+    assert_eq!(
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (2500, 7)
+    );
+    let info = b.queue("q").put(max_deliveries(2)).unwrap();
+    assert_eq!(
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (2500, 2)
+    );
+    let info = b.queue("q").put(QueueUpdate::default()).unwrap();
+    assert_eq!(
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (2500, 2)
+    );
 
     // A zero TTL is refused, together with any other field.
     let zero = QueueUpdate {
         ttl: Some(Duration::ZERO),
         max_deliveries: Some(5),
     };
-    assert_eq!(b.put_queue("q", zero), Err(Error::ZeroTtl));
-    let info = b.queue_info("q").unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (2500, 2));
-    assert_eq!(b.put_queue("fresh", zero), Err(Error::ZeroTtl));
-    assert_eq!(b.queue_info("fresh"), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("q").put(zero), Err(Error::ZeroTtl));
+    let info = b.queue("q").info().unwrap();
+    assert_eq!(
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (2500, 2)
+    );
+    assert_eq!(b.queue("fresh").put(zero), Err(Error::ZeroTtl));
+    assert_eq!(b.queue("fresh").info(), Err(Error::QueueNotFound));
 
     // A dead-letter queue takes no max_deliveries but 0.
     assert_eq!(
-        b.put_queue("q.dead", max_deliveries(1)),
+        b.queue("q.dead").put(max_deliveries(1)),
         Err(Error::DeadLetterMaxDeliveries)
     );
     assert_eq!(
-        b.queue_info("q.dead"),
+        b.queue("q.dead").info(),
         Err(Error::QueueNotFound),
         "not created"
     );
-    let info = b.put_queue("q.dead", ttl(ms(700))).unwrap();
+    let info = b.queue("q.dead").put(ttl(ms(700))).unwrap();
     assert_eq!(
-        (info.ttl_ms, info.max_deliveries),
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
         (700, 0),
         "a .dead queue gets unlimited deliveries whatever the default"
     );
     assert_eq!(
-        b.put_queue(
-            "q.dead",
-            QueueUpdate {
-                ttl: Some(ms(5)),
-                max_deliveries: Some(3)
-            }
-        ),
+        b.queue("q.dead").put(QueueUpdate {
+            ttl: Some(ms(5)),
+            max_deliveries: Some(3)
+        }),
         Err(Error::DeadLetterMaxDeliveries)
     );
-    let info = b.queue_info("q.dead").unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (700, 0), "unchanged");
+    let info = b.queue("q.dead").info().unwrap();
     assert_eq!(
-        b.put_queue("q.dead", max_deliveries(0))
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (700, 0),
+        "unchanged"
+    );
+    assert_eq!(
+        b.queue("q.dead")
+            .put(max_deliveries(0))
             .unwrap()
+            .settings
             .max_deliveries,
         0
     );
@@ -607,13 +556,16 @@ fn put_queue_changes_only_the_given_fields_and_a_refused_put_changes_nothing() {
     let a = fetch(&b, "q");
     let bb = fetch(&b, "q");
     b.clock().advance(ms(2500) - NS);
-    assert_eq!(b.acknowledge_in("q", a.id), Ok(()));
+    assert_eq!(b.queue("q").acknowledge(a.id), Ok(()));
     b.clock().advance(NS);
-    assert_eq!(b.acknowledge_in("q", bb.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(bb.id), Err(Error::InvalidId));
 
     // `default` takes settings too.
-    let info = b.put_queue("default", ttl(ms(3))).unwrap();
-    assert_eq!((info.ttl_ms, info.max_deliveries), (3, 7));
+    let info = b.queue("default").put(ttl(ms(3))).unwrap();
+    assert_eq!(
+        (info.settings.ttl.as_millis(), info.settings.max_deliveries),
+        (3, 7)
+    );
 }
 
 #[test]
@@ -667,7 +619,7 @@ fn queues_are_listed_sorted_by_name_in_byte_order() {
     assert_eq!(stats, listed);
     // Each listed object is the queue's own.
     for q in b.queues() {
-        assert_eq!(q, b.queue_info(q.name.as_str()).unwrap());
+        assert_eq!(q, b.queue(q.name.as_str()).info().unwrap());
         let expected = if q.name.as_str() == "default" { 0 } else { 1 };
         assert_eq!(q.ready, expected, "{}", q.name);
     }
@@ -696,17 +648,23 @@ fn delivery_ids_are_unique_across_queues_and_bound_to_their_queue() {
                 continue;
             }
             assert_eq!(
-                b.acknowledge_in(other, d.id),
+                b.queue(other).acknowledge(d.id),
                 Err(Error::InvalidId),
                 "{q} id under {other}"
             );
-            assert_eq!(b.requeue_in(other, d.id, NOW), Err(Error::InvalidId));
-            assert_eq!(b.requeue_in(other, d.id, ms(5)), Err(Error::InvalidId));
-            assert_eq!(b.touch_in(other, d.id, None), Err(Error::InvalidId));
+            assert_eq!(
+                b.queue(other).requeue_after(d.id, NOW),
+                Err(Error::InvalidId)
+            );
+            assert_eq!(
+                b.queue(other).requeue_after(d.id, ms(5)),
+                Err(Error::InvalidId)
+            );
+            assert_eq!(b.queue(other).touch(d.id, None), Err(Error::InvalidId));
         }
     }
     assert_eq!(
-        b.queue_info("nope"),
+        b.queue("nope").info(),
         Err(Error::QueueNotFound),
         "no queue created"
     );
@@ -716,7 +674,7 @@ fn delivery_ids_are_unique_across_queues_and_bound_to_their_queue() {
         "nothing was settled under a wrong queue"
     );
     for (q, d) in &held {
-        assert_eq!(b.acknowledge_in(q, d.id), Ok(()));
+        assert_eq!(b.queue(q).acknowledge(d.id), Ok(()));
     }
     assert_identity(&b);
 }
@@ -729,7 +687,7 @@ fn a_fetch_waiting_on_a_missing_queue_is_woken_by_the_first_publish_to_it() {
     let mut waiter = Hand::new(&b, "fresh");
     waiter.pending();
     assert_eq!(b.stats().waiting, 1, "counted while waiting for the queue");
-    assert_eq!(b.queue_info("fresh"), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("fresh").info(), Err(Error::QueueNotFound));
 
     // Another queue's creation or a publish elsewhere does not serve it.
     publish(&b, "other", "not for you");
@@ -742,8 +700,8 @@ fn a_fetch_waiting_on_a_missing_queue_is_woken_by_the_first_publish_to_it() {
     let d = waiter.delivery();
     assert_eq!((d.body, d.message_id, d.attempt), (body("hello"), id, 1));
     assert_eq!(b.stats().waiting, 0);
-    assert_eq!(b.queue_info("other").unwrap().ready, 1);
-    assert_eq!(b.queue_info("fresh").unwrap().in_flight, 1);
+    assert_eq!(b.queue("other").info().unwrap().ready, 1);
+    assert_eq!(b.queue("fresh").info().unwrap().in_flight, 1);
 }
 
 #[test]
@@ -751,7 +709,7 @@ fn a_thread_waiting_on_a_missing_queue_is_served_by_its_creation() {
     let b = Arc::new(broker());
     let waiter = {
         let b = b.clone();
-        thread::spawn(move || block_on(b.fetch_from("late", pending())))
+        thread::spawn(move || block_on(b.queue("late").fetch(pending())))
     };
     wait_until("the fetch waits", || b.stats().waiting == 1);
     let id = publish(&b, "late", "m");
@@ -779,19 +737,19 @@ fn several_fetches_waiting_on_a_missing_queue_each_get_one_message() {
 #[test]
 fn a_fetch_waiting_on_a_deleted_queue_keeps_waiting_and_is_served_by_its_recreation() {
     let b = broker();
-    b.put_queue("q", ttl(ms(100))).unwrap();
+    b.queue("q").put(ttl(ms(100))).unwrap();
     let mut waiter = Hand::new(&b, "q");
     waiter.pending();
-    assert_eq!(b.queue_stats("q").unwrap().waiting_fetches, 1);
+    assert_eq!(b.queue("q").stats().unwrap().waiting_fetches, 1);
 
-    assert_eq!(b.delete_queue("q"), Ok(0));
+    assert_eq!(b.queue("q").delete(), Ok(Deleted { messages: 0 }));
     // Woken to look for the queue that replaces it, it keeps waiting. (A
     // real executor polls only when woken: without this wake-up the fetch
     // would never move to wait for the recreation.)
     assert!(waiter.wakes() > 0, "the delete woke the fetch");
     waiter.pending();
     assert_eq!(
-        b.queue_info("q"),
+        b.queue("q").info(),
         Err(Error::QueueNotFound),
         "waiting recreates nothing"
     );
@@ -803,9 +761,9 @@ fn a_fetch_waiting_on_a_deleted_queue_keeps_waiting_and_is_served_by_its_recreat
     let d = waiter.delivery();
     assert_eq!((d.message_id, d.attempt), (id, 1));
     // Served by the new queue, which has default settings.
-    let info = b.queue_info("q").unwrap();
-    assert_eq!((info.ttl_ms, info.in_flight), (10_000, 1));
-    assert_eq!(b.acknowledge_in("q", d.id), Ok(()));
+    let info = b.queue("q").info().unwrap();
+    assert_eq!((info.settings.ttl.as_millis(), info.in_flight), (10_000, 1));
+    assert_eq!(b.queue("q").acknowledge(d.id), Ok(()));
 }
 
 #[test]
@@ -815,12 +773,12 @@ fn a_fetch_not_polled_between_delete_and_recreation_is_still_served() {
     let x = fetch(&b, "q");
     let mut waiter = Hand::new(&b, "q");
     waiter.pending();
-    b.delete_queue("q").unwrap();
+    b.queue("q").delete().unwrap();
     publish(&b, "q", "y");
     assert!(waiter.wakes() > 0, "woken to look again");
     let d = waiter.delivery();
     assert_eq!(d.body, body("y"));
-    assert_eq!(b.acknowledge_in("q", x.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(x.id), Err(Error::InvalidId));
 }
 
 #[test]
@@ -831,9 +789,9 @@ fn a_fetch_on_a_deleted_queue_still_times_out() {
     let fired = Arc::new(AtomicBool::new(false));
     let (_, waker) = counting_waker();
     let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(b.fetch_from("q", Flag(fired.clone())));
+    let mut fut = pin!(b.queue("q").fetch(Flag(fired.clone())));
     assert!(fut.as_mut().poll(&mut cx).is_pending());
-    b.delete_queue("q").unwrap();
+    b.queue("q").delete().unwrap();
     assert!(fut.as_mut().poll(&mut cx).is_pending());
     assert_eq!(b.stats().waiting, 1);
     fired.store(true, Ordering::SeqCst);
@@ -858,7 +816,7 @@ fn message_id_is_fixed_and_attempts_count_across_requeue_expiry_and_delay() {
         (d1.message_id, d1.attempt, d1.body.clone()),
         (id, 1, body("m"))
     );
-    b.requeue_in("q", d1.id, NOW).unwrap();
+    b.queue("q").requeue_after(d1.id, NOW).unwrap();
 
     let n = fetch(&b, "q");
     assert_eq!(
@@ -866,7 +824,7 @@ fn message_id_is_fixed_and_attempts_count_across_requeue_expiry_and_delay() {
         (other, 1),
         "attempts are per message"
     );
-    b.acknowledge_in("q", n.id).unwrap();
+    b.queue("q").acknowledge(n.id).unwrap();
 
     let d2 = fetch(&b, "q");
     assert_eq!((d2.message_id, d2.attempt), (id, 2));
@@ -875,7 +833,7 @@ fn message_id_is_fixed_and_attempts_count_across_requeue_expiry_and_delay() {
 
     let d3 = fetch(&b, "q");
     assert_eq!((d3.message_id, d3.attempt), (id, 3));
-    b.requeue_in("q", d3.id, ms(10)).unwrap();
+    b.queue("q").requeue_after(d3.id, ms(10)).unwrap();
     b.clock().advance(ms(10));
     assert_eq!(b.expire_due().came_due, 1);
 
@@ -887,9 +845,9 @@ fn message_id_is_fixed_and_attempts_count_across_requeue_expiry_and_delay() {
     let ids: HashSet<u64> = [d1.id, d2.id, d3.id, d4.id, n.id].into_iter().collect();
     assert_eq!(ids.len(), 5, "a fresh delivery id every time");
     for old in [d1.id, d2.id, d3.id] {
-        assert_eq!(b.acknowledge_in("q", old), Err(Error::InvalidId));
+        assert_eq!(b.queue("q").acknowledge(old), Err(Error::InvalidId));
     }
-    assert_eq!(b.acknowledge_in("q", d4.id), Ok(()));
+    assert_eq!(b.queue("q").acknowledge(d4.id), Ok(()));
 }
 
 // ----- touch -----------------------------------------------------------------
@@ -897,25 +855,25 @@ fn message_id_is_fixed_and_attempts_count_across_requeue_expiry_and_delay() {
 #[test]
 fn touch_extends_the_lease_by_the_queue_ttl_by_default() {
     let b = broker();
-    b.put_queue("q", ttl(Duration::from_secs(5))).unwrap();
+    b.queue("q").put(ttl(Duration::from_secs(5))).unwrap();
     publish(&b, "q", "a");
     publish(&b, "q", "b");
     let a = fetch(&b, "q");
     let bb = fetch(&b, "q");
     b.clock().advance(Duration::from_secs(3));
-    assert_eq!(b.touch_in("q", a.id, None), Ok(()));
-    assert_eq!(b.touch_in("q", bb.id, None), Ok(()));
+    assert_eq!(b.queue("q").touch(a.id, None), Ok(()));
+    assert_eq!(b.queue("q").touch(bb.id, None), Ok(()));
     // Past the old deadline (5 s): nothing expires and the same id works.
     b.clock().advance(Duration::from_secs(2));
     assert_eq!(b.expire_due().expired, 0);
-    assert_eq!(b.acknowledge_in("q", a.id), Ok(()));
+    assert_eq!(b.queue("q").acknowledge(a.id), Ok(()));
     b.clock().advance(Duration::from_secs(3) - NS);
     assert_eq!(b.expire_due().expired, 0);
-    assert_eq!(b.queue_info("q").unwrap().in_flight, 1);
+    assert_eq!(b.queue("q").info().unwrap().in_flight, 1);
     // At the new deadline (3 s + 5 s): gone.
     b.clock().advance(NS);
-    assert_eq!(b.acknowledge_in("q", bb.id), Err(Error::InvalidId));
-    assert_eq!(b.touch_in("q", bb.id, None), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(bb.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").touch(bb.id, None), Err(Error::InvalidId));
     assert_eq!(b.expire_due().expired, 1);
     let again = fetch(&b, "q");
     assert_eq!((again.message_id, again.attempt), (bb.message_id, 2));
@@ -931,37 +889,40 @@ fn touch_with_an_explicit_ttl_sets_the_deadline_to_now_plus_it() {
     let short = fetch(&b, "q");
     let zero = fetch(&b, "q");
     assert_eq!(
-        b.touch_in("q", zero.id, Some(Duration::ZERO)),
+        b.queue("q").touch(zero.id, Some(Duration::ZERO)),
         Err(Error::ZeroTtl)
     );
 
     b.clock().advance(Duration::from_secs(1));
     assert_eq!(
-        b.touch_in("q", long.id, Some(Duration::from_secs(60))),
+        b.queue("q").touch(long.id, Some(Duration::from_secs(60))),
         Ok(())
     );
     // A shorter TTL shortens the lease, and the sweep finds the new deadline.
     assert_eq!(
-        b.touch_in("q", short.id, Some(Duration::from_secs(1))),
+        b.queue("q").touch(short.id, Some(Duration::from_secs(1))),
         Ok(())
     );
     assert_eq!(b.next_due(), Some(at(Duration::from_secs(2))));
     b.clock().advance(Duration::from_secs(1));
     let sweep = b.expire_due();
     assert_eq!(sweep.expired, 1, "the shortened lease ran out at 2 s");
-    assert_eq!(b.requeue_in("q", short.id, NOW), Err(Error::InvalidId));
+    assert_eq!(
+        b.queue("q").requeue_after(short.id, NOW),
+        Err(Error::InvalidId)
+    );
     let short_again = fetch(&b, "q");
     assert_eq!(short_again.message_id, short.message_id);
-    b.acknowledge_in("q", short_again.id).unwrap();
+    b.queue("q").acknowledge(short_again.id).unwrap();
 
     b.clock().advance(Duration::from_secs(20)); // t = 22 s
     let sweep = b.expire_due();
     assert_eq!(sweep.expired, 1, "the untouched lease (10 s TTL) ran out");
-    assert_eq!(b.acknowledge_in("q", zero.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(zero.id), Err(Error::InvalidId));
     b.clock().advance(Duration::from_secs(39) - NS); // just before 61 s
-    assert_eq!(b.touch_in("q", long.id, Some(NS)), Ok(()));
+    assert_eq!(b.queue("q").touch(long.id, Some(NS)), Ok(()));
     b.clock().advance(NS); // 61 s: the last touch gave it one nanosecond
-    assert_eq!(b.acknowledge_in("q", long.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(long.id), Err(Error::InvalidId));
 }
 
 #[test]
@@ -973,12 +934,12 @@ fn touch_fails_exactly_when_acknowledge_would() {
     let acked = fetch(&b, "q");
     let requeued = fetch(&b, "q");
     let expired = fetch(&b, "q");
-    b.acknowledge_in("q", acked.id).unwrap();
-    assert_eq!(b.touch_in("q", acked.id, None), Err(Error::InvalidId));
-    b.requeue_in("q", requeued.id, NOW).unwrap();
-    assert_eq!(b.touch_in("q", requeued.id, None), Err(Error::InvalidId));
+    b.queue("q").acknowledge(acked.id).unwrap();
+    assert_eq!(b.queue("q").touch(acked.id, None), Err(Error::InvalidId));
+    b.queue("q").requeue_after(requeued.id, NOW).unwrap();
+    assert_eq!(b.queue("q").touch(requeued.id, None), Err(Error::InvalidId));
     for unknown in [0, 999_999, MAX_ID, u64::MAX] {
-        assert_eq!(b.touch_in("q", unknown, None), Err(Error::InvalidId));
+        assert_eq!(b.queue("q").touch(unknown, None), Err(Error::InvalidId));
     }
     // "requeued" is back at the tail, after "touched".
     let touched = fetch(&b, "q");
@@ -989,35 +950,35 @@ fn touch_fails_exactly_when_acknowledge_would() {
     // At its deadline, before any sweep: touch fails like acknowledge, and
     // does not revive the lease.
     b.clock().advance(TTL - NS);
-    assert_eq!(b.touch_in("q", touched.id, None), Ok(()));
+    assert_eq!(b.queue("q").touch(touched.id, None), Ok(()));
     b.clock().advance(NS);
-    assert_eq!(b.touch_in("q", expired.id, None), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").touch(expired.id, None), Err(Error::InvalidId));
     assert_eq!(
-        b.touch_in("q", expired.id, Some(TTL)),
+        b.queue("q").touch(expired.id, Some(TTL)),
         Err(Error::InvalidId)
     );
-    assert_eq!(b.acknowledge_in("q", expired.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(expired.id), Err(Error::InvalidId));
     assert_eq!(
         b.expire_due().expired,
         2,
         "the unswept lease still expires (with requeued_again, due at the same time)"
     );
-    assert_eq!(b.touch_in("q", expired.id, None), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").touch(expired.id, None), Err(Error::InvalidId));
 
     // Touch settles nothing: acknowledge and requeue work after it.
-    assert_eq!(b.touch_in("q", touched.id, None), Ok(()));
-    assert_eq!(b.acknowledge_in("q", touched.id), Ok(()));
-    assert_eq!(b.touch_in("q", touched.id, None), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").touch(touched.id, None), Ok(()));
+    assert_eq!(b.queue("q").acknowledge(touched.id), Ok(()));
+    assert_eq!(b.queue("q").touch(touched.id, None), Err(Error::InvalidId));
     assert_eq!(
-        b.touch_in("q", requeued_again.id, None),
+        b.queue("q").touch(requeued_again.id, None),
         Err(Error::InvalidId),
         "its lease ran out too"
     );
     let d = fetch(&b, "q");
-    assert_eq!(b.touch_in("q", d.id, Some(ms(1))), Ok(()));
-    assert_eq!(b.requeue_in("q", d.id, NOW), Ok(()));
-    assert_eq!(b.touch_in("q", d.id, None), Err(Error::InvalidId));
-    let s = b.queue_stats("q").unwrap();
+    assert_eq!(b.queue("q").touch(d.id, Some(ms(1))), Ok(()));
+    assert_eq!(b.queue("q").requeue_after(d.id, NOW), Ok(()));
+    assert_eq!(b.queue("q").touch(d.id, None), Err(Error::InvalidId));
+    let s = b.queue("q").stats().unwrap();
     assert_eq!((s.acknowledged, s.requeued), (2, 2));
     assert_identity(&b);
 }
@@ -1031,20 +992,20 @@ fn touch_and_expiry_at_the_deadline_have_exactly_one_winner() {
     let late = fetch(&b, "q");
     b.clock().advance(TTL - NS);
     assert_eq!(
-        b.touch_in("q", early.id, None),
+        b.queue("q").touch(early.id, None),
         Ok(()),
         "touch wins before the deadline"
     );
     b.clock().advance(NS);
     assert_eq!(
-        b.touch_in("q", late.id, None),
+        b.queue("q").touch(late.id, None),
         Err(Error::InvalidId),
         "expiry wins at it"
     );
     let sweep = b.expire_due();
     assert_eq!(sweep.expired, 1, "only the untouched lease expires");
     assert_eq!(fetch(&b, "q").message_id, late.message_id);
-    assert_eq!(b.acknowledge_in("q", early.id), Ok(()));
+    assert_eq!(b.queue("q").acknowledge(early.id), Ok(()));
     assert_eq!(b.stats().expired, 1);
 }
 
@@ -1071,7 +1032,7 @@ fn touch_racing_expiry_on_threads_has_exactly_one_winner() {
             thread::spawn(move || {
                 start.wait();
                 ids.iter()
-                    .map(|&id| b.touch_in("race", id, Some(Duration::from_secs(3600))))
+                    .map(|&id| b.queue("race").touch(id, Some(Duration::from_secs(3600))))
                     .collect::<Vec<_>>()
             })
         };
@@ -1092,17 +1053,17 @@ fn touch_racing_expiry_on_threads_has_exactly_one_winner() {
             "{results:?}"
         );
         assert_eq!(touched + expired, N, "round {round}: one winner per lease");
-        let info = b.queue_info("race").unwrap();
+        let info = b.queue("race").info().unwrap();
         assert_eq!((info.in_flight, info.ready), (touched, expired));
         for (id, result) in ids.iter().zip(&results) {
-            let ack = b.acknowledge_in("race", *id);
+            let ack = b.queue("race").acknowledge(*id);
             if result.is_ok() {
                 assert_eq!(ack, Ok(()), "a touched lease is alive");
             } else {
                 assert_eq!(ack, Err(Error::InvalidId), "an expired lease stays dead");
             }
         }
-        assert_eq!(b.queue_stats("race").unwrap().expired as usize, expired);
+        assert_eq!(b.queue("race").stats().unwrap().expired as usize, expired);
         assert_identity(&b);
     }
 }
@@ -1113,13 +1074,13 @@ fn touch_racing_expiry_on_threads_has_exactly_one_winner() {
 fn a_delayed_publish_becomes_ready_only_when_due() {
     let b = broker();
     let id = publish_delayed(&b, "q", "later", Duration::from_secs(5));
-    let info = b.queue_info("q").unwrap();
+    let info = b.queue("q").info().unwrap();
     assert_eq!(
         (info.ready, info.in_flight, info.delayed, info.bytes),
         (0, 0, 1, 5)
     );
     assert_eq!(b.stats().delayed, 1);
-    assert_eq!(b.queue_stats("q").unwrap().delayed, 1);
+    assert_eq!(b.queue("q").stats().unwrap().delayed, 1);
     assert_eq!(b.next_due(), Some(at(Duration::from_secs(5))));
     assert_empty(&b, "q");
 
@@ -1132,14 +1093,14 @@ fn a_delayed_publish_becomes_ready_only_when_due() {
     b.clock().advance(NS);
     let sweep = b.expire_due();
     assert_eq!((sweep.came_due, sweep.next_deadline), (1, None));
-    let info = b.queue_info("q").unwrap();
+    let info = b.queue("q").info().unwrap();
     assert_eq!((info.ready, info.delayed), (1, 0));
     let d = fetch(&b, "q");
     assert_eq!((d.message_id, d.attempt, d.body), (id, 1, body("later")));
 
     // A delay of zero is no delay.
     publish_delayed(&b, "q", "now", Duration::ZERO);
-    assert_eq!(b.queue_info("q").unwrap().delayed, 0);
+    assert_eq!(b.queue("q").info().unwrap().delayed, 0);
     assert_eq!(fetch(&b, "q").body, body("now"));
 }
 
@@ -1150,11 +1111,11 @@ fn delayed_messages_come_due_in_due_order_ties_in_the_order_delayed() {
     let r = fetch(&b, "q");
     publish_delayed(&b, "q", "a30", ms(30));
     publish_delayed(&b, "q", "b10", ms(10));
-    b.requeue_in("q", r.id, ms(10)).unwrap(); // "r", due at 10 too
+    b.queue("q").requeue_after(r.id, ms(10)).unwrap(); // "r", due at 10 too
     publish_delayed(&b, "q", "c20", ms(20));
     publish_delayed(&b, "q", "d10", ms(10));
     publish_delayed(&b, "q", "e20", ms(20));
-    assert_eq!(b.queue_info("q").unwrap().delayed, 6);
+    assert_eq!(b.queue("q").info().unwrap().delayed, 6);
     publish(&b, "q", "ready-first");
 
     // One sweep past everything: due order, ties in the order delayed; and
@@ -1192,14 +1153,17 @@ fn requeue_with_a_delay_holds_the_message_back() {
     let b = broker();
     let id = publish(&b, "q", "m");
     let d = fetch(&b, "q");
-    assert_eq!(b.requeue_in("q", d.id, Duration::from_secs(2)), Ok(()));
-    assert_eq!(b.acknowledge_in("q", d.id), Err(Error::InvalidId));
-    let info = b.queue_info("q").unwrap();
+    assert_eq!(
+        b.queue("q").requeue_after(d.id, Duration::from_secs(2)),
+        Ok(())
+    );
+    assert_eq!(b.queue("q").acknowledge(d.id), Err(Error::InvalidId));
+    let info = b.queue("q").info().unwrap();
     assert_eq!(
         (info.ready, info.in_flight, info.delayed, info.bytes),
         (0, 0, 1, 1)
     );
-    let s = b.queue_stats("q").unwrap();
+    let s = b.queue("q").stats().unwrap();
     assert_eq!((s.requeued, s.delayed), (1, 1));
     publish(&b, "q", "n");
     assert_eq!(fetch(&b, "q").body, body("n"));
@@ -1225,27 +1189,39 @@ fn delayed_messages_count_towards_max_queue_bytes() {
     publish_delayed(&b, "q1", "abc", ms(10));
     publish_delayed(&b, "q2", "abc", ms(20));
     assert_eq!(b.stats().queued_bytes, 2 * per);
-    assert_eq!(b.queue_info("q1").unwrap().bytes, 3);
+    assert_eq!(b.queue("q1").info().unwrap().bytes, 3);
     // One budget for all queues: even an empty message does not fit.
-    assert_eq!(b.publish_to("q3", Bytes::new(), NOW), Err(Error::QueueFull));
     assert_eq!(
-        b.publish_to("q1", Bytes::new(), ms(1)),
+        b.queue("q3").publish_after(Bytes::new(), NOW),
         Err(Error::QueueFull)
     );
-    assert_eq!(b.publish(Bytes::new()), Err(Error::QueueFull));
-    assert_eq!(b.queue_info("q3"), Err(Error::QueueNotFound));
+    assert_eq!(
+        b.queue("q1").publish_after(Bytes::new(), ms(1)),
+        Err(Error::QueueFull)
+    );
+    assert_eq!(
+        b.default_queue().publish(Bytes::new()),
+        Err(Error::QueueFull)
+    );
+    assert_eq!(b.queue("q3").info(), Err(Error::QueueNotFound));
 
     // Coming due does not free the bytes; acknowledging does.
     b.clock().advance(ms(10));
     assert_eq!(b.expire_due().came_due, 1);
-    assert_eq!(b.publish_to("q3", Bytes::new(), NOW), Err(Error::QueueFull));
+    assert_eq!(
+        b.queue("q3").publish_after(Bytes::new(), NOW),
+        Err(Error::QueueFull)
+    );
     let d = fetch(&b, "q1");
     // A requeue with a delay keeps the charge too.
-    b.requeue_in("q1", d.id, ms(50)).unwrap();
-    assert_eq!(b.publish_to("q3", Bytes::new(), NOW), Err(Error::QueueFull));
+    b.queue("q1").requeue_after(d.id, ms(50)).unwrap();
+    assert_eq!(
+        b.queue("q3").publish_after(Bytes::new(), NOW),
+        Err(Error::QueueFull)
+    );
     assert_eq!(b.stats().queued_bytes, 2 * per);
     // Deleting a queue with a delayed message frees its charge.
-    assert_eq!(b.delete_queue("q1"), Ok(1));
+    assert_eq!(b.queue("q1").delete(), Ok(Deleted { messages: 1 }));
     assert_eq!(b.stats().queued_bytes, per);
     publish_delayed(&b, "q3", "xyz", ms(5));
     assert_eq!(b.stats().queued_bytes, 2 * per);
@@ -1254,7 +1230,7 @@ fn delayed_messages_count_towards_max_queue_bytes() {
 #[test]
 fn a_waiting_fetch_is_woken_when_a_delayed_message_comes_due() {
     let b = broker();
-    b.put_queue("q", QueueUpdate::default()).unwrap();
+    b.queue("q").put(QueueUpdate::default()).unwrap();
     let mut waiter = Hand::new(&b, "q");
     waiter.pending();
     let id = publish_delayed(&b, "q", "m", ms(100));
@@ -1324,22 +1300,22 @@ fn the_timekeeper_is_signalled_when_something_comes_due_earlier() {
 #[test]
 fn fetches_waiting_for_a_dead_queue_or_its_base_are_woken_by_moves_and_redrive() {
     let b = broker();
-    b.put_queue("q", max_deliveries(1)).unwrap();
+    b.queue("q").put(max_deliveries(1)).unwrap();
     let mut on_dead = Hand::new(&b, "q.dead");
     on_dead.pending();
     assert_eq!(b.stats().waiting, 1);
     let id = publish(&b, "q", "m");
     let d = fetch(&b, "q");
     on_dead.pending();
-    b.requeue_in("q", d.id, NOW).unwrap();
+    b.queue("q").requeue_after(d.id, NOW).unwrap();
     assert!(on_dead.wakes() > 0, "creating q.dead by a move woke it");
     let dead = on_dead.delivery();
     assert_eq!((dead.message_id, dead.attempt), (id, 1));
-    b.requeue_in("q.dead", dead.id, NOW).unwrap();
+    b.queue("q.dead").requeue_after(dead.id, NOW).unwrap();
 
     let mut on_base = Hand::new(&b, "q");
     on_base.pending();
-    assert_eq!(b.redrive("q.dead"), Ok(1));
+    assert_eq!(b.queue("q.dead").redrive(), Ok(Redriven { moved: 1 }));
     assert!(on_base.wakes() > 0, "a redrive wakes fetches on the target");
     let back = on_base.delivery();
     assert_eq!(
@@ -1351,32 +1327,35 @@ fn fetches_waiting_for_a_dead_queue_or_its_base_are_woken_by_moves_and_redrive()
 #[test]
 fn the_nth_delivery_ending_by_requeue_moves_the_message_to_the_dead_queue() {
     let b = broker();
-    b.put_queue("q", max_deliveries(3)).unwrap();
+    b.queue("q").put(max_deliveries(3)).unwrap();
     let id = publish(&b, "q", "m");
     for attempt in 1..=2 {
         let d = fetch(&b, "q");
         assert_eq!(d.attempt, attempt);
-        b.requeue_in("q", d.id, NOW).unwrap();
-        assert_eq!(b.queue_info("q.dead"), Err(Error::QueueNotFound));
+        b.queue("q").requeue_after(d.id, NOW).unwrap();
+        assert_eq!(b.queue("q.dead").info(), Err(Error::QueueNotFound));
     }
     let third = fetch(&b, "q");
     assert_eq!(third.attempt, 3);
-    b.requeue_in("q", third.id, NOW).unwrap();
+    b.queue("q").requeue_after(third.id, NOW).unwrap();
     assert_empty(&b, "q");
-    let info = b.queue_info("q").unwrap();
+    let info = b.queue("q").info().unwrap();
     assert_eq!(
         (info.ready, info.in_flight, info.delayed, info.bytes),
         (0, 0, 0, 0)
     );
-    let dead = b.queue_info("q.dead").unwrap();
-    assert_eq!((dead.ready, dead.max_deliveries, dead.bytes), (1, 0, 1));
+    let dead = b.queue("q.dead").info().unwrap();
+    assert_eq!(
+        (dead.ready, dead.settings.max_deliveries, dead.bytes),
+        (1, 0, 1)
+    );
 
-    let s = b.queue_stats("q").unwrap();
+    let s = b.queue("q").stats().unwrap();
     assert_eq!(
         (s.delivered, s.requeued, s.dead_lettered, s.expired),
         (3, 2, 1, 0)
     );
-    assert_eq!(b.queue_stats("q.dead").unwrap().published, 1);
+    assert_eq!(b.queue("q.dead").stats().unwrap().published, 1);
     assert_eq!(b.stats().queued_bytes, 1 + MESSAGE_OVERHEAD, "still held");
 
     let d = fetch(&b, "q.dead");
@@ -1385,25 +1364,27 @@ fn the_nth_delivery_ending_by_requeue_moves_the_message_to_the_dead_queue() {
         (id, 1, body("m"))
     );
     assert_eq!(d.dead_letter.as_ref().map(|q| q.as_str()), Some("q"));
-    assert_eq!(b.acknowledge_in("q", third.id), Err(Error::InvalidId));
+    assert_eq!(b.queue("q").acknowledge(third.id), Err(Error::InvalidId));
     assert_identity(&b);
 }
 
 #[test]
 fn the_nth_delivery_ending_by_a_delayed_requeue_moves_at_once() {
     let b = broker();
-    b.put_queue("q", max_deliveries(1)).unwrap();
+    b.queue("q").put(max_deliveries(1)).unwrap();
     publish(&b, "q", "m");
     let d = fetch(&b, "q");
-    b.requeue_in("q", d.id, Duration::from_secs(60)).unwrap();
-    assert_eq!(b.queue_info("q").unwrap().delayed, 0, "not delayed in q");
-    let dead = b.queue_info("q.dead").unwrap();
+    b.queue("q")
+        .requeue_after(d.id, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(b.queue("q").info().unwrap().delayed, 0, "not delayed in q");
+    let dead = b.queue("q.dead").info().unwrap();
     assert_eq!(
         (dead.ready, dead.delayed),
         (1, 0),
         "ready in q.dead at once"
     );
-    let s = b.queue_stats("q").unwrap();
+    let s = b.queue("q").stats().unwrap();
     assert_eq!((s.requeued, s.dead_lettered), (0, 1));
     assert_eq!(fetch(&b, "q.dead").body, body("m"));
     assert_identity(&b);
@@ -1412,13 +1393,13 @@ fn the_nth_delivery_ending_by_a_delayed_requeue_moves_at_once() {
 #[test]
 fn the_nth_delivery_ending_by_expiry_moves_the_message_to_the_dead_queue() {
     let b = broker();
-    b.put_queue("q", max_deliveries(2)).unwrap();
+    b.queue("q").put(max_deliveries(2)).unwrap();
     let id = publish(&b, "q", "m");
     fetch(&b, "q");
     b.clock().advance(TTL);
     assert_eq!(b.expire_due().expired, 1);
     assert_eq!(fetch(&b, "q").attempt, 2);
-    assert_eq!(b.queue_info("q.dead"), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("q.dead").info(), Err(Error::QueueNotFound));
     b.clock().advance(TTL);
     assert_eq!(
         b.expire_due().expired,
@@ -1426,7 +1407,7 @@ fn the_nth_delivery_ending_by_expiry_moves_the_message_to_the_dead_queue() {
         "a dead-lettering expiry is reported"
     );
     assert_empty(&b, "q");
-    let s = b.queue_stats("q").unwrap();
+    let s = b.queue("q").stats().unwrap();
     assert_eq!((s.expired, s.dead_lettered, s.requeued), (1, 1, 0));
     let d = fetch(&b, "q.dead");
     assert_eq!((d.message_id, d.attempt), (id, 1));
@@ -1447,28 +1428,28 @@ fn the_dead_queue_is_an_ordinary_queue_with_unlimited_deliveries() {
     publish(&b, "q", "m2");
     let m1 = fetch(&b, "q");
     let m2 = fetch(&b, "q");
-    b.requeue_in("q", m2.id, NOW).unwrap();
-    b.requeue_in("q", m1.id, NOW).unwrap();
+    b.queue("q").requeue_after(m2.id, NOW).unwrap();
+    b.queue("q").requeue_after(m1.id, NOW).unwrap();
     let got: Vec<Delivery> = (0..3).map(|_| fetch(&b, "q.dead")).collect();
     assert_eq!(bodies(&got), bs(&["direct", "m2", "m1"]));
     assert_eq!(got[0].dead_letter, None, "not dead-lettered, published");
     assert_eq!(got[1].dead_letter.as_ref().map(|q| q.as_str()), Some("q"));
 
-    b.acknowledge_in("q.dead", got[0].id).unwrap();
-    b.acknowledge_in("q.dead", got[2].id).unwrap();
+    b.queue("q.dead").acknowledge(got[0].id).unwrap();
+    b.queue("q.dead").acknowledge(got[2].id).unwrap();
 
     // Requeue, expiry, delay and touch on the dead queue; never dead again.
     let mut d = got[1].clone();
     for attempt in 2..=10u32 {
         match attempt % 3 {
-            0 => b.requeue_in("q.dead", d.id, NOW).unwrap(),
+            0 => b.queue("q.dead").requeue_after(d.id, NOW).unwrap(),
             1 => {
-                b.requeue_in("q.dead", d.id, ms(5)).unwrap();
+                b.queue("q.dead").requeue_after(d.id, ms(5)).unwrap();
                 b.clock().advance(ms(5));
                 assert_eq!(b.expire_due().came_due, 1);
             }
             _ => {
-                b.touch_in("q.dead", d.id, None).unwrap();
+                b.queue("q.dead").touch(d.id, None).unwrap();
                 b.clock().advance(TTL);
                 assert_eq!(b.expire_due().expired, 1);
             }
@@ -1478,59 +1459,59 @@ fn the_dead_queue_is_an_ordinary_queue_with_unlimited_deliveries() {
         assert_eq!(d.dead_letter.as_ref().map(|q| q.as_str()), Some("q"));
         assert_empty(&b, "q.dead");
     }
-    assert_eq!(b.acknowledge_in("q.dead", d.id), Ok(()));
-    assert_eq!(b.queue_info("q.dead.dead"), Err(Error::InvalidQueueName));
+    assert_eq!(b.queue("q.dead").acknowledge(d.id), Ok(()));
+    assert_eq!(b.queue("q.dead.dead").info(), Err(Error::InvalidQueueName));
     assert_eq!(b.queues().len(), 3, "default, q, q.dead");
-    assert_eq!(b.queue_stats("q.dead").unwrap().dead_lettered, 0);
+    assert_eq!(b.queue("q.dead").stats().unwrap().dead_lettered, 0);
     assert_identity(&b);
 }
 
 #[test]
 fn a_lowered_max_deliveries_applies_as_each_delivery_next_ends() {
     let b = broker();
-    b.put_queue("q", max_deliveries(5)).unwrap();
+    b.queue("q").put(max_deliveries(5)).unwrap();
     publish(&b, "q", "held");
     publish(&b, "q", "waiting");
     publish(&b, "q", "expiring");
     let held = fetch(&b, "q");
     let waiting = fetch(&b, "q");
-    b.requeue_in("q", waiting.id, NOW).unwrap();
+    b.queue("q").requeue_after(waiting.id, NOW).unwrap();
     let expiring = fetch(&b, "q");
-    b.requeue_in("q", expiring.id, NOW).unwrap();
+    b.queue("q").requeue_after(expiring.id, NOW).unwrap();
     let waiting = fetch(&b, "q");
     assert_eq!(waiting.attempt, 2);
-    b.requeue_in("q", waiting.id, NOW).unwrap();
+    b.queue("q").requeue_after(waiting.id, NOW).unwrap();
     let expiring = fetch(&b, "q");
     assert_eq!(expiring.attempt, 2);
     // Ready: "waiting" (2 deliveries so far). Leased: "held" (1), "expiring" (2).
 
-    b.put_queue("q", max_deliveries(1)).unwrap();
-    b.requeue_in("q", held.id, NOW).unwrap();
-    assert_eq!(b.queue_info("q.dead").unwrap().ready, 1, "held: 1 >= 1");
+    b.queue("q").put(max_deliveries(1)).unwrap();
+    b.queue("q").requeue_after(held.id, NOW).unwrap();
+    assert_eq!(b.queue("q.dead").info().unwrap().ready, 1, "held: 1 >= 1");
     // A ready message is delivered once more, and dead when that ends.
     let waiting = fetch(&b, "q");
     assert_eq!(
         (waiting.body.clone(), waiting.attempt),
         (body("waiting"), 3)
     );
-    b.requeue_in("q", waiting.id, ms(5)).unwrap();
-    assert_eq!(b.queue_info("q.dead").unwrap().ready, 2);
+    b.queue("q").requeue_after(waiting.id, ms(5)).unwrap();
+    assert_eq!(b.queue("q.dead").info().unwrap().ready, 2);
     b.clock().advance(TTL);
     assert_eq!(b.expire_due().expired, 1);
-    assert_eq!(b.queue_info("q.dead").unwrap().ready, 3);
+    assert_eq!(b.queue("q.dead").info().unwrap().ready, 3);
     assert_empty(&b, "q");
     let order: Vec<Delivery> = (0..3).map(|_| fetch(&b, "q.dead")).collect();
     assert_eq!(bodies(&order), bs(&["held", "waiting", "expiring"]));
-    assert_eq!(b.queue_stats("q").unwrap().dead_lettered, 3);
+    assert_eq!(b.queue("q").stats().unwrap().dead_lettered, 3);
 
     // Raised again (0: unlimited), nothing more goes dead.
-    b.put_queue("q", max_deliveries(0)).unwrap();
+    b.queue("q").put(max_deliveries(0)).unwrap();
     publish(&b, "q", "free");
     for _ in 0..10 {
         let d = fetch(&b, "q");
-        b.requeue_in("q", d.id, NOW).unwrap();
+        b.queue("q").requeue_after(d.id, NOW).unwrap();
     }
-    assert_eq!(b.queue_stats("q").unwrap().dead_lettered, 3);
+    assert_eq!(b.queue("q").stats().unwrap().dead_lettered, 3);
     assert_identity(&b);
 }
 
@@ -1541,19 +1522,22 @@ fn config_max_deliveries_is_the_default_of_every_queue_but_dead_ones() {
         max_deliveries: 2,
         ..Config::default()
     });
-    assert_eq!(b.queue_info("default").unwrap().max_deliveries, 2);
-    b.publish(body("d")).unwrap();
+    assert_eq!(
+        b.queue("default").info().unwrap().settings.max_deliveries,
+        2
+    );
+    b.default_queue().publish(body("d")).unwrap();
     publish(&b, "q", "m");
-    assert_eq!(b.queue_info("q").unwrap().max_deliveries, 2);
+    assert_eq!(b.queue("q").info().unwrap().settings.max_deliveries, 2);
     for q in ["default", "q"] {
         for _ in 0..2 {
             let d = fetch(&b, q);
-            b.requeue_in(q, d.id, NOW).unwrap();
+            b.queue(q).requeue_after(d.id, NOW).unwrap();
         }
         assert_empty(&b, q);
         let dead = format!("{q}.dead");
-        let info = b.queue_info(&dead).unwrap();
-        assert_eq!((info.ready, info.max_deliveries), (1, 0));
+        let info = b.queue(&dead).info().unwrap();
+        assert_eq!((info.ready, info.settings.max_deliveries), (1, 0));
         let d = fetch(&b, &dead);
         assert_eq!(d.dead_letter.as_ref().map(|n| n.as_str()), Some(q));
     }
@@ -1562,27 +1546,27 @@ fn config_max_deliveries_is_the_default_of_every_queue_but_dead_ones() {
 #[test]
 fn redrive_moves_every_ready_dead_message_back_with_attempts_reset() {
     let b = broker();
-    b.put_queue("q", max_deliveries(1)).unwrap();
+    b.queue("q").put(max_deliveries(1)).unwrap();
     let ids: Vec<u64> = ["a", "b", "c", "d"]
         .iter()
         .map(|s| publish(&b, "q", s))
         .collect();
     for _ in 0..4 {
         let d = fetch(&b, "q");
-        b.requeue_in("q", d.id, NOW).unwrap();
+        b.queue("q").requeue_after(d.id, NOW).unwrap();
     }
     // In q.dead: a (leased), b (delayed by a requeue), c and d (ready).
     let a = fetch(&b, "q.dead");
     let bb = fetch(&b, "q.dead");
-    b.requeue_in("q.dead", bb.id, ms(50)).unwrap();
+    b.queue("q.dead").requeue_after(bb.id, ms(50)).unwrap();
     publish(&b, "q", "x");
 
-    assert_eq!(b.redrive("q.dead"), Ok(2));
-    let dead = b.queue_info("q.dead").unwrap();
+    assert_eq!(b.queue("q.dead").redrive(), Ok(Redriven { moved: 2 }));
+    let dead = b.queue("q.dead").info().unwrap();
     assert_eq!((dead.ready, dead.in_flight, dead.delayed), (0, 1, 1));
-    let ds = b.queue_stats("q.dead").unwrap();
+    let ds = b.queue("q.dead").stats().unwrap();
     assert_eq!((ds.redriven, ds.acknowledged), (2, 2));
-    assert_eq!(b.queue_stats("q").unwrap().published, 4 + 1 + 2);
+    assert_eq!(b.queue("q").stats().unwrap().published, 4 + 1 + 2);
 
     let got: Vec<Delivery> = (0..3).map(|_| fetch(&b, "q")).collect();
     assert_eq!(bodies(&got), bs(&["x", "c", "d"]), "to the tail, in order");
@@ -1594,27 +1578,35 @@ fn redrive_moves_every_ready_dead_message_back_with_attempts_reset() {
         [(ids[2], 1, None), (ids[3], 1, None)]
     );
     // Redriven messages count deliveries afresh: max 1 sends them back.
-    b.requeue_in("q", got[1].id, NOW).unwrap();
+    b.queue("q").requeue_after(got[1].id, NOW).unwrap();
     let again = fetch(&b, "q.dead");
     assert_eq!((again.message_id, again.attempt), (ids[2], 1));
     assert_eq!(again.dead_letter.as_ref().map(|q| q.as_str()), Some("q"));
 
     assert_eq!(
-        b.acknowledge_in("q.dead", a.id),
+        b.queue("q.dead").acknowledge(a.id),
         Ok(()),
         "leased messages stay"
     );
-    assert_eq!(b.redrive("q.dead"), Ok(0), "nothing ready");
+    assert_eq!(
+        b.queue("q.dead").redrive(),
+        Ok(Redriven { moved: 0 }),
+        "nothing ready"
+    );
     b.clock().advance(ms(50));
     b.expire_due();
-    assert_eq!(b.redrive("q.dead"), Ok(1), "the delayed one, once due");
+    assert_eq!(
+        b.queue("q.dead").redrive(),
+        Ok(Redriven { moved: 1 }),
+        "the delayed one, once due"
+    );
     assert_eq!(fetch(&b, "q").message_id, ids[1]);
 
-    assert_eq!(b.redrive("q"), Err(Error::NotDeadLetterQueue));
-    assert_eq!(b.redrive("default"), Err(Error::NotDeadLetterQueue));
-    assert_eq!(b.redrive("nope"), Err(Error::NotDeadLetterQueue));
-    assert_eq!(b.redrive("nope.dead"), Err(Error::QueueNotFound));
-    assert_eq!(b.queue_info("nope"), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("q").redrive(), Err(Error::NotDeadLetterQueue));
+    assert_eq!(b.queue("default").redrive(), Err(Error::NotDeadLetterQueue));
+    assert_eq!(b.queue("nope").redrive(), Err(Error::NotDeadLetterQueue));
+    assert_eq!(b.queue("nope.dead").redrive(), Err(Error::QueueNotFound));
+    assert_eq!(b.queue("nope").info(), Err(Error::QueueNotFound));
     assert_identity(&b);
 }
 
@@ -1625,21 +1617,24 @@ fn redrive_into_a_deleted_base_queue_recreates_it() {
         max_deliveries: 1,
         ..Config::default()
     });
-    b.put_queue("q", ttl(ms(5))).unwrap();
+    b.queue("q").put(ttl(ms(5))).unwrap();
     let id = publish(&b, "q", "m");
     let d = fetch(&b, "q");
-    b.requeue_in("q", d.id, NOW).unwrap();
-    b.delete_queue("q").unwrap();
-    assert_eq!(b.redrive("q.dead"), Ok(1));
-    let info = b.queue_info("q").unwrap();
-    assert_eq!((info.ready, info.ttl_ms), (1, 10_000));
+    b.queue("q").requeue_after(d.id, NOW).unwrap();
+    b.queue("q").delete().unwrap();
+    assert_eq!(b.queue("q.dead").redrive(), Ok(Redriven { moved: 1 }));
+    let info = b.queue("q").info().unwrap();
+    assert_eq!((info.ready, info.settings.ttl.as_millis()), (1, 10_000));
     let d = fetch(&b, "q");
     assert_eq!((d.message_id, d.attempt, d.dead_letter), (id, 1, None));
-    b.publish(body("z")).unwrap();
-    let z = b.try_fetch().unwrap().unwrap();
-    b.requeue(z.id).unwrap();
-    assert_eq!(b.redrive("default.dead"), Ok(1));
-    assert_eq!(b.try_fetch().unwrap().unwrap().body, body("z"));
+    b.default_queue().publish(body("z")).unwrap();
+    let z = b.default_queue().try_fetch().unwrap().unwrap();
+    b.default_queue().requeue(z.id).unwrap();
+    assert_eq!(b.queue("default.dead").redrive(), Ok(Redriven { moved: 1 }));
+    assert_eq!(
+        b.default_queue().try_fetch().unwrap().unwrap().body,
+        body("z")
+    );
     assert_identity(&b);
 }
 
@@ -1648,24 +1643,25 @@ fn redrive_into_a_deleted_base_queue_recreates_it() {
 #[test]
 fn counters_keep_their_identity_through_a_mixed_scenario() {
     let b = broker();
-    b.put_queue("mix", max_deliveries(2)).unwrap();
-    b.put_queue("slow", ttl(ms(100))).unwrap();
+    b.queue("mix").put(max_deliveries(2)).unwrap();
+    b.queue("slow").put(ttl(ms(100))).unwrap();
     for i in 0..12 {
         publish(&b, "mix", &format!("m{i}"));
         publish_delayed(&b, "slow", &format!("s{i}"), ms(10 * (i % 4)));
     }
-    b.publish(body("d")).unwrap();
+    b.default_queue().publish(body("d")).unwrap();
     assert_identity(&b);
 
     // mix: 4 acked, 4 requeued (2 of them with a delay), 4 left to expire.
     let ds: Vec<Delivery> = (0..12).map(|_| fetch(&b, "mix")).collect();
     for (i, d) in ds.iter().enumerate() {
         match i % 3 {
-            0 => b.acknowledge_in("mix", d.id).unwrap(),
+            0 => b.queue("mix").acknowledge(d.id).unwrap(),
             1 => b
-                .requeue_in("mix", d.id, if i % 2 == 0 { NOW } else { ms(20) })
+                .queue("mix")
+                .requeue_after(d.id, if i % 2 == 0 { NOW } else { ms(20) })
                 .unwrap(),
-            _ => b.touch_in("mix", d.id, Some(ms(30))).unwrap(),
+            _ => b.queue("mix").touch(d.id, Some(ms(30))).unwrap(),
         }
     }
     assert_identity(&b);
@@ -1673,7 +1669,7 @@ fn counters_keep_their_identity_through_a_mixed_scenario() {
     let sweep = b.expire_due();
     assert_eq!(sweep.expired, 4);
     assert_identity(&b);
-    let s = b.queue_stats("mix").unwrap();
+    let s = b.queue("mix").stats().unwrap();
     assert_eq!(
         (s.acknowledged, s.requeued, s.expired, s.dead_lettered),
         (4, 4, 4, 0)
@@ -1684,22 +1680,22 @@ fn counters_keep_their_identity_through_a_mixed_scenario() {
     assert!(second.iter().all(|d| d.attempt == 2));
     for (i, d) in second.iter().enumerate() {
         if i % 2 == 0 {
-            b.requeue_in("mix", d.id, ms(i as u64)).unwrap();
+            b.queue("mix").requeue_after(d.id, ms(i as u64)).unwrap();
         }
     }
     assert_identity(&b);
     b.clock().advance(TTL);
     assert_eq!(b.expire_due().expired, 4);
-    let s = b.queue_stats("mix").unwrap();
+    let s = b.queue("mix").stats().unwrap();
     assert_eq!((s.dead_lettered, s.requeued, s.expired), (8, 4, 4));
-    assert_eq!(b.queue_stats("mix.dead").unwrap().published, 8);
+    assert_eq!(b.queue("mix.dead").stats().unwrap().published, 8);
     assert_identity(&b);
 
     // slow: every delayed one is due by now; lease a few, let them expire.
-    assert_eq!(b.queue_info("slow").unwrap().ready, 12);
+    assert_eq!(b.queue("slow").info().unwrap().ready, 12);
     for _ in 0..6 {
         let d = fetch(&b, "slow");
-        b.acknowledge_in("slow", d.id).unwrap();
+        b.queue("slow").acknowledge(d.id).unwrap();
     }
     for _ in 0..3 {
         fetch(&b, "slow");
@@ -1710,11 +1706,11 @@ fn counters_keep_their_identity_through_a_mixed_scenario() {
 
     // Redrive half the dead letters' worth after fetching some of them.
     let dl = fetch(&b, "mix.dead");
-    b.acknowledge_in("mix.dead", dl.id).unwrap();
+    b.queue("mix.dead").acknowledge(dl.id).unwrap();
     let kept = fetch(&b, "mix.dead");
-    assert_eq!(b.redrive("mix.dead"), Ok(6));
+    assert_eq!(b.queue("mix.dead").redrive(), Ok(Redriven { moved: 6 }));
     assert_identity(&b);
-    b.requeue_in("mix.dead", kept.id, ms(1)).unwrap();
+    b.queue("mix.dead").requeue_after(kept.id, ms(1)).unwrap();
     assert_identity(&b);
 
     let all: HashMap<String, _> = b
@@ -1754,10 +1750,11 @@ fn counters_keep_their_identity_through_a_mixed_scenario() {
 fn timer_memory_follows_live_state() {
     let b = broker();
     for i in 0..100_000u32 {
-        b.publish_to("q", Bytes::from(i.to_le_bytes().to_vec()), NOW)
+        b.queue("q")
+            .publish_after(Bytes::from(i.to_le_bytes().to_vec()), NOW)
             .unwrap();
         let d = fetch(&b, "q");
-        b.acknowledge_in("q", d.id).unwrap();
+        b.queue("q").acknowledge(d.id).unwrap();
     }
     // At most one agenda hint per timer shard (8), whatever the count.
     assert_eq!(b.timer_counts(), (0, 0));
@@ -1780,12 +1777,12 @@ fn timer_memory_follows_live_state() {
     assert!(b.timer_entries() >= 1001);
     for _ in 0..500 {
         b.clock().advance(ms(1));
-        b.touch_in("q", leased.id, None).unwrap();
+        b.queue("q").touch(leased.id, None).unwrap();
     }
     b.expire_due();
     let mut n = 0;
-    while let Some(d) = b.try_fetch_from("q").unwrap() {
-        b.acknowledge_in("q", d.id).unwrap();
+    while let Some(d) = b.queue("q").try_fetch().unwrap() {
+        b.queue("q").acknowledge(d.id).unwrap();
         n += 1;
     }
     assert_eq!(n, 1000);
@@ -1799,7 +1796,7 @@ fn timer_memory_follows_live_state() {
         "one lease's run and at most one hint per timer shard: {}",
         b.timer_entries()
     );
-    b.acknowledge_in("q", leased.id).unwrap();
+    b.queue("q").acknowledge(leased.id).unwrap();
     b.clock().advance(TTL);
     b.expire_due();
     assert_eq!(b.timer_entries(), 0);
@@ -1810,7 +1807,7 @@ fn timer_memory_follows_live_state() {
 /// A model of an executor with a FIFO run queue: polls, in the order they
 /// were woken, every fetch woken since its last poll, until none is left.
 /// Returns which fetch got which message.
-fn run_woken(hands: &mut [Hand<'_>]) -> Vec<(usize, Bytes)> {
+fn run_woken(hands: &mut [Hand<'_, Delivery>]) -> Vec<(usize, Bytes)> {
     let mut served = Vec::new();
     loop {
         let next = hands
@@ -1832,14 +1829,14 @@ fn run_woken(hands: &mut [Hand<'_>]) -> Vec<(usize, Bytes)> {
 #[test]
 fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
     let b = broker();
-    b.put_queue("f", QueueUpdate::default()).unwrap();
+    b.queue("f").put(QueueUpdate::default()).unwrap();
 
     // One message at a time.
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
-    assert_eq!(b.queue_stats("f").unwrap().waiting_fetches, 3);
+    assert_eq!(b.queue("f").stats().unwrap().waiting_fetches, 3);
     let mut served = Vec::new();
     for s in ["m0", "m1", "m2"] {
         publish(&b, "f", s);
@@ -1853,7 +1850,7 @@ fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
     assert_eq!(b.stats().waiting, 0);
 
     // Three messages at once.
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
@@ -1866,7 +1863,7 @@ fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
     );
 
     // The first publish wakes the oldest waiter, and only it.
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
@@ -1878,8 +1875,8 @@ fn waiting_fetches_are_served_in_the_order_they_began_waiting() {
 #[test]
 fn a_woken_fetch_that_loses_its_message_to_try_fetch_keeps_its_place() {
     let b = broker();
-    b.put_queue("f", QueueUpdate::default()).unwrap();
-    let mut w: Vec<Hand<'_>> = (0..2).map(|_| Hand::new(&b, "f")).collect();
+    b.queue("f").put(QueueUpdate::default()).unwrap();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..2).map(|_| Hand::new(&b, "f")).collect();
     for h in &mut w {
         h.pending();
     }
@@ -1935,7 +1932,7 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
         ttl: lease_ttl,
         ..Config::default()
     }));
-    b.put_queue("mt-c", max_deliveries(3)).unwrap();
+    b.queue("mt-c").put(max_deliveries(3)).unwrap();
     let total = PRODUCERS * PER_PRODUCER;
     let acked_count = Arc::new(AtomicUsize::new(0));
     let stop_time = Arc::new(AtomicBool::new(false));
@@ -1973,7 +1970,11 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
                     } else {
                         NOW
                     };
-                    let id = b.publish_to(queue, body(&text), delay).unwrap();
+                    let id = b
+                        .queue(queue)
+                        .publish_after(body(&text), delay)
+                        .unwrap()
+                        .message_id;
                     published.push((id, body(&text)));
                 }
                 published
@@ -1999,7 +2000,7 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
                     turn += 1;
                     let queue = FETCH_FROM[turn % FETCH_FROM.len()];
                     let before = b.clock().now();
-                    let Some(d) = b.try_fetch_from(queue).unwrap() else {
+                    let Some(d) = b.queue(queue).try_fetch().unwrap() else {
                         thread::yield_now();
                         continue;
                     };
@@ -2016,7 +2017,7 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
                     };
                     let result = match roll {
                         0..=54 => {
-                            let r = b.acknowledge_in(queue, d.id);
+                            let r = b.queue(queue).acknowledge(d.id);
                             if r.is_ok() {
                                 log.acked.push((d.message_id, d.body.clone()));
                                 acked_count.fetch_add(1, Ordering::SeqCst);
@@ -2024,24 +2025,24 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
                             r
                         }
                         55..=69 => {
-                            let r = b.requeue_in(queue, d.id, NOW);
+                            let r = b.queue(queue).requeue_after(d.id, NOW);
                             log.requeues += usize::from(r.is_ok());
                             r
                         }
                         70..=79 => {
-                            let r = b.requeue_in(queue, d.id, ms(1 + rng.next(5)));
+                            let r = b.queue(queue).requeue_after(d.id, ms(1 + rng.next(5)));
                             log.requeues += usize::from(r.is_ok());
                             r
                         }
-                        80..=89 => b.touch_in(queue, d.id, None).and_then(|()| {
-                            let r = b.acknowledge_in(queue, d.id);
+                        80..=89 => b.queue(queue).touch(d.id, None).and_then(|()| {
+                            let r = b.queue(queue).acknowledge(d.id);
                             if r.is_ok() {
                                 log.acked.push((d.message_id, d.body.clone()));
                                 acked_count.fetch_add(1, Ordering::SeqCst);
                             }
                             r
                         }),
-                        90..=94 => b.touch_in(queue, d.id, Some(ms(2))),
+                        90..=94 => b.queue(queue).touch(d.id, Some(ms(2))),
                         _ => Ok(()), // dropped: left to expire
                     };
                     if let Err(e) = result {
@@ -2170,8 +2171,8 @@ fn concurrent_producers_and_consumers_over_named_queues_lose_and_duplicate_nothi
 #[test]
 fn a_fetch_served_its_message_wakes_nobody_for_nothing() {
     let b = broker();
-    b.put_queue("g", QueueUpdate::default()).unwrap();
-    let mut w: Vec<Hand<'_>> = (0..3).map(|_| Hand::new(&b, "g")).collect();
+    b.queue("g").put(QueueUpdate::default()).unwrap();
+    let mut w: Vec<Hand<'_, Delivery>> = (0..3).map(|_| Hand::new(&b, "g")).collect();
     for h in &mut w {
         h.pending();
     }

@@ -183,7 +183,8 @@ pub fn assert_conserved(broker: &ModelBroker, live: &[&'static str]) {
     for (queue, _) in broker.all_queue_stats() {
         let mut ids = Vec::new();
         while let Some(delivery) = broker
-            .try_fetch_from(queue.as_str())
+            .queue(queue.as_str())
+            .try_fetch()
             .expect("the broker is open")
         {
             drained.push(delivery.body);
@@ -191,7 +192,7 @@ pub fn assert_conserved(broker: &ModelBroker, live: &[&'static str]) {
         }
         for id in ids {
             assert_eq!(
-                broker.acknowledge_in(queue.as_str(), id),
+                broker.queue(queue.as_str()).acknowledge(id),
                 Ok::<(), Error>(())
             );
         }

@@ -59,11 +59,13 @@ pub fn lease(broker: &ModelBroker, body: &'static str) -> (Delivery, Timestamp) 
 /// it.
 pub fn lease_in(broker: &ModelBroker, queue: &str, body: &'static str) -> (Delivery, Timestamp) {
     broker
-        .publish_to(queue, msg(body), Duration::ZERO)
+        .queue(queue)
+        .publish(msg(body))
         .expect("a model broker accepts a publish");
     let deadline = broker.clock().now().saturating_add(TTL);
     let delivery = broker
-        .try_fetch_from(queue)
+        .queue(queue)
+        .try_fetch()
         .expect("a model broker is open")
         .expect("the message just published is ready");
     assert_eq!(delivery.body, msg(body));
@@ -162,7 +164,7 @@ pub fn spawn_waiting_fetch_from(
     let waiter = {
         let broker = Arc::clone(broker);
         let probe = probe.clone();
-        loom::thread::spawn(move || loom::future::block_on(broker.fetch_from(queue, probe)))
+        loom::thread::spawn(move || loom::future::block_on(broker.queue(queue).fetch(probe)))
     };
     (waiter, probe)
 }

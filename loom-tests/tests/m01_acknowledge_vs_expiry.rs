@@ -30,7 +30,9 @@ fn m1_acknowledge_vs_expiry() {
         let consumer = {
             let broker = Arc::clone(&broker);
             thread::spawn(move || {
-                settle_checking_deadline(&broker, deadline, || broker.acknowledge(delivery.id))
+                settle_checking_deadline(&broker, deadline, || {
+                    broker.default_queue().acknowledge(delivery.id)
+                })
             })
         };
         let sweeper = {

@@ -30,7 +30,9 @@ fn m2_requeue_vs_expiry() {
         let consumer = {
             let broker = Arc::clone(&broker);
             thread::spawn(move || {
-                settle_checking_deadline(&broker, deadline, || broker.requeue(delivery.id))
+                settle_checking_deadline(&broker, deadline, || {
+                    broker.default_queue().requeue(delivery.id)
+                })
             })
         };
         let sweeper = {

@@ -27,11 +27,11 @@ fn m3_acknowledge_vs_requeue() {
 
         let acker = {
             let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.acknowledge(delivery.id))
+            thread::spawn(move || broker.default_queue().acknowledge(delivery.id))
         };
         let requeuer = {
             let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.requeue(delivery.id))
+            thread::spawn(move || broker.default_queue().requeue(delivery.id))
         };
         let acked = acker.join().unwrap();
         let requeued = requeuer.join().unwrap();

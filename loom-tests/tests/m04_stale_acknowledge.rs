@@ -39,8 +39,9 @@ fn m4_stale_acknowledge_after_redelivery() {
             let redelivered = Arc::clone(&redelivered);
             thread::spawn(move || {
                 let after_redelivery = redelivered.load(Ordering::Acquire);
-                let result =
-                    settle_checking_deadline(&broker, deadline, || broker.acknowledge(first.id));
+                let result = settle_checking_deadline(&broker, deadline, || {
+                    broker.default_queue().acknowledge(first.id)
+                });
                 if after_redelivery {
                     assert_eq!(
                         result,
@@ -56,12 +57,15 @@ fn m4_stale_acknowledge_after_redelivery() {
             thread::spawn(move || {
                 broker.clock().advance(TTL);
                 broker.expire_due();
-                let second = broker.try_fetch().expect("the broker is open")?;
+                let second = broker
+                    .default_queue()
+                    .try_fetch()
+                    .expect("the broker is open")?;
                 redelivered.store(true, Ordering::Release);
                 assert_ne!(second.id, first.id, "a delivery id was reused");
                 assert_eq!(second.body, first.body);
                 assert_eq!(
-                    broker.acknowledge(second.id),
+                    broker.default_queue().acknowledge(second.id),
                     Ok(()),
                     "the new delivery id was refused"
                 );

@@ -21,7 +21,7 @@ fn m5_fetch_vs_expiry_sweep() {
     static OUTCOMES: Outcomes = Outcomes::new();
     check("m5_fetch_vs_expiry_sweep", || {
         let broker = new_broker();
-        broker.publish(msg("a")).unwrap();
+        broker.default_queue().publish(msg("a")).unwrap();
         // Set by the fetcher once its lease is in place with deadline `TTL`
         // (the clock still read zero after the fetch, so the fetch read zero).
         let fetched_due_at_ttl = Arc::new(AtomicBool::new(false));
@@ -31,6 +31,7 @@ fn m5_fetch_vs_expiry_sweep() {
             let flag = Arc::clone(&fetched_due_at_ttl);
             thread::spawn(move || {
                 let delivery = broker
+                    .default_queue()
                     .try_fetch()
                     .unwrap()
                     .expect("the message is ready and only this thread fetches");

@@ -35,7 +35,7 @@ fn m6_publish_wakes_a_waiting_fetch() {
         let (waiter, probe) = spawn_waiting_fetch(&broker);
         let publisher = {
             let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.publish(msg("a")))
+            thread::spawn(move || broker.default_queue().publish(msg("a")))
         };
         publisher.join().unwrap().unwrap();
         let delivery = waiter

@@ -46,7 +46,7 @@ fn m6_fetch_leaving_with_a_message_passes_a_late_wake_up_on() {
                 let broker = Arc::clone(&broker);
                 thread::spawn(move || {
                     let (_, waker) = WakeFlag::new();
-                    let mut a = Box::pin(broker.fetch(pending()));
+                    let mut a = Box::pin(broker.default_queue().fetch(pending()));
                     match a.as_mut().poll(&mut Context::from_waker(&waker)) {
                         Poll::Ready(result) => Some(result.expect("the broker is open")),
                         Poll::Pending => None,
@@ -57,11 +57,11 @@ fn m6_fetch_leaving_with_a_message_passes_a_late_wake_up_on() {
             let waiter_b = {
                 let broker = Arc::clone(&broker);
                 let probe = b_probe.clone();
-                thread::spawn(move || block_on(broker.fetch(probe)))
+                thread::spawn(move || block_on(broker.default_queue().fetch(probe)))
             };
 
-            broker.publish(msg("a")).unwrap();
-            broker.publish(msg("b")).unwrap();
+            broker.default_queue().publish(msg("a")).unwrap();
+            broker.default_queue().publish(msg("b")).unwrap();
 
             let a_delivery = fetcher_a.join().unwrap();
             let b_delivery = waiter_b

@@ -42,7 +42,7 @@ fn m6_woken_then_cancelled_waiter_passes_the_wake_up_on() {
             let broker = new_broker();
 
             let (a_woken, a_waker) = WakeFlag::new();
-            let mut a = Box::pin(broker.fetch(pending()));
+            let mut a = Box::pin(broker.default_queue().fetch(pending()));
             assert!(
                 a.as_mut()
                     .poll(&mut Context::from_waker(&a_waker))
@@ -54,11 +54,11 @@ fn m6_woken_then_cancelled_waiter_passes_the_wake_up_on() {
             let waiter_b = {
                 let broker = Arc::clone(&broker);
                 let probe = b_probe.clone();
-                thread::spawn(move || block_on(broker.fetch(probe)))
+                thread::spawn(move || block_on(broker.default_queue().fetch(probe)))
             };
             let publisher = {
                 let broker = Arc::clone(&broker);
-                thread::spawn(move || broker.publish(msg("a")))
+                thread::spawn(move || broker.default_queue().publish(msg("a")))
             };
 
             // Cancel A, concurrently with B and the publish.

@@ -36,12 +36,18 @@ fn m7_close_vs_publish_fetch_acknowledge() {
                 broker.close();
                 close_returned.store(true, Ordering::Release);
                 assert!(broker.is_closed());
-                assert_eq!(broker.publish(msg("x")), Err(Error::Closed));
-                assert_eq!(broker.try_fetch(), Err(Error::Closed));
-                assert_eq!(broker.acknowledge(leased.id), Err(Error::Closed));
-                assert_eq!(broker.requeue(leased.id), Err(Error::Closed));
+                assert_eq!(broker.default_queue().publish(msg("x")), Err(Error::Closed));
+                assert_eq!(broker.default_queue().try_fetch(), Err(Error::Closed));
                 assert_eq!(
-                    block_on(broker.fetch(std::future::pending())),
+                    broker.default_queue().acknowledge(leased.id),
+                    Err(Error::Closed)
+                );
+                assert_eq!(
+                    broker.default_queue().requeue(leased.id),
+                    Err(Error::Closed)
+                );
+                assert_eq!(
+                    block_on(broker.default_queue().fetch(std::future::pending())),
                     Err(Error::Closed)
                 );
             })
@@ -52,12 +58,12 @@ fn m7_close_vs_publish_fetch_acknowledge() {
             let close_returned = Arc::clone(&close_returned);
             thread::spawn(move || {
                 let after_close = close_returned.load(Ordering::Acquire);
-                let published = broker.publish(msg("b"));
+                let published = broker.default_queue().publish(msg("b"));
                 if after_close {
                     assert_eq!(published, Err(Error::Closed), "publish after close");
                 }
                 let after_close = close_returned.load(Ordering::Acquire);
-                let acknowledged = broker.acknowledge(leased.id);
+                let acknowledged = broker.default_queue().acknowledge(leased.id);
                 if after_close {
                     assert_eq!(acknowledged, Err(Error::Closed), "acknowledge after close");
                 }

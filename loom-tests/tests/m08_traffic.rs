@@ -21,7 +21,12 @@ fn origin(delivery: &Delivery) -> (u8, u8) {
 /// Up to `n` non-blocking fetches, in order.
 fn fetch_up_to(broker: &ModelBroker, n: usize) -> Vec<Delivery> {
     (0..n)
-        .filter_map(|_| broker.try_fetch().expect("the broker is open"))
+        .filter_map(|_| {
+            broker
+                .default_queue()
+                .try_fetch()
+                .expect("the broker is open")
+        })
         .collect()
 }
 
@@ -65,14 +70,14 @@ fn m8_publishers_and_consumers() {
         let publisher = {
             let broker = Arc::clone(&broker);
             thread::spawn(move || {
-                broker.publish(msg("a1")).unwrap();
-                broker.publish(msg("a2")).unwrap();
+                broker.default_queue().publish(msg("a1")).unwrap();
+                broker.default_queue().publish(msg("a2")).unwrap();
             })
         };
         let publisher_consumer = {
             let broker = Arc::clone(&broker);
             thread::spawn(move || {
-                broker.publish(msg("b1")).unwrap();
+                broker.default_queue().publish(msg("b1")).unwrap();
                 fetch_up_to(&broker, 1)
             })
         };

@@ -31,9 +31,9 @@ fn m9_touch_then_acknowledge_vs_expiry() {
             thread::spawn(move || {
                 // A consumer that saw the deadline pass cannot touch.
                 let touched = settle_checking_deadline(&broker, deadline, || {
-                    broker.touch_in("default", delivery.id, Some(2 * TTL))
+                    broker.queue("default").touch(delivery.id, Some(2 * TTL))
                 });
-                let acknowledged = broker.acknowledge(delivery.id);
+                let acknowledged = broker.default_queue().acknowledge(delivery.id);
                 if touched.is_ok() {
                     // The clock is at most `TTL` now: only the old deadline
                     // has passed, so a touch that won must have extended it.

@@ -20,7 +20,8 @@ fn m10_delayed_message_coming_due_wakes_a_waiting_fetch() {
         || {
             let broker = new_broker();
             broker
-                .publish_to("default", msg("a"), TTL)
+                .queue("default")
+                .publish_after(msg("a"), TTL)
                 .expect("a model broker accepts a publish");
             assert_eq!(broker.stats().delayed, 1);
 

@@ -22,7 +22,7 @@ fn m11a_requeue_wakes_a_waiting_fetch() {
         let (waiter, probe) = spawn_waiting_fetch(&broker);
         let requeuer = {
             let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.requeue(first.id))
+            thread::spawn(move || broker.default_queue().requeue(first.id))
         };
         assert_eq!(requeuer.join().unwrap(), Ok(()));
         let delivery = waiter

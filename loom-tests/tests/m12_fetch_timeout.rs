@@ -24,13 +24,16 @@ fn m12_fetch_timeout_vs_publish() {
         let waiter = {
             let broker = Arc::clone(&broker);
             let timeout = timeout.clone();
-            thread::spawn(move || block_on(broker.fetch(timeout)))
+            thread::spawn(move || block_on(broker.default_queue().fetch(timeout)))
         };
         let timer = {
             let timeout = timeout.clone();
             thread::spawn(move || timeout.fire())
         };
-        broker.publish(msg("a")).expect("the broker is open");
+        broker
+            .default_queue()
+            .publish(msg("a"))
+            .expect("the broker is open");
         timer.join().unwrap();
         let fetched = waiter.join().unwrap();
 

@@ -11,8 +11,6 @@
 //! in the source's `dead_lettered`, not its `requeued` or `expired`).
 #![cfg(loom)]
 
-use std::time::Duration;
-
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{
@@ -37,7 +35,7 @@ fn m13_dead_letter_move_requeue_vs_expiry() {
             let broker = Arc::clone(&broker);
             thread::spawn(move || {
                 settle_checking_deadline(&broker, deadline, || {
-                    broker.requeue_in("jobs", delivery.id, Duration::ZERO)
+                    broker.queue("jobs").requeue(delivery.id)
                 })
             })
         };
@@ -56,7 +54,7 @@ fn m13_dead_letter_move_requeue_vs_expiry() {
             (Err(Error::InvalidId), 1) => OUTCOMES.record("expiry moved it"),
             other => panic!("not exactly one winner: (requeue, expired) = {other:?}"),
         }
-        let jobs = broker.queue_stats("jobs").unwrap();
+        let jobs = broker.queue("jobs").stats().unwrap();
         assert_eq!(
             (jobs.ready, jobs.in_flight, jobs.delayed, jobs.dead_lettered),
             (0, 0, 0, 1),
@@ -67,7 +65,7 @@ fn m13_dead_letter_move_requeue_vs_expiry() {
             (0, 0),
             "a dead-letter move counted as a requeue or an expiry: {jobs:?}"
         );
-        let dead = broker.queue_stats("jobs.dead").unwrap();
+        let dead = broker.queue("jobs.dead").stats().unwrap();
         assert_eq!(
             (dead.ready, dead.published),
             (1, 1),
@@ -81,7 +79,8 @@ fn m13_dead_letter_move_requeue_vs_expiry() {
         assert_eq!(names, ["default", "jobs", "jobs.dead"]);
 
         let dead_letter = broker
-            .try_fetch_from("jobs.dead")
+            .queue("jobs.dead")
+            .try_fetch()
             .unwrap()
             .expect("the dead letter is ready");
         assert_eq!(dead_letter.body, msg("a"));

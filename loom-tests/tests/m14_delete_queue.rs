@@ -12,8 +12,6 @@
 //! fails: the deleted queue's lease ids are invalid.
 #![cfg(loom)]
 
-use std::time::Duration;
-
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -26,7 +24,7 @@ fn m14_delete_vs_publish_fetch_acknowledge() {
     check("m14_delete_vs_publish_fetch_acknowledge", || {
         let broker = new_broker();
         let (leased, _) = lease_in(&broker, "jobs", "a");
-        broker.publish_to("jobs", msg("b"), Duration::ZERO).unwrap();
+        broker.queue("jobs").publish(msg("b")).unwrap();
         // Set (Release) once the delete has returned.
         let deleted = Arc::new(AtomicBool::new(false));
 
@@ -34,21 +32,21 @@ fn m14_delete_vs_publish_fetch_acknowledge() {
             let broker = Arc::clone(&broker);
             let deleted = Arc::clone(&deleted);
             thread::spawn(move || {
-                let count = broker.delete_queue("jobs");
+                let count = broker.queue("jobs").delete().map(|d| d.messages);
                 deleted.store(true, Ordering::Release);
                 count
             })
         };
         let publisher = {
             let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.publish_to("jobs", msg("c"), Duration::ZERO))
+            thread::spawn(move || broker.queue("jobs").publish(msg("c")))
         };
         let consumer = {
             let broker = Arc::clone(&broker);
             let deleted = Arc::clone(&deleted);
             thread::spawn(move || {
                 let after_delete = deleted.load(Ordering::Acquire);
-                let acknowledged = broker.acknowledge_in("jobs", leased.id);
+                let acknowledged = broker.queue("jobs").acknowledge(leased.id);
                 if after_delete {
                     assert_eq!(
                         acknowledged,
@@ -56,7 +54,7 @@ fn m14_delete_vs_publish_fetch_acknowledge() {
                         "a lease of a deleted queue was acknowledged"
                     );
                 }
-                let fetched = broker.try_fetch_from("jobs").unwrap();
+                let fetched = broker.queue("jobs").try_fetch().unwrap();
                 (acknowledged, fetched)
             })
         };

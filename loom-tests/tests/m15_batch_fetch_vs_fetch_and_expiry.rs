@@ -49,21 +49,20 @@ fn m15_batch_fetch_vs_fetch_and_expiry() {
                 delay: std::time::Duration::ZERO,
             })
             .collect();
-        broker.publish_batch("default", batch).unwrap();
+        broker.queue("default").publish_batch(batch).unwrap();
 
         let batcher = {
             let broker = Arc::clone(&broker);
             thread::spawn(move || {
-                let mut out = Vec::new();
                 broker
-                    .try_fetch_batch_from("default", 2, usize::MAX, &mut out)
-                    .unwrap();
-                out
+                    .default_queue()
+                    .try_fetch_batch(2, usize::MAX)
+                    .unwrap()
             })
         };
         let single = {
             let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.try_fetch().unwrap())
+            thread::spawn(move || broker.default_queue().try_fetch().unwrap())
         };
         let timekeeper = {
             let broker = Arc::clone(&broker);
@@ -107,7 +106,7 @@ fn m15_batch_fetch_vs_fetch_and_expiry() {
                 // Taken after the sweep made it ready again, so after the
                 // clock reached TTL: its lease must still be live there.
                 assert_eq!(
-                    broker.touch_in("default", delivery.id, None),
+                    broker.queue("default").touch(delivery.id, None),
                     Ok(()),
                     "a lease taken after its message expired was born expired"
                 );

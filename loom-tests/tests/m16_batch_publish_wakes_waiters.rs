@@ -29,7 +29,7 @@ fn m16_batch_publish_wakes_waiters() {
     check_bounded("m16_batch_publish_wakes_waiters", Some(2), || {
         let broker = new_broker();
         // The queue exists: its creation would wake every waiter by itself.
-        broker.put_queue("default", QueueUpdate::default()).unwrap();
+        broker.queue("default").put(QueueUpdate::default()).unwrap();
 
         let (single, single_probe) = spawn_waiting_fetch(&broker);
         let batch_probe = SleepProbe::new();
@@ -37,7 +37,7 @@ fn m16_batch_publish_wakes_waiters() {
             let broker = Arc::clone(&broker);
             let probe = batch_probe.clone();
             thread::spawn(move || {
-                loom::future::block_on(broker.fetch_batch_from("default", 1, usize::MAX, probe))
+                loom::future::block_on(broker.queue("default").fetch_batch(1, usize::MAX, probe))
             })
         };
         let publisher = {
@@ -50,7 +50,7 @@ fn m16_batch_publish_wakes_waiters() {
                         delay: Duration::ZERO,
                     })
                     .collect();
-                broker.publish_batch("default", batch)
+                broker.queue("default").publish_batch(batch)
             })
         };
         publisher.join().unwrap().unwrap();

@@ -23,7 +23,7 @@ use std::time::Duration;
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{assert_conserved, check, msg, new_broker, Outcomes, TTL};
-use ubroker_engine::{Clock as _, NewMessage, Timestamp};
+use ubroker_engine::{Clock as _, NewMessage, Settled, Timestamp};
 
 #[test]
 fn m17_sharded_timer_settle_vs_sweep() {
@@ -37,10 +37,10 @@ fn m17_sharded_timer_settle_vs_sweep() {
                 delay: Duration::ZERO,
             })
             .collect();
-        broker.publish_batch("default", batch).unwrap();
-        let mut leased = Vec::new();
-        broker
-            .try_fetch_batch_from("default", 3, usize::MAX, &mut leased)
+        broker.queue("default").publish_batch(batch).unwrap();
+        let leased = broker
+            .default_queue()
+            .try_fetch_batch(3, usize::MAX)
             .unwrap();
         assert_eq!(leased.len(), 3);
         assert_eq!(broker.timer_counts(), (3, 0));
@@ -52,11 +52,16 @@ fn m17_sharded_timer_settle_vs_sweep() {
             thread::spawn(move || {
                 let late = broker.clock().now() >= Timestamp::ZERO.saturating_add(TTL);
                 let acked = broker
-                    .acknowledge_batch_in("default", &[ids[0], ids[2]])
+                    .queue("default")
+                    .acknowledge_batch(&[ids[0], ids[2]])
                     .unwrap();
-                let touched = broker.touch_in("default", ids[1], Some(TTL * 3));
+                let touched = broker.queue("default").touch(ids[1], Some(TTL * 3));
                 if late {
-                    assert_eq!(acked, [false, false], "settled after the deadline");
+                    assert_eq!(
+                        acked,
+                        [Settled::Invalid, Settled::Invalid],
+                        "settled after the deadline"
+                    );
                     assert!(touched.is_err(), "touched after the deadline");
                 }
                 (acked, touched.is_ok())
@@ -72,7 +77,7 @@ fn m17_sharded_timer_settle_vs_sweep() {
         let (acked, touched) = consumer.join().unwrap();
         let sweep = timekeeper.join().unwrap();
 
-        let won = acked.iter().filter(|&&ok| ok).count() + usize::from(touched);
+        let won = acked.iter().filter(|ok| ok.is_ok()).count() + usize::from(touched);
         assert_eq!(
             won + sweep.expired,
             3,
@@ -82,14 +87,14 @@ fn m17_sharded_timer_settle_vs_sweep() {
         assert_eq!(stats.in_flight, usize::from(touched), "{stats:?}");
         let mut live: Vec<&'static str> = vec![];
         for (ok, body) in acked.iter().zip(["a", "c"]) {
-            if !ok {
+            if !ok.is_ok() {
                 live.push(body);
             }
         }
         live.push("b");
         OUTCOMES.record(match (acked.as_slice(), touched) {
-            ([true, true], true) => "all settled before the sweep",
-            ([false, false], false) => "the sweep took all three",
+            ([Settled::Ok, Settled::Ok], true) => "all settled before the sweep",
+            ([Settled::Invalid, Settled::Invalid], false) => "the sweep took all three",
             _ => "split between settlements and the sweep",
         });
         assert_conserved(&broker, &live);

@@ -11,8 +11,6 @@
 //! or after the push looks the same.
 #![cfg(loom)]
 
-use std::time::Duration;
-
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{
@@ -33,14 +31,15 @@ fn m18_dead_letter_move_by_requeue_wakes_a_waiting_fetch() {
                 ..Config::default()
             });
             broker
-                .put_queue("jobs.dead", QueueUpdate::default())
+                .queue("jobs.dead")
+                .put(QueueUpdate::default())
                 .unwrap();
             let (delivery, _) = lease_in(&broker, "jobs", "a");
 
             let (waiter, probe) = spawn_waiting_fetch_from(&broker, "jobs.dead");
             let consumer = {
                 let broker = Arc::clone(&broker);
-                thread::spawn(move || broker.requeue_in("jobs", delivery.id, Duration::ZERO))
+                thread::spawn(move || broker.queue("jobs").requeue(delivery.id))
             };
             assert_eq!(consumer.join().unwrap(), Ok(()));
             let dead = waiter

@@ -28,7 +28,8 @@ fn m19_dead_letter_move_by_expiry_wakes_a_waiting_fetch() {
                 ..Config::default()
             });
             broker
-                .put_queue("jobs.dead", QueueUpdate::default())
+                .queue("jobs.dead")
+                .put(QueueUpdate::default())
                 .unwrap();
             let (delivery, _) = lease_in(&broker, "jobs", "a");
 
@@ -48,7 +49,7 @@ fn m19_dead_letter_move_by_expiry_wakes_a_waiting_fetch() {
                 .expect("the waiting fetch gets the dead-lettered message");
             assert_eq!(dead.body, msg("a"));
             assert_eq!((dead.message_id, dead.attempt), (delivery.message_id, 1));
-            let jobs = broker.queue_stats("jobs").unwrap();
+            let jobs = broker.queue("jobs").stats().unwrap();
             assert_eq!(
                 (jobs.dead_lettered, jobs.expired, jobs.ready),
                 (1, 0, 0),

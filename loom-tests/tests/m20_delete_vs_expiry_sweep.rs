@@ -18,6 +18,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{assert_conserved, check, lease_in, new_broker, Outcomes, TTL};
+use ubroker_engine::Deleted;
 
 #[test]
 fn m20_delete_vs_expiry_sweep() {
@@ -28,7 +29,7 @@ fn m20_delete_vs_expiry_sweep() {
 
         let deleter = {
             let broker = Arc::clone(&broker);
-            thread::spawn(move || broker.delete_queue("jobs"))
+            thread::spawn(move || broker.queue("jobs").delete())
         };
         let timekeeper = {
             let broker = Arc::clone(&broker);
@@ -42,7 +43,7 @@ fn m20_delete_vs_expiry_sweep() {
 
         assert_eq!(
             deleted,
-            Ok(1),
+            Ok(Deleted { messages: 1 }),
             "the delete did not count the message it dropped ({sweep:?})"
         );
         assert_eq!(
@@ -50,7 +51,7 @@ fn m20_delete_vs_expiry_sweep() {
             0,
             "the dropped message is still charged: it landed in the dropped queue"
         );
-        assert!(broker.queue_stats("jobs").is_err(), "jobs came back");
+        assert!(broker.queue("jobs").stats().is_err(), "jobs came back");
         OUTCOMES.record(if sweep.expired == 1 {
             "expired, then dropped"
         } else {

@@ -3,7 +3,7 @@
 //! The comparison runs in time independent of where the presented token
 //! first differs (`subtle`), so response timing does not leak the token a
 //! byte at a time. Only the token's length can be learned, which is why the
-//! README asks for a long random token.
+//! docs/operations.md asks for a long random token.
 
 use subtle::ConstantTimeEq;
 

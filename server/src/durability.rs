@@ -38,10 +38,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use ubroker_engine::{Broker, Clock, Journal, NewMessage, Prepared, QueueInfo, QueueName};
+use ubroker_engine::{
+    Broker, Clock, Journal, NewMessage, Prepared, QueueInfo, QueueName, QueueUpdate,
+    RestoredMessage,
+};
 use ubroker_wal::{
-    DirLock, Encoded, Failed, FsStorage, FsyncMode, Log, LogStats, Options, Record, RecoveryReport,
-    Settings, Storage, Waiter,
+    DirLock, Encoded, Failed, FsStorage, FsyncMode, Log, LogStats, Options, Record, Recovered,
+    RecoveryReport, Settings, Storage, Waiter,
 };
 
 use crate::error::ApiError;
@@ -186,47 +189,8 @@ impl Durability {
         let log = Arc::new(log);
         let broker = Broker::with_clock(engine, clock)
             .with_journal(Arc::new(LogJournal { log: log.clone() }));
-        for (name, settings) in &recovered.queues {
-            broker
-                .restore_queue(
-                    name,
-                    settings.ttl_ms.map(Duration::from_millis),
-                    settings.max_deliveries,
-                )
-                .map_err(|error| format!("cannot restore queue {name}: {error}"))?;
-        }
-        let now = now_ms();
-        let messages = recovered.messages.len();
-        // Ready messages in runs of one queue (one hand-over per run),
-        // delayed ones one by one.
-        let mut run: Vec<(u64, bytes::Bytes, u32, bool)> = Vec::new();
-        let mut run_queue: Option<Arc<str>> = None;
-        let flush = |queue: &Option<Arc<str>>, run: &mut Vec<_>| -> Result<(), String> {
-            if let Some(queue) = queue {
-                if !run.is_empty() {
-                    broker
-                        .restore_ready(queue, std::mem::take(run))
-                        .map_err(|error| format!("cannot restore messages of {queue}: {error}"))?;
-                }
-            }
-            Ok(())
-        };
-        for m in recovered.messages {
-            if m.due_ms == 0 {
-                if run_queue.as_deref() != Some(&*m.queue) {
-                    flush(&run_queue, &mut run)?;
-                    run_queue = Some(m.queue.clone());
-                }
-                run.push((m.id, m.body, m.attempts, m.dead_lettered));
-                continue;
-            }
-            let delay = Duration::from_millis(m.due_ms.saturating_sub(now));
-            broker
-                .restore_message(&m.queue, m.id, m.body, m.attempts, m.dead_lettered, delay)
-                .map_err(|error| format!("cannot restore message {}: {error}", m.id))?;
-        }
-        flush(&run_queue, &mut run)?;
-        broker.restore_ids(recovered.next_delivery, recovered.next_message);
+        let queues = recovered.queues.len();
+        let messages = restore(&broker, recovered)?;
         let broker = Arc::new(broker);
         let ids_of = broker.clone();
         let next_ids: NextIds = Box::new(move || ids_of.next_ids());
@@ -240,7 +204,7 @@ impl Durability {
             segments,
             records,
             messages,
-            queues = recovered.queues.len(),
+            queues,
             torn_bytes,
             dropped_bytes,
             read_ms,
@@ -337,8 +301,8 @@ impl Durability {
                 &Record::QueuePut {
                     queue: info.name.as_str().to_owned(),
                     settings: Settings {
-                        ttl_ms: Some(info.ttl_ms),
-                        max_deliveries: Some(info.max_deliveries),
+                        ttl_ms: Some(crate::response::ttl_ms(info.settings.ttl)),
+                        max_deliveries: Some(info.settings.max_deliveries),
                     },
                 },
                 None,
@@ -432,4 +396,60 @@ pub async fn keep_ids<C: Clock>(
             _ = shutting_down.wait_for(|down| *down) => return,
         }
     }
+}
+
+/// Rebuilds `recovered` into `broker`, as the log's recovery and a
+/// replicated node's new term both do: queues, ready messages in runs of
+/// one queue (one hand-over per run), delayed ones one by one, then the id
+/// marks. Returns how many messages it restored.
+pub(crate) fn restore<C: Clock>(broker: &Broker<C>, recovered: Recovered) -> Result<usize, String> {
+    for (name, settings) in &recovered.queues {
+        broker
+            .restore_queue(
+                name,
+                QueueUpdate {
+                    ttl: settings.ttl_ms.map(Duration::from_millis),
+                    max_deliveries: settings.max_deliveries,
+                },
+            )
+            .map_err(|error| format!("cannot restore queue {name}: {error}"))?;
+    }
+    let now = now_ms();
+    let messages = recovered.messages.len();
+    // Ready messages in runs of one queue (one hand-over per run),
+    // delayed ones one by one.
+    let mut run: Vec<RestoredMessage> = Vec::new();
+    let mut run_queue: Option<Arc<str>> = None;
+    let flush = |queue: &Option<Arc<str>>, run: &mut Vec<_>| -> Result<(), String> {
+        if let Some(queue) = queue {
+            if !run.is_empty() {
+                broker
+                    .restore_ready(queue, std::mem::take(run))
+                    .map_err(|error| format!("cannot restore messages of {queue}: {error}"))?;
+            }
+        }
+        Ok(())
+    };
+    for m in recovered.messages {
+        if m.due_ms == 0 {
+            if run_queue.as_deref() != Some(&*m.queue) {
+                flush(&run_queue, &mut run)?;
+                run_queue = Some(m.queue.clone());
+            }
+            run.push(RestoredMessage {
+                id: m.id,
+                body: m.body,
+                attempts: m.attempts,
+                dead_lettered: m.dead_lettered,
+            });
+            continue;
+        }
+        let delay = Duration::from_millis(m.due_ms.saturating_sub(now));
+        broker
+            .restore_message(&m.queue, m.id, m.body, m.attempts, m.dead_lettered, delay)
+            .map_err(|error| format!("cannot restore message {}: {error}", m.id))?;
+    }
+    flush(&run_queue, &mut run)?;
+    broker.restore_ids(recovered.next_delivery, recovered.next_message);
+    Ok(messages)
 }

@@ -26,8 +26,8 @@
 //!   and JavaScript compiled into the binary (`src/console/`), which reads
 //!   and acts through the same routes as any client.
 //! * `auth`: the bearer scheme and the constant-time token check.
-//! * `descriptors`: the open-file limit, raised at start, and the
-//!   connection cap kept under it.
+//! * `descriptors`: [`raise_limit`], the open-file limit raised at start,
+//!   and [`connection_cap`], the connection cap kept under it.
 //! * `timekeeper`: the task that drives lease expiry and delayed messages,
 //!   sleeping exactly until the next due time; the task that gives memory
 //!   back when the broker drains or connections close in bulk (the
@@ -42,7 +42,9 @@
 //!   (`ubroker-replica`), the loop that serves the leader's broker or a
 //!   follower's `not_leader` answers, the journal that feeds the Raft log,
 //!   and the fence the routes wait on before answering.
-//! * `shutdown`: SIGINT / SIGTERM for the binary.
+//! * `shutdown`: [`Signals`], SIGINT / SIGTERM for the binary.
+//! * `ubroker-proto` (a dependency): the error codes `error` answers with,
+//!   and the error body and queue object `response` writes.
 //! * `metrics`: the Prometheus exposition of `GET /metrics`: the engine's
 //!   figures read at scrape time, and the per-request counters.
 //!
@@ -55,8 +57,12 @@
 //! The public API is what an embedding process needs: [`Config`] (the
 //! flags, or [`Config::for_port`] for the defaults), [`serve`] or
 //! [`Server`] (with a shutdown future, so tests and hosts decide when it
-//! stops), [`TokioClock`] (the engine clock the timekeeper sleeps on) and
-//! [`ApiError`] (every failure and its HTTP status and code).
+//! stops), [`TokioClock`] (the engine clock the timekeeper sleeps on),
+//! [`ApiError`] (every failure and its HTTP status and code, the codes
+//! being `ubroker-proto`'s), and what the binary does at start that a host
+//! may want too: [`raise_limit`], [`connection_cap`], [`Signals`]. The
+//! fuzz targets reach request decoding and the handler through the
+//! `fuzzing` module, behind the `fuzzing` feature.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -90,21 +96,22 @@ mod shutdown;
 mod timekeeper;
 
 pub use config::Config;
+pub use descriptors::{connection_cap, raise_limit};
 pub use durability::Durability;
 pub use error::ApiError;
+pub use replication::run as serve_replicated;
 pub use server::{serve, Server};
+pub use shutdown::Signals;
 pub use timekeeper::TokioClock;
 
-/// What the `ubroker` binary and the fuzz targets reach inside for. Not
-/// part of the embedding API: it may change in any release.
-#[doc(hidden)]
-pub mod internal {
+/// For the fuzz targets (`server/fuzz`), behind the `fuzzing` feature:
+/// request decoding (pure functions) and the request handler with its
+/// state, driven without a socket. Not part of the embedding API.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
     /// Request decoding (pure functions, fuzzed).
     pub mod decode {
         pub use crate::decode::*;
     }
-    pub use crate::descriptors::{connection_cap, raise_limit};
-    pub use crate::replication::run as run_replicated;
     pub use crate::routes::{handle, State};
-    pub use crate::shutdown::Signals;
 }

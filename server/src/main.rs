@@ -10,7 +10,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use ubroker_engine::Broker;
-use ubroker_server::internal::{connection_cap, raise_limit, Signals};
+use ubroker_server::{connection_cap, raise_limit, Signals};
 use ubroker_server::{Config, Durability, Server, TokioClock};
 
 fn main() -> ExitCode {
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             }
         };
         if config.replicas.is_some() {
-            return match ubroker_server::internal::run_replicated(
+            return match ubroker_server::serve_replicated(
                 config,
                 signals.recv(),
                 release_free_memory,

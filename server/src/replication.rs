@@ -57,7 +57,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ubroker_engine::{Broker, Clock, Journal, NewMessage, QueueInfo, QueueName};
 use ubroker_replica::{NotLeader, Op, Options, Proposer, Replica};
-use ubroker_wal::Recovered;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -271,8 +270,8 @@ impl Replication {
     pub(crate) fn queue_put(&self, info: &QueueInfo) -> Result<(), ApiError> {
         self.serving()?.push(Op::QueuePut {
             queue: info.name.as_str().to_owned(),
-            ttl_ms: Some(info.ttl_ms),
-            max_deliveries: Some(info.max_deliveries),
+            ttl_ms: Some(crate::response::ttl_ms(info.settings.ttl)),
+            max_deliveries: Some(info.settings.max_deliveries),
         });
         Ok(())
     }
@@ -310,51 +309,6 @@ impl Replication {
         };
         response::replica_health(status, leading, leader)
     }
-}
-
-/// Restores `recovered` into a new broker (as the write-ahead log's
-/// recovery does): queues, ready messages in runs of one queue, delayed
-/// ones, then the id marks.
-fn restore<C: Clock>(broker: &Broker<C>, recovered: Recovered) -> Result<(), String> {
-    for (name, settings) in &recovered.queues {
-        broker
-            .restore_queue(
-                name,
-                settings.ttl_ms.map(Duration::from_millis),
-                settings.max_deliveries,
-            )
-            .map_err(|error| format!("cannot restore queue {name}: {error}"))?;
-    }
-    let now = now_ms();
-    let mut run: Vec<(u64, bytes::Bytes, u32, bool)> = Vec::new();
-    let mut run_queue: Option<Arc<str>> = None;
-    let flush = |queue: &Option<Arc<str>>, run: &mut Vec<_>| -> Result<(), String> {
-        if let Some(queue) = queue {
-            if !run.is_empty() {
-                broker
-                    .restore_ready(queue, std::mem::take(run))
-                    .map_err(|error| format!("cannot restore messages of {queue}: {error}"))?;
-            }
-        }
-        Ok(())
-    };
-    for m in recovered.messages {
-        if m.due_ms == 0 {
-            if run_queue.as_deref() != Some(&*m.queue) {
-                flush(&run_queue, &mut run)?;
-                run_queue = Some(m.queue.clone());
-            }
-            run.push((m.id, m.body, m.attempts, m.dead_lettered));
-            continue;
-        }
-        let delay = Duration::from_millis(m.due_ms.saturating_sub(now));
-        broker
-            .restore_message(&m.queue, m.id, m.body, m.attempts, m.dead_lettered, delay)
-            .map_err(|error| format!("cannot restore message {}: {error}", m.id))?;
-    }
-    flush(&run_queue, &mut run)?;
-    broker.restore_ids(recovered.next_delivery, recovered.next_message);
-    Ok(())
 }
 
 /// The replica's options from the flags (already validated).
@@ -494,7 +448,7 @@ async fn serve_roles(
                     proposer: proposer.clone(),
                 }),
             );
-            restore(&broker, recovered)?;
+            crate::durability::restore(&broker, recovered)?;
             let broker = Arc::new(broker);
             let marks = broker.clone();
             let raft = replica.raft().clone();

@@ -15,7 +15,8 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use ubroker_engine::{Delivery, QueueInfo, QueueStats};
+use ubroker_engine::{Delivery, QueueInfo, QueueStats, Settled};
+use ubroker_proto::{ErrorBody, QueueInfo as WireQueueInfo};
 
 use crate::error::ApiError;
 
@@ -96,14 +97,17 @@ pub fn deliveries(deliveries: &[Delivery]) -> Response<Body> {
 const ENTRY_OVERHEAD: usize = 100;
 
 /// `200 {"results": ["ok" | "invalid", ...]}`: a batch settle.
-pub fn results(results: &[bool]) -> Response<Body> {
+pub fn results(results: &[Settled]) -> Response<Body> {
     let mut out = Vec::with_capacity(results.len() * 10 + 16);
     out.extend_from_slice(b"{\"results\":[");
-    for (index, ok) in results.iter().enumerate() {
+    for (index, settled) in results.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(if *ok { b"\"ok\"" } else { b"\"invalid\"" });
+        out.extend_from_slice(match settled {
+            Settled::Ok => b"\"ok\"",
+            Settled::Invalid => b"\"invalid\"",
+        });
     }
     out.extend_from_slice(b"]}");
     json(StatusCode::OK, Bytes::from(out))
@@ -192,45 +196,41 @@ fn ok_json<T: Serialize>(payload: &T) -> Response<Body> {
     }
 }
 
-#[derive(Serialize)]
-struct QueueBody<'a> {
-    name: &'a str,
-    ttl_ms: u64,
-    max_deliveries: u32,
-    ready: usize,
-    in_flight: usize,
-    delayed: usize,
-    bytes: u64,
-}
-
-impl<'a> From<&'a QueueInfo> for QueueBody<'a> {
-    fn from(info: &'a QueueInfo) -> Self {
-        QueueBody {
-            name: info.name.as_str(),
-            ttl_ms: info.ttl_ms,
-            max_deliveries: info.max_deliveries,
-            ready: info.ready,
-            in_flight: info.in_flight,
-            delayed: info.delayed,
-            bytes: info.bytes,
-        }
+/// The server's words for an engine [`QueueInfo`]: the wire object
+/// (`ubroker-proto`).
+fn queue_body(info: &QueueInfo) -> WireQueueInfo {
+    WireQueueInfo {
+        name: info.name.as_str().to_owned(),
+        ttl_ms: ttl_ms(info.settings.ttl),
+        max_deliveries: info.settings.max_deliveries,
+        ready: info.ready as u64,
+        in_flight: info.in_flight as u64,
+        delayed: info.delayed as u64,
+        bytes: info.bytes,
     }
 }
 
+/// A TTL in the API's whole milliseconds (saturating: the engine keeps
+/// nanoseconds, the API and the log milliseconds).
+pub fn ttl_ms(ttl: std::time::Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `200 {"name", "ttl_ms", "max_deliveries", "ready", "in_flight",
-/// "delayed", "bytes"}`: `GET` and `PUT /queues/{queue}`.
+/// "delayed", "bytes"}`: the object `GET` and `PUT /queues/{queue}` answer,
+/// the server's words for an engine [`QueueInfo`].
 pub fn queue(info: &QueueInfo) -> Response<Body> {
-    ok_json(&QueueBody::from(info))
+    ok_json(&queue_body(info))
 }
 
 /// `200 {"queues": [...]}`, in the order given (sorted by name).
 pub fn queues(infos: &[QueueInfo]) -> Response<Body> {
     #[derive(Serialize)]
-    struct Queues<'a> {
-        queues: Vec<QueueBody<'a>>,
+    struct Queues {
+        queues: Vec<WireQueueInfo>,
     }
     ok_json(&Queues {
-        queues: infos.iter().map(QueueBody::from).collect(),
+        queues: infos.iter().map(queue_body).collect(),
     })
 }
 
@@ -365,12 +365,6 @@ pub fn replica_health(status: StatusCode, leading: bool, leader: Option<u64>) ->
     json(status, Bytes::from(body))
 }
 
-#[derive(Serialize)]
-struct ErrorBody {
-    error: String,
-    code: &'static str,
-}
-
 /// `{"error": "...", "code": "..."}` with the status that
 /// [`ApiError::status`] gives, plus `Allow` on 405, `Retry-After` on a
 /// retryable 429, `WWW-Authenticate` on 401, `Accept-Encoding` on 415, and
@@ -381,8 +375,8 @@ pub fn error(error: &ApiError) -> Response<Body> {
         return not_leader(*leader);
     }
     let payload = ErrorBody {
-        error: error.to_string(),
-        code: error.code(),
+        error: error.to_string().into(),
+        code: error.code().as_str().into(),
     };
     let body = serde_json::to_vec(&payload)
         .map(Bytes::from)
@@ -600,7 +594,7 @@ mod tests {
 
     #[tokio::test]
     async fn results_and_published_match_serde_json() {
-        let results = [true, false, false, true];
+        let results = [Settled::Ok, Settled::Invalid, Settled::Invalid, Settled::Ok];
         let expected = serde_json::json!({"results": ["ok", "invalid", "invalid", "ok"]});
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&body_of(super::results(&results)).await)

@@ -276,8 +276,8 @@ mod tests {
         let b = broker();
         let (_tx, rx) = watch::channel(false);
         tokio::spawn(run(b.clone(), rx));
-        b.publish(Bytes::from_static(b"a")).unwrap();
-        let first = b.try_fetch().unwrap().unwrap();
+        b.default_queue().publish(Bytes::from_static(b"a")).unwrap();
+        let first = b.default_queue().try_fetch().unwrap().unwrap();
         settle().await;
         tokio::time::advance(TTL - Duration::from_millis(2)).await;
         settle().await;
@@ -286,7 +286,7 @@ mod tests {
         settle().await;
         let stats = b.stats();
         assert_eq!((stats.in_flight, stats.ready, stats.expired), (0, 1, 1));
-        let again = b.try_fetch().unwrap().unwrap();
+        let again = b.default_queue().try_fetch().unwrap().unwrap();
         assert_ne!(again.id, first.id);
         assert_eq!(again.attempt, 2);
     }
@@ -297,18 +297,24 @@ mod tests {
         let (_tx, rx) = watch::channel(false);
         tokio::spawn(run(b.clone(), rx));
         // The timekeeper is asleep until a delayed message an hour away...
-        b.publish_to("q", Bytes::from_static(b"late"), Duration::from_secs(3600))
+        b.queue("q")
+            .publish_after(Bytes::from_static(b"late"), Duration::from_secs(3600))
             .unwrap();
         settle().await;
         // ...when one due in 5 ms appears: it must wake for it.
-        b.publish_to("q", Bytes::from_static(b"soon"), Duration::from_millis(5))
+        b.queue("q")
+            .publish_after(Bytes::from_static(b"soon"), Duration::from_millis(5))
             .unwrap();
         settle().await;
         tokio::time::advance(Duration::from_millis(6)).await;
         settle().await;
-        let d = b.try_fetch_from("q").unwrap().expect("came due after 5 ms");
+        let d = b
+            .queue("q")
+            .try_fetch()
+            .unwrap()
+            .expect("came due after 5 ms");
         assert_eq!(d.body, Bytes::from_static(b"soon"));
-        assert_eq!(b.queue_info("q").unwrap().delayed, 1);
+        assert_eq!(b.queue("q").info().unwrap().delayed, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -326,8 +332,8 @@ mod tests {
         assert!(!task.is_finished());
         assert_eq!(before.elapsed(), Duration::from_secs(365 * 24 * 3600));
         // And it still answers: a lease scheduled now expires on time.
-        b.publish(Bytes::from_static(b"a")).unwrap();
-        b.try_fetch().unwrap().unwrap();
+        b.default_queue().publish(Bytes::from_static(b"a")).unwrap();
+        b.default_queue().try_fetch().unwrap().unwrap();
         settle().await;
         tokio::time::advance(TTL).await;
         settle().await;
@@ -366,7 +372,7 @@ mod tests {
         settle().await;
         let body = Bytes::from(vec![b'x'; 1024]);
         for _ in 0..6000 {
-            b.publish(body.clone()).unwrap();
+            b.default_queue().publish(body.clone()).unwrap();
         }
         // Seen at its high by a check.
         tokio::time::advance(SHRINK_CHECK).await;
@@ -374,11 +380,11 @@ mod tests {
         let before = TRIMS.load(Ordering::Relaxed);
         // Consumed, all but three left in flight: never empty.
         for _ in 0..6000 - 3 {
-            let d = b.try_fetch().unwrap().unwrap();
-            b.acknowledge(d.id).unwrap();
+            let d = b.default_queue().try_fetch().unwrap().unwrap();
+            b.default_queue().acknowledge(d.id).unwrap();
         }
         for _ in 0..3 {
-            b.try_fetch().unwrap().unwrap();
+            b.default_queue().try_fetch().unwrap().unwrap();
         }
         for _ in 0..3 {
             tokio::time::advance(SHRINK_CHECK).await;

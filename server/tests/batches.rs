@@ -422,7 +422,8 @@ async fn fetch_max_stops_once_the_bodies_reach_max_body_bytes() {
     // limit through the engine), and alone once it crosses the line.
     for _ in 0..2 {
         s.broker
-            .publish_to("default", Bytes::from(vec![b'y'; 300]), Default::default())
+            .default_queue()
+            .publish(Bytes::from(vec![b'y'; 300]))
             .unwrap();
     }
     let got = deliveries(&get(&mut c, "/fetch?max=10&wait=0").await);

@@ -56,7 +56,7 @@ async fn a_waiting_fetch_with_bytes_behind_it_leases_nothing_once_closed() {
     let mut c = server.client().await;
     // The last one is more than the server reads ahead of hyper (64 KiB),
     // but not more than the kernel takes in besides: a FIN behind more
-    // than that cannot arrive until the server reads (README, Faults).
+    // than that cannot arrive until the server reads (docs/operations.md, Faults).
     let big = format!(
         "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n{{\"body\":\"{}",
         "x".repeat(100_000)

@@ -408,7 +408,7 @@ async fn a_fetch_on_a_missing_queue_waits_through_its_creation_by_put() {
     // Created empty: the fetch now waits on the queue itself.
     server
         .until("the fetch waits on p", |b| {
-            b.queue_stats("p").unwrap().waiting_fetches == 1
+            b.queue("p").stats().unwrap().waiting_fetches == 1
         })
         .await;
     assert!(!waiter.is_finished());
@@ -707,7 +707,7 @@ async fn a_fetch_waiting_on_a_deleted_queue_is_served_by_the_publish_that_recrea
     });
     server
         .until("the fetch waits on q", |b| {
-            b.queue_stats("q").unwrap().waiting_fetches == 1
+            b.queue("q").stats().unwrap().waiting_fetches == 1
         })
         .await;
     let r = delete(&mut c, "/queues/q").await;

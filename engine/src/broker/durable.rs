@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{delivery, Broker, Delivery, NewMessage};
+use super::publish::{batch_charge, split_entries};
+use super::{delivery, Broker, Delivery, NewMessage, QueueUpdate};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::journal::Journal;
@@ -57,6 +58,19 @@ impl Prepared {
     }
 }
 
+/// One message of a [`Broker::restore_ready`] run, as the log had it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredMessage {
+    /// Its message id (kept: replay and clients know it by this).
+    pub id: u64,
+    pub body: Bytes,
+    /// The deliveries it has had from this queue.
+    pub attempts: u32,
+    /// Whether it reached this (dead-letter) queue by exhausting its
+    /// deliveries.
+    pub dead_lettered: bool,
+}
+
 impl<C: Clock> Broker<C> {
     /// Reports every change to `journal` from now on (see `journal.rs`).
     /// Set it before the broker is shared.
@@ -75,18 +89,12 @@ impl<C: Clock> Broker<C> {
     ) -> Result<Prepared, Error> {
         self.check_open()?;
         validate(queue)?;
-        let total = entries
-            .iter()
-            .fold(0u64, |sum, m| sum.saturating_add(charge(m.body.len())));
-        let before = self.held_bytes.fetch_add(total, Ordering::Relaxed);
-        if before.saturating_add(total) > self.config.max_queue_bytes {
-            self.held_bytes.fetch_sub(total, Ordering::Relaxed);
-            return Err(Error::QueueFull);
-        }
+        let total = batch_charge(&entries);
+        self.reserve(queue, total)?;
         let n = entries.len() as u64;
         let first = self.next_message_id.fetch_add(n, Ordering::Relaxed);
         if first.saturating_add(n) >= MAX_ID - super::ID_HEADROOM {
-            self.held_bytes.fetch_sub(total, Ordering::Relaxed);
+            self.unreserve(total);
             return Err(Error::IdsExhausted);
         }
         Ok(Prepared {
@@ -119,16 +127,7 @@ impl<C: Clock> Broker<C> {
                 None => Ok(()),
             }
         } else {
-            let mut ready = Vec::new();
-            let mut delayed = Vec::new();
-            for (id, entry) in (first..).zip(entries) {
-                let message = Message::new(id, entry.body);
-                if entry.delay.is_zero() {
-                    ready.push(message);
-                } else {
-                    delayed.push((entry.delay, message));
-                }
-            }
+            let (ready, delayed) = split_entries(first, entries);
             self.hand_over(&queue, false, |found| {
                 found.accept_batch(&self.shared, ready, delayed, now)
             })
@@ -148,21 +147,17 @@ impl<C: Clock> Broker<C> {
     }
 
     /// Restore: creates `queue` (outside `max_queues`) with these
-    /// settings (`None`: the default for new queues).
-    pub fn restore_queue(
-        &self,
-        queue: &str,
-        ttl: Option<Duration>,
-        max_deliveries: Option<u32>,
-    ) -> Result<(), Error> {
+    /// settings (`None`: the default for new queues; a zero TTL, and a
+    /// dead-letter queue's `max_deliveries`, are ignored).
+    pub fn restore_queue(&self, queue: &str, settings: QueueUpdate) -> Result<(), Error> {
         let name = QueueName::new(queue)?;
         let found = self
             .registry
             .get_or_create(&name, || self.new_queue_settings(&name), true)?;
-        if let Some(ttl) = ttl.filter(|ttl| !ttl.is_zero()) {
+        if let Some(ttl) = settings.ttl.filter(|ttl| !ttl.is_zero()) {
             found.set_ttl(ttl);
         }
-        if let Some(max) = max_deliveries.filter(|_| !name.is_dead()) {
+        if let Some(max) = settings.max_deliveries.filter(|_| !name.is_dead()) {
             found.set_max_deliveries(max);
         }
         Ok(())
@@ -192,26 +187,21 @@ impl<C: Clock> Broker<C> {
         self.accept_into(queue, message, delay, self.clock.now(), true)
     }
 
-    /// Restore: `messages` (id, body, attempts, dead-lettered) join the
-    /// tail of `queue` in order, as one run: what [`Broker::restore_message`]
+    /// Restore: `messages` join the tail of `queue` in order, as one run: what [`Broker::restore_message`]
     /// does for each, at a fraction of the cost (recovery of a million
     /// messages is one call per run of one queue).
-    pub fn restore_ready(
-        &self,
-        queue: &str,
-        messages: Vec<(u64, Bytes, u32, bool)>,
-    ) -> Result<(), Error> {
+    pub fn restore_ready(&self, queue: &str, messages: Vec<RestoredMessage>) -> Result<(), Error> {
         validate(queue)?;
         let mut total = 0u64;
         let mut max_id = 0;
         let ready: Vec<Message> = messages
             .into_iter()
-            .map(|(id, body, attempts, dead_lettered)| {
-                total = total.saturating_add(charge(body.len()));
-                max_id = max_id.max(id);
-                let mut message = Message::new(id, body);
-                message.attempts = attempts;
-                message.dead_lettered = dead_lettered;
+            .map(|restored| {
+                total = total.saturating_add(charge(restored.body.len()));
+                max_id = max_id.max(restored.id);
+                let mut message = Message::new(restored.id, restored.body);
+                message.attempts = restored.attempts;
+                message.dead_lettered = restored.dead_lettered;
                 message
             })
             .collect();

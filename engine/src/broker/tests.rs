@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::future::{pending, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool as StdAtomicBool, Ordering as StdOrdering};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::*;
 use crate::clock::ManualClock;
 use crate::message::MESSAGE_OVERHEAD;
+use crate::stats::Stats;
 
 const TTL: Duration = Duration::from_secs(10);
 
@@ -32,7 +33,10 @@ fn msg(s: &'static str) -> Bytes {
 }
 
 fn fetch_now<C: Clock>(b: &Broker<C>) -> Delivery {
-    b.try_fetch().expect("open").expect("a message is ready")
+    b.default_queue()
+        .try_fetch()
+        .expect("open")
+        .expect("a message is ready")
 }
 
 /// Wakes by unparking a thread, and remembers that it was woken.
@@ -89,21 +93,21 @@ impl Future for Flag {
 fn delivers_in_publish_order() {
     let b = broker();
     for s in ["a", "b", "c"] {
-        b.publish(msg(s)).unwrap();
+        b.default_queue().publish(msg(s)).unwrap();
     }
     let bodies: Vec<_> = (0..3).map(|_| fetch_now(&b).body).collect();
     assert_eq!(bodies, vec![msg("a"), msg("b"), msg("c")]);
-    assert_eq!(b.try_fetch(), Ok(None));
+    assert_eq!(b.default_queue().try_fetch(), Ok(None));
 }
 
 #[test]
 fn requeue_goes_to_the_tail() {
     let b = broker();
     for s in ["a", "b", "c"] {
-        b.publish(msg(s)).unwrap();
+        b.default_queue().publish(msg(s)).unwrap();
     }
     let a = fetch_now(&b);
-    b.requeue(a.id).unwrap();
+    b.default_queue().requeue(a.id).unwrap();
     let order: Vec<_> = (0..3).map(|_| fetch_now(&b).body).collect();
     assert_eq!(order, vec![msg("b"), msg("c"), msg("a")]);
 }
@@ -111,12 +115,12 @@ fn requeue_goes_to_the_tail() {
 #[test]
 fn expired_messages_go_to_the_tail() {
     let b = broker();
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     let a = fetch_now(&b);
-    b.publish(msg("b")).unwrap();
+    b.default_queue().publish(msg("b")).unwrap();
     b.clock().advance(TTL);
     assert_eq!(b.expire_due().expired, 1);
-    b.publish(msg("c")).unwrap();
+    b.default_queue().publish(msg("c")).unwrap();
     let order: Vec<_> = (0..3).map(|_| fetch_now(&b)).collect();
     assert_eq!(
         order.iter().map(|d| d.body.clone()).collect::<Vec<_>>(),
@@ -130,19 +134,19 @@ fn expired_messages_go_to_the_tail() {
 #[test]
 fn every_delivery_gets_a_fresh_id() {
     let b = broker();
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     let mut seen = HashSet::new();
     for round in 0..10 {
         let d = fetch_now(&b);
         assert!(seen.insert(d.id), "id {} reused", d.id);
         if round % 2 == 0 {
-            b.requeue(d.id).unwrap();
+            b.default_queue().requeue(d.id).unwrap();
         } else {
             b.clock().advance(TTL);
             assert_eq!(b.expire_due().expired, 1);
         }
-        assert_eq!(b.acknowledge(d.id), Err(Error::InvalidId));
-        assert_eq!(b.requeue(d.id), Err(Error::InvalidId));
+        assert_eq!(b.default_queue().acknowledge(d.id), Err(Error::InvalidId));
+        assert_eq!(b.default_queue().requeue(d.id), Err(Error::InvalidId));
     }
     assert_ne!(seen.iter().min(), Some(&0), "ids start at 1");
 }
@@ -152,28 +156,28 @@ fn every_delivery_gets_a_fresh_id() {
 #[test]
 fn acknowledge_settles_once() {
     let b = broker();
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     let d = fetch_now(&b);
-    assert_eq!(b.acknowledge(d.id), Ok(()));
-    assert_eq!(b.acknowledge(d.id), Err(Error::InvalidId));
-    assert_eq!(b.requeue(d.id), Err(Error::InvalidId));
+    assert_eq!(b.default_queue().acknowledge(d.id), Ok(()));
+    assert_eq!(b.default_queue().acknowledge(d.id), Err(Error::InvalidId));
+    assert_eq!(b.default_queue().requeue(d.id), Err(Error::InvalidId));
     b.clock().advance(TTL * 2);
     assert_eq!(
         b.expire_due().expired,
         0,
         "an acknowledged lease never expires"
     );
-    assert_eq!(b.try_fetch(), Ok(None));
+    assert_eq!(b.default_queue().try_fetch(), Ok(None));
 }
 
 #[test]
 fn requeue_settles_once() {
     let b = broker();
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     let d = fetch_now(&b);
-    assert_eq!(b.requeue(d.id), Ok(()));
-    assert_eq!(b.requeue(d.id), Err(Error::InvalidId));
-    assert_eq!(b.acknowledge(d.id), Err(Error::InvalidId));
+    assert_eq!(b.default_queue().requeue(d.id), Ok(()));
+    assert_eq!(b.default_queue().requeue(d.id), Err(Error::InvalidId));
+    assert_eq!(b.default_queue().acknowledge(d.id), Err(Error::InvalidId));
     b.clock().advance(TTL * 2);
     assert_eq!(b.expire_due().expired, 0, "a requeued lease never expires");
     assert_eq!(b.stats().ready, 1, "the message is queued exactly once");
@@ -183,8 +187,8 @@ fn requeue_settles_once() {
 fn unknown_ids_are_invalid() {
     let b = broker();
     for id in [0, 1, 42, u64::MAX] {
-        assert_eq!(b.acknowledge(id), Err(Error::InvalidId));
-        assert_eq!(b.requeue(id), Err(Error::InvalidId));
+        assert_eq!(b.default_queue().acknowledge(id), Err(Error::InvalidId));
+        assert_eq!(b.default_queue().requeue(id), Err(Error::InvalidId));
     }
     assert_eq!(
         b.stats(),
@@ -200,20 +204,20 @@ fn unknown_ids_are_invalid() {
 #[test]
 fn lease_is_valid_until_its_deadline_and_not_at_it() {
     let b = broker();
-    b.publish(msg("a")).unwrap();
-    b.publish(msg("b")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("b")).unwrap();
     let a = fetch_now(&b);
     let bb = fetch_now(&b);
     b.clock().advance(TTL - Duration::from_nanos(1));
     assert_eq!(
-        b.requeue(a.id),
+        b.default_queue().requeue(a.id),
         Ok(()),
         "one nanosecond before the deadline"
     );
     b.clock().advance(Duration::from_nanos(1));
     // At the deadline, before any sweep: both settlements fail.
-    assert_eq!(b.acknowledge(bb.id), Err(Error::InvalidId));
-    assert_eq!(b.requeue(bb.id), Err(Error::InvalidId));
+    assert_eq!(b.default_queue().acknowledge(bb.id), Err(Error::InvalidId));
+    assert_eq!(b.default_queue().requeue(bb.id), Err(Error::InvalidId));
     assert_eq!(b.stats().in_flight, 1, "still in the table until the sweep");
     assert_eq!(b.expire_due().expired, 1);
     assert_eq!(b.stats().in_flight, 0);
@@ -230,11 +234,11 @@ fn sweep_reports_the_next_deadline_and_touches_nothing_early() {
             next_deadline: None
         }
     );
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     let start = b.clock().now();
     fetch_now(&b);
     b.clock().advance(Duration::from_secs(3));
-    b.publish(msg("b")).unwrap();
+    b.default_queue().publish(msg("b")).unwrap();
     fetch_now(&b);
     let sweep = b.expire_due();
     assert_eq!(sweep.expired, 0);
@@ -252,9 +256,9 @@ fn sweep_reports_the_next_deadline_and_touches_nothing_early() {
 fn settled_leases_leave_no_timer_entry_behind() {
     let b = broker();
     for _ in 0..100 {
-        b.publish(msg("x")).unwrap();
+        b.default_queue().publish(msg("x")).unwrap();
         let d = fetch_now(&b);
-        b.acknowledge(d.id).unwrap();
+        b.default_queue().acknowledge(d.id).unwrap();
     }
     // Only the agenda's hints for `default` are left, one per timer shard
     // (they go at the next sweep); no entry per settled lease.
@@ -272,13 +276,15 @@ fn settled_leases_leave_no_timer_entry_behind() {
 fn counters_account_for_every_message() {
     let b = broker();
     for i in 0..10 {
-        b.publish(Bytes::from(vec![b'x'; i])).unwrap();
+        b.default_queue()
+            .publish(Bytes::from(vec![b'x'; i]))
+            .unwrap();
     }
     assert_eq!(b.stats().queued_bytes, 45 + 10 * MESSAGE_OVERHEAD);
     let ds: Vec<_> = (0..10).map(|_| fetch_now(&b)).collect();
-    b.acknowledge(ds[0].id).unwrap();
-    b.acknowledge(ds[9].id).unwrap();
-    b.requeue(ds[1].id).unwrap();
+    b.default_queue().acknowledge(ds[0].id).unwrap();
+    b.default_queue().acknowledge(ds[9].id).unwrap();
+    b.default_queue().requeue(ds[1].id).unwrap();
     b.clock().advance(TTL);
     b.expire_due();
     let s = b.stats();
@@ -301,22 +307,22 @@ fn counters_account_for_every_message() {
 #[test]
 fn a_waiting_fetch_is_woken_by_publish_requeue_and_expiry() {
     let b = Arc::new(broker());
-    b.publish(msg("first")).unwrap();
+    b.default_queue().publish(msg("first")).unwrap();
     let held = fetch_now(&b);
 
     for wake_by in ["publish", "requeue", "expiry"] {
-        let mut fut = pin!(b.fetch(pending()));
+        let mut fut = pin!(b.default_queue().fetch(pending()));
         let (flag, waker) = thread_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         assert_eq!(b.stats().waiting, 1);
         let expected = match wake_by {
             "publish" => {
-                b.publish(msg("p")).unwrap();
+                b.default_queue().publish(msg("p")).unwrap();
                 msg("p")
             }
             "requeue" => {
-                b.requeue(held.id).unwrap();
+                b.default_queue().requeue(held.id).unwrap();
                 msg("first")
             }
             _ => {
@@ -331,7 +337,7 @@ fn a_waiting_fetch_is_woken_by_publish_requeue_and_expiry() {
                 assert_eq!(d.body, expected);
                 // The publish round keeps "p" leased for the expiry round.
                 if wake_by != "publish" {
-                    b.acknowledge(d.id).unwrap();
+                    b.default_queue().acknowledge(d.id).unwrap();
                 }
             }
             other => panic!("{wake_by}: {other:?}"),
@@ -343,8 +349,8 @@ fn a_waiting_fetch_is_woken_by_publish_requeue_and_expiry() {
 #[test]
 fn fetch_returns_at_once_when_a_message_is_ready() {
     let b = broker();
-    b.publish(msg("a")).unwrap();
-    let d = block_on(b.fetch(pending())).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
+    let d = block_on(b.default_queue().fetch(pending())).unwrap();
     assert_eq!(d.body, msg("a"));
     assert_eq!(b.stats().waiting, 0);
 }
@@ -353,7 +359,10 @@ fn fetch_returns_at_once_when_a_message_is_ready() {
 fn fetch_times_out_with_nothing_leased() {
     let b = broker();
     let fired = Arc::new(StdAtomicBool::new(true));
-    assert_eq!(block_on(b.fetch(Flag(fired))), Err(Error::Timeout));
+    assert_eq!(
+        block_on(b.default_queue().fetch(Flag(fired))),
+        Err(Error::Timeout)
+    );
     let s = b.stats();
     assert_eq!((s.waiting, s.in_flight, s.delivered), (0, 0, 0));
 }
@@ -362,11 +371,11 @@ fn fetch_times_out_with_nothing_leased() {
 fn a_message_ready_when_the_timeout_fires_is_still_delivered() {
     let b = broker();
     let fired = Arc::new(StdAtomicBool::new(false));
-    let mut fut = pin!(b.fetch(Flag(fired.clone())));
+    let mut fut = pin!(b.default_queue().fetch(Flag(fired.clone())));
     let (_, waker) = thread_waker();
     let mut cx = Context::from_waker(&waker);
     assert!(fut.as_mut().poll(&mut cx).is_pending());
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     fired.store(true, StdOrdering::SeqCst);
     // The queue is checked before the timeout: the waiter never times out
     // while a message sat ready.
@@ -384,13 +393,15 @@ fn parallel_waiters_each_get_their_own_message() {
             let barrier = barrier.clone();
             thread::spawn(move || {
                 barrier.wait();
-                block_on(b.fetch(pending())).unwrap()
+                block_on(b.default_queue().fetch(pending())).unwrap()
             })
         })
         .collect();
     barrier.wait();
     for i in 0..waiters {
-        b.publish(Bytes::from(i.to_string())).unwrap();
+        b.default_queue()
+            .publish(Bytes::from(i.to_string()))
+            .unwrap();
     }
     let mut bodies: Vec<_> = handles
         .into_iter()
@@ -408,7 +419,7 @@ fn parallel_waiters_each_get_their_own_message() {
 fn a_dropped_waiting_fetch_leases_nothing() {
     let b = broker();
     {
-        let mut fut = pin!(b.fetch(pending()));
+        let mut fut = pin!(b.default_queue().fetch(pending()));
         let (_, waker) = thread_waker();
         assert!(fut
             .as_mut()
@@ -417,7 +428,7 @@ fn a_dropped_waiting_fetch_leases_nothing() {
         assert_eq!(b.stats().waiting, 1);
     }
     assert_eq!(b.stats().waiting, 0);
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     let s = b.stats();
     assert_eq!((s.ready, s.in_flight), (1, 0));
 }
@@ -427,9 +438,9 @@ fn a_woken_then_dropped_fetch_passes_the_wake_up_on() {
     let b = broker();
     let (_, w1) = thread_waker();
     let (flag2, w2) = thread_waker();
-    let mut second = Box::pin(b.fetch(pending()));
+    let mut second = Box::pin(b.default_queue().fetch(pending()));
     {
-        let mut first = pin!(b.fetch(pending()));
+        let mut first = pin!(b.default_queue().fetch(pending()));
         assert!(first
             .as_mut()
             .poll(&mut Context::from_waker(&w1))
@@ -438,7 +449,7 @@ fn a_woken_then_dropped_fetch_passes_the_wake_up_on() {
             .as_mut()
             .poll(&mut Context::from_waker(&w2))
             .is_pending());
-        b.publish(msg("a")).unwrap();
+        b.default_queue().publish(msg("a")).unwrap();
         assert!(
             !flag2.woken.load(StdOrdering::SeqCst),
             "only the oldest waiter is woken"
@@ -461,15 +472,15 @@ fn a_woken_then_dropped_fetch_passes_the_wake_up_on() {
 #[test]
 fn after_close_every_call_fails_and_waiters_wake() {
     let b = broker();
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     let d = fetch_now(&b);
-    b.publish(msg("b")).unwrap();
-    let mut fut = pin!(b.fetch(pending()));
+    b.default_queue().publish(msg("b")).unwrap();
+    let mut fut = pin!(b.default_queue().fetch(pending()));
     let (_, w) = thread_waker();
     let mut cx = Context::from_waker(&w);
     // Ready message: the first poll succeeds, so use a second fetch to wait.
     assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
-    let mut waiting = pin!(b.fetch(pending()));
+    let mut waiting = pin!(b.default_queue().fetch(pending()));
     let (flag, w2) = thread_waker();
     let mut cx2 = Context::from_waker(&w2);
     assert!(waiting.as_mut().poll(&mut cx2).is_pending());
@@ -481,11 +492,14 @@ fn after_close_every_call_fails_and_waiters_wake() {
         waiting.as_mut().poll(&mut cx2),
         Poll::Ready(Err(Error::Closed))
     );
-    assert_eq!(b.publish(msg("c")), Err(Error::Closed));
-    assert_eq!(b.try_fetch(), Err(Error::Closed));
-    assert_eq!(b.acknowledge(d.id), Err(Error::Closed));
-    assert_eq!(b.requeue(d.id), Err(Error::Closed));
-    assert_eq!(block_on(b.fetch(pending())), Err(Error::Closed));
+    assert_eq!(b.default_queue().publish(msg("c")), Err(Error::Closed));
+    assert_eq!(b.default_queue().try_fetch(), Err(Error::Closed));
+    assert_eq!(b.default_queue().acknowledge(d.id), Err(Error::Closed));
+    assert_eq!(b.default_queue().requeue(d.id), Err(Error::Closed));
+    assert_eq!(
+        block_on(b.default_queue().fetch(pending())),
+        Err(Error::Closed)
+    );
     b.close();
     assert_eq!(b.stats().waiting, 0);
 }
@@ -502,18 +516,28 @@ fn queue_bytes_limit_refuses_and_recovers() {
         },
         ManualClock::new(),
     );
-    b.publish(Bytes::from_static(b"12345")).unwrap();
-    b.publish(Bytes::from_static(b"12345")).unwrap();
-    assert_eq!(b.publish(Bytes::from_static(b"1")), Err(Error::QueueFull));
+    b.default_queue()
+        .publish(Bytes::from_static(b"12345"))
+        .unwrap();
+    b.default_queue()
+        .publish(Bytes::from_static(b"12345"))
+        .unwrap();
+    assert_eq!(
+        b.default_queue().publish(Bytes::from_static(b"1")),
+        Err(Error::QueueFull)
+    );
     assert_eq!(b.stats().published, 2);
     assert_eq!(b.stats().queued_bytes, 10 + 2 * MESSAGE_OVERHEAD);
     // In-flight bytes still count; a requeue does not free them.
     let d = fetch_now(&b);
-    b.requeue(d.id).unwrap();
-    assert_eq!(b.publish(Bytes::from_static(b"1")), Err(Error::QueueFull));
+    b.default_queue().requeue(d.id).unwrap();
+    assert_eq!(
+        b.default_queue().publish(Bytes::from_static(b"1")),
+        Err(Error::QueueFull)
+    );
     let d = fetch_now(&b);
-    b.acknowledge(d.id).unwrap();
-    b.publish(Bytes::from_static(b"1")).unwrap();
+    b.default_queue().acknowledge(d.id).unwrap();
+    b.default_queue().publish(Bytes::from_static(b"1")).unwrap();
     assert_eq!(b.stats().queued_bytes, 6 + 2 * MESSAGE_OVERHEAD);
 }
 
@@ -530,7 +554,9 @@ fn concurrent_producers_and_consumers_lose_and_duplicate_nothing() {
             let b = b.clone();
             thread::spawn(move || {
                 for i in 0..PER_PRODUCER {
-                    b.publish(Bytes::from(format!("{p}:{i}"))).unwrap();
+                    b.default_queue()
+                        .publish(Bytes::from(format!("{p}:{i}")))
+                        .unwrap();
                 }
             })
         })
@@ -544,14 +570,14 @@ fn concurrent_producers_and_consumers_lose_and_duplicate_nothing() {
                 let mut got = Vec::new();
                 loop {
                     let finished = done.load(StdOrdering::SeqCst);
-                    match b.try_fetch().unwrap() {
+                    match b.default_queue().try_fetch().unwrap() {
                         Some(d) => {
                             // Every third delivery is requeued once, to mix
                             // requeue traffic into the race.
                             if d.id % 3 == c as u64 % 3 {
-                                b.requeue(d.id).unwrap();
+                                b.default_queue().requeue(d.id).unwrap();
                             } else {
-                                b.acknowledge(d.id).unwrap();
+                                b.default_queue().acknowledge(d.id).unwrap();
                                 got.push(d.body);
                             }
                         }
@@ -589,7 +615,7 @@ fn per_publisher_fifo_holds_under_concurrency() {
                 for i in 0..2_000u32 {
                     let mut body = vec![p];
                     body.extend_from_slice(&i.to_be_bytes());
-                    b.publish(Bytes::from(body)).unwrap();
+                    b.default_queue().publish(Bytes::from(body)).unwrap();
                 }
             })
         })
@@ -598,7 +624,7 @@ fn per_publisher_fifo_holds_under_concurrency() {
         p.join().unwrap();
     }
     let mut last = [None::<u32>; 3];
-    while let Some(d) = b.try_fetch().unwrap() {
+    while let Some(d) = b.default_queue().try_fetch().unwrap() {
         let p = d.body[0] as usize;
         let i = u32::from_be_bytes(d.body[1..5].try_into().unwrap());
         assert!(
@@ -621,7 +647,9 @@ fn expiry_races_acknowledge_and_exactly_one_wins() {
     }));
     const N: usize = 20_000;
     for i in 0..N {
-        b.publish(Bytes::from(i.to_string())).unwrap();
+        b.default_queue()
+            .publish(Bytes::from(i.to_string()))
+            .unwrap();
     }
     let stop = Arc::new(StdAtomicBool::new(false));
     let sweeper = {
@@ -639,8 +667,8 @@ fn expiry_races_acknowledge_and_exactly_one_wins() {
             let b = b.clone();
             thread::spawn(move || {
                 let mut acked = Vec::new();
-                while let Some(d) = b.try_fetch().unwrap() {
-                    if b.acknowledge(d.id).is_ok() {
+                while let Some(d) = b.default_queue().try_fetch().unwrap() {
+                    if b.default_queue().acknowledge(d.id).is_ok() {
                         acked.push(d.body);
                     }
                 }
@@ -671,16 +699,16 @@ fn expiry_races_acknowledge_and_exactly_one_wins() {
 #[test]
 fn oldest_ready_age_is_exact_into_an_empty_queue_and_an_upper_bound_after_a_fetch() {
     let b = broker();
-    let age = |b: &Broker<ManualClock>| b.queue_stats("default").unwrap().oldest_ready_age;
+    let age = |b: &Broker<ManualClock>| b.queue("default").stats().unwrap().oldest_ready_age;
     assert_eq!(age(&b), None, "nothing ready");
-    b.publish(msg("a")).unwrap();
+    b.default_queue().publish(msg("a")).unwrap();
     b.clock().advance(Duration::from_secs(3));
     assert_eq!(age(&b), Some(Duration::from_secs(3)));
     fetch_now(&b);
     assert_eq!(age(&b), None, "empty again");
-    b.publish(msg("b")).unwrap(); // ready at 3 s, into an empty queue
+    b.default_queue().publish(msg("b")).unwrap(); // ready at 3 s, into an empty queue
     b.clock().advance(Duration::from_secs(1));
-    b.publish(msg("c")).unwrap(); // ready at 4 s
+    b.default_queue().publish(msg("c")).unwrap(); // ready at 4 s
     b.clock().advance(Duration::from_secs(6));
     assert_eq!(age(&b), Some(Duration::from_secs(7)), "b, exact");
     fetch_now(&b);
@@ -694,6 +722,6 @@ fn oldest_ready_age_is_exact_into_an_empty_queue_and_an_upper_bound_after_a_fetc
     // A requeued message is ready from its requeue, not its publish.
     let d = fetch_now(&b);
     b.clock().advance(Duration::from_secs(2));
-    b.requeue(d.id).unwrap();
+    b.default_queue().requeue(d.id).unwrap();
     assert_eq!(age(&b), Some(Duration::ZERO));
 }

@@ -54,7 +54,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use ubroker_engine::QueueUpdate;
-use ubroker_server::internal::decode::{
+use ubroker_server::fuzzing::decode::{
     delay, fetch_max, fetch_wait, parse_id, parse_ids, parse_publish, parse_put_queue, touch_ttl,
     Publish,
 };

@@ -34,7 +34,7 @@
 //!
 //! * `handle` never panics; the response is `application/json` and JSON;
 //!   every non-200 body is exactly `{"error": <string>, "code": <string>}`
-//!   with a `code` from the SPEC's list ([`CODES`]) and the one the model
+//!   with a `code` from the contract's list (`ubroker_proto::Code`) and the one the model
 //!   predicts; the status is one of the documented ones; 405 carries the
 //!   predicted `Allow`, 401 `WWW-Authenticate`, and 429 `Retry-After`
 //!   exactly when its code is `queue_full`.
@@ -117,11 +117,11 @@ use ubroker_engine::{
     Broker, ManualClock, QueueInfo, QueueName, QueueStats, QueueUpdate, Stats, MAX_ID,
     MESSAGE_OVERHEAD,
 };
-use ubroker_server::internal::decode::{
+use ubroker_server::fuzzing::decode::{
     delay, fetch_max, fetch_wait, head_bytes, parse_id, parse_ids, parse_publish, parse_put_queue,
     query_param, touch_ttl, Publish,
 };
-use ubroker_server::internal::{handle, State};
+use ubroker_server::fuzzing::{handle, State};
 use ubroker_server::Config;
 
 const MAX_OPS: usize = 32;
@@ -160,24 +160,6 @@ const PREFIXES: [&str; 16] = [
 /// The statuses of the SPEC, plus 415 and 501 (a `Content-Encoding` or
 /// `Transfer-Encoding` the server does not take, RFC 9110 and 9112).
 const DOCUMENTED: [u16; 12] = [200, 400, 401, 404, 405, 408, 413, 415, 429, 431, 501, 503];
-/// The error codes of the SPEC (Errors).
-const CODES: [&str; 15] = [
-    "invalid_request",
-    "invalid_id",
-    "invalid_queue_name",
-    "not_found",
-    "method_not_allowed",
-    "unauthorized",
-    "body_too_large",
-    "headers_too_large",
-    "timeout",
-    "queue_full",
-    "too_many_queues",
-    "too_many_connections",
-    "shutting_down",
-    "log_failed",
-    "disk_full",
-];
 
 /// One runtime for the whole run. Time is paused, so a fetch that waits
 /// completes at once (the timer auto-advances when nothing else can run).
@@ -462,7 +444,14 @@ fuzz_target!(|data: &[u8]| {
             );
             let code = object.get("code").and_then(Value::as_str);
             let code = code.unwrap_or_else(|| panic!("error body without a code: {json}"));
-            assert!(CODES.contains(&code), "code {code:?} is not in the SPEC");
+            // The contract's codes (`ubroker-proto`), each with one of its
+            // statuses.
+            let known = ubroker_proto::Code::parse(code)
+                .unwrap_or_else(|| panic!("code {code:?} is not in the contract"));
+            assert!(
+                known.statuses().contains(&status),
+                "code {code} answered with {status}"
+            );
             Some(code)
         };
         match status {
@@ -647,13 +636,9 @@ fn op(tail: &str, prefixed: bool) -> Option<Op<'_>> {
     }
 }
 
-/// `^[A-Za-z0-9_-]{1,80}$`, optionally followed by `.dead`.
+/// The contract's queue-name rule (`ubroker-proto`).
 fn valid_name(name: &str) -> bool {
-    let base = base_of(name);
-    (1..=80).contains(&base.len())
-        && base
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    ubroker_proto::is_valid_queue_name(name)
 }
 
 fn base_of(name: &str) -> &str {
@@ -1531,7 +1516,10 @@ impl Model {
         for info in broker.queues() {
             let q = &self.queues[info.name.as_str()];
             assert_eq!(
-                (info.ttl_ms, info.max_deliveries),
+                (
+                    u64::try_from(info.settings.ttl.as_millis()).unwrap_or(u64::MAX),
+                    info.settings.max_deliveries
+                ),
                 (q.ttl_ms, q.max_deliveries),
                 "{}: settings",
                 info.name

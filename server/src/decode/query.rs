@@ -97,7 +97,8 @@ fn parse_unsigned(text: &str) -> Option<u64> {
 /// The size of a request head as `--max-header-bytes` counts it: method,
 /// path and query, and each header's name and value plus 4 bytes for `: `
 /// and CRLF. (hyper has already parsed the head; the exact wire size is
-/// gone, and this is within a few bytes of it.)
+/// gone, and this is within a few bytes of it.) Used by the fuzz model.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub fn head_bytes<B>(req: &hyper::Request<B>) -> usize {
     head_bytes_without_headers(req)
         + req

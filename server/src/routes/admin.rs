@@ -24,7 +24,7 @@ pub(super) fn get_queue<C: Clock>(
     state: &State<C>,
     queue: &str,
 ) -> Result<Response<Body>, ApiError> {
-    Ok(response::queue(&state.broker.queue_info(queue)?))
+    Ok(response::queue(&state.broker.queue(queue).info()?))
 }
 
 /// `PUT /queues/{queue}`: create, or change settings.
@@ -42,7 +42,7 @@ where
     let raw = read_body_in_time(state, body).await?;
     let update = parse_put_queue(&raw, &state.config)?;
     state.check_writable()?;
-    let info = state.broker.put_queue(queue, update)?;
+    let info = state.broker.queue(queue).put(update)?;
     if let Some(durable) = &state.durable {
         durable.queue_put(&info)?;
     }
@@ -96,12 +96,12 @@ pub(super) fn delete_queue<C: Clock>(
     queue: &str,
 ) -> Result<Response<Body>, ApiError> {
     state.check_writable()?;
-    let deleted = state.broker.delete_queue(queue)?;
+    let deleted = state.broker.queue(queue).delete()?;
     if let Some(durable) = &state.durable {
         durable.queue_deleted(queue)?;
     }
     if let Some(replication) = &state.replication {
         replication.queue_deleted(queue)?;
     }
-    Ok(response::count("deleted", deleted))
+    Ok(response::count("deleted", deleted.messages))
 }

@@ -126,12 +126,12 @@ pub(super) async fn fetch<C: Clock>(
         return fetch_batch(state, queue, wait, max, signal).await;
     }
     // Fast path: a ready message needs no timer and no shutdown watch.
-    if let Some(delivery) = state.broker.try_fetch_from(queue)? {
+    if let Some(delivery) = state.broker.queue(queue).try_fetch()? {
         return Ok(response::delivery(&delivery));
     }
     let give_up = give_up_after(state, wait)?;
     let waiting = signal.map(WaitSignal::begin);
-    let fetched = state.broker.fetch_from(queue, give_up).await;
+    let fetched = state.broker.queue(queue).fetch(give_up).await;
     drop(waiting);
     waited(state, fetched).map(|delivery| response::delivery(&delivery))
 }
@@ -146,19 +146,16 @@ async fn fetch_batch<C: Clock>(
     signal: Option<&WaitSignal>,
 ) -> Result<Response<Body>, ApiError> {
     let max_bytes = state.config.max_body_len();
-    let mut ready = Vec::new();
-    if state
-        .broker
-        .try_fetch_batch_from(queue, max, max_bytes, &mut ready)?
-        > 0
-    {
+    let ready = state.broker.queue(queue).try_fetch_batch(max, max_bytes)?;
+    if !ready.is_empty() {
         return Ok(response::deliveries(&ready));
     }
     let give_up = give_up_after(state, wait)?;
     let waiting = signal.map(WaitSignal::begin);
     let fetched = state
         .broker
-        .fetch_batch_from(queue, max, max_bytes, give_up)
+        .queue(queue)
+        .fetch_batch(max, max_bytes, give_up)
         .await;
     drop(waiting);
     waited(state, fetched).map(|deliveries| response::deliveries(&deliveries))
@@ -223,9 +220,9 @@ where
     let raw = read_body_in_time(state, body).await?;
     let ids = parse_ids(&raw, &state.config)?;
     let results = match settle {
-        SettleBy::Acknowledge => state.broker.acknowledge_batch_in(queue, &ids)?,
-        SettleBy::Requeue(delay) => state.broker.requeue_batch_in(queue, &ids, delay)?,
-        SettleBy::Touch(ttl) => state.broker.touch_batch_in(queue, &ids, ttl)?,
+        SettleBy::Acknowledge => state.broker.queue(queue).acknowledge_batch(&ids)?,
+        SettleBy::Requeue(delay) => state.broker.queue(queue).requeue_batch(&ids, delay)?,
+        SettleBy::Touch(ttl) => state.broker.queue(queue).touch_batch(&ids, ttl)?,
     };
     Ok(response::results(&results))
 }
@@ -248,14 +245,14 @@ pub(super) fn settle<C: Clock>(
     validate_queue_name(queue)?;
     let id = parse_id(id)?;
     match settlement {
-        Settlement::Acknowledge => state.broker.acknowledge_in(queue, id)?,
+        Settlement::Acknowledge => state.broker.queue(queue).acknowledge(id)?,
         Settlement::Requeue => {
             let delay: Duration = delay(query, &state.config)?;
-            state.broker.requeue_in(queue, id, delay)?
+            state.broker.queue(queue).requeue_after(id, delay)?
         }
         Settlement::Touch => {
             let ttl = touch_ttl(query, &state.config)?;
-            state.broker.touch_in(queue, id, ttl)?
+            state.broker.queue(queue).touch(id, ttl)?
         }
     }
     Ok(response::ok_empty())
@@ -264,6 +261,6 @@ pub(super) fn settle<C: Clock>(
 /// `POST /queues/{queue}.dead/redrive`.
 pub(super) fn redrive<C: Clock>(state: &State<C>, queue: &str) -> Result<Response<Body>, ApiError> {
     state.check_writable()?;
-    let moved = state.broker.redrive(queue)?;
-    Ok(response::count("moved", moved))
+    let moved = state.broker.queue(queue).redrive()?;
+    Ok(response::count("moved", moved.moved))
 }
