@@ -76,14 +76,18 @@ pub struct LogStatsBody {
     pub disk_full: bool,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds: due times in the log (and in replicated
+/// entries) are wall-clock, so that they survive a restart or a failover.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The wall-clock due time of something `delay` from now (0: no delay).
-fn due_ms(delay: Duration) -> u64 {
+/// The wall-clock due time of something `delay` from now (0: no delay),
+/// fixed where the change is made so that a restart, or every replica,
+/// holds the same one.
+pub(crate) fn due_ms(delay: Duration) -> u64 {
     if delay.is_zero() {
         0
     } else {

@@ -50,7 +50,7 @@ use std::io::Write;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
@@ -59,6 +59,7 @@ use ubroker_engine::{Broker, Clock, Journal, NewMessage, QueueInfo, QueueName};
 use ubroker_replica::{NotLeader, Op, Options, Proposer, Replica};
 
 use crate::config::Config;
+use crate::durability::due_ms;
 use crate::error::ApiError;
 use crate::response::{self, Body};
 use crate::server::Server;
@@ -125,24 +126,6 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
         }
     }
     Ok(peers)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The wall-clock due time of something `delay` from now (0: no delay),
-/// fixed by the leader so that every replica holds the same one.
-fn due_ms(delay: Duration) -> u64 {
-    if delay.is_zero() {
-        0
-    } else {
-        now_ms()
-            .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
-            .max(1)
-    }
 }
 
 /// The leader's engine journal: every change becomes an op of the next
@@ -601,7 +584,7 @@ mod tests {
     #[test]
     fn a_due_time_is_wall_clock_and_zero_means_now() {
         assert_eq!(due_ms(Duration::ZERO), 0);
-        let before = now_ms();
+        let before = crate::durability::now_ms();
         let due = due_ms(Duration::from_millis(1500));
         assert!(due >= before + 1500, "{due} {before}");
     }
