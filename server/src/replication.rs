@@ -43,6 +43,13 @@
 //!   undelivered record gives the message back without counting the
 //!   attempt" is not done.
 //! * A follower's `/stats` and `/metrics` are its own idle engine's.
+//! * When a node changes role, the old role's server stops and the next one
+//!   starts on the same socket: a connection that has not sent its request
+//!   yet is closed without an answer (nothing was done; the client may send
+//!   it again). A restarted node can do this at once: openraft first reports
+//!   no role, then the leadership its saved vote held, which it then loses
+//!   to the current term's leader. Keeping one server whose engine is swapped
+//!   at a role change would answer these instead; not done.
 
 use std::collections::BTreeMap;
 use std::future::Future;
