@@ -46,7 +46,7 @@
 //!   confirm its leadership within the election timeout, so the proxy stops
 //!   sending it traffic, but requests already there wait until the cut
 //!   heals (then `503 not_leader`) or their client gives up.
-//! //! * A follower's `/stats` and `/metrics` are its own idle engine's.
+//! * A follower's `/stats` and `/metrics` are its own idle engine's.
 
 use std::collections::BTreeMap;
 use std::future::Future;
