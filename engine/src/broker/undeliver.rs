@@ -67,8 +67,9 @@ mod tests {
             q.undeliver_batch(&[first.id, first.id, 999]).unwrap(),
             vec![Settled::Ok, Settled::Invalid, Settled::Invalid]
         );
-        // The old id is settled for good.
+        // The old id is settled for good, and its timer entry went with it.
         assert!(q.acknowledge(first.id).is_err());
+        assert_eq!(b.timer_counts(), (0, 0));
         // Back at the tail, behind "b"; its one allowed delivery is still
         // ahead of it (max_deliveries 1), so it is not dead-lettered.
         let second = q.try_fetch().unwrap().unwrap();
@@ -77,7 +78,11 @@ mod tests {
         assert_eq!(again.message_id, first.message_id);
         assert_eq!(again.attempt, 1);
         assert_ne!(again.id, first.id);
-        assert_eq!(q.stats().unwrap().in_flight, 2);
+        let stats = q.stats().unwrap();
+        assert_eq!(
+            (stats.in_flight, stats.requeued, stats.delivered),
+            (2, 1, 3)
+        );
     }
 
     #[test]

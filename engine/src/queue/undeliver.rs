@@ -2,9 +2,10 @@
 //! ([`Queue::undeliver_all`]): a replicated fetch whose client went away
 //! (or whose fence failed) before the answer was written. The message goes
 //! back to the tail with the attempt uncounted: no consumer saw it, so it
-//! must not move it closer to the dead-letter queue.
+//! must not move it closer to the dead-letter queue. The stats count it
+//! as a requeue.
 
-use super::{Queue, Shared};
+use super::{Counters, Queue, Shared};
 use crate::broker::Settled;
 use crate::clock::Timestamp;
 
@@ -43,6 +44,11 @@ impl Queue {
             }
         }
         self.timer.cancel_leases(&keys);
+        // Counted as a requeue: the delivery was counted when it was handed
+        // out, counters only grow, and the stats' flow identities
+        // (`ready + delayed + delivered + redriven = published + requeued +
+        // expired`) must keep holding.
+        Counters::add(&self.counters.requeued, back.len() as u64);
         self.make_all_ready(back, now);
     }
 }
