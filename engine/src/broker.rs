@@ -245,6 +245,7 @@ mod publish;
 mod settle;
 mod stats;
 mod timekeeping;
+mod undeliver;
 
 use fetch::delivery;
 

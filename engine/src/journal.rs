@@ -38,4 +38,11 @@ pub trait Journal: Send + Sync + 'static {
     fn delivered(&self, id: u64, attempts: u32);
     /// Message `id` left the broker (acknowledged, or its queue deleted).
     fn gone(&self, id: u64);
+    /// Message `id`'s delivery never reached its consumer: it joins the
+    /// tail of `queue` again, `attempts` no longer counting that delivery.
+    /// A log that does not tell this apart records it as [`Journal::ready`]
+    /// (the default), which replays the same.
+    fn undelivered(&self, queue: &QueueName, id: u64, attempts: u32, dead_lettered: bool) {
+        self.ready(queue, id, attempts, dead_lettered);
+    }
 }

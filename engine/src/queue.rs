@@ -60,6 +60,7 @@ use crate::timer::{Hint, Timer};
 use crate::waiters::WaitList;
 
 mod settle;
+mod undeliver;
 
 /// `head_ready_at` when the ready queue is (or was last seen) empty.
 const NO_HEAD: u64 = u64::MAX;

@@ -55,7 +55,8 @@ pub struct QueueStats {
     /// Deliveries acknowledged (and, on a dead-letter queue, messages
     /// redriven out of it).
     pub acknowledged: u64,
-    /// Deliveries requeued by their consumer (not those dead-lettered).
+    /// Deliveries requeued by their consumer (not those dead-lettered), and
+    /// deliveries given back because their answer never reached it.
     pub requeued: u64,
     /// Deliveries whose lease ran out (not those dead-lettered).
     pub expired: u64,

@@ -30,7 +30,10 @@
 //! An op whose [`Proposer::wait`] returned `Ok` is in an entry committed on
 //! a majority; a new leader's first entry is [`Command::Failover`], and the
 //! state it is built from holds every committed op before it, no lease, and
-//! marks above every id any answered request carried.
+//! marks above every id any answered request carried. An
+//! [`Op::Undelivered`] (a fetch whose answer never went out) makes the
+//! message ready again with the attempts it carries, so no replica counts
+//! that delivery.
 
 mod error;
 mod log_store;

@@ -145,6 +145,22 @@ impl Model {
             Op::Gone { id } => {
                 self.messages.remove(id);
             }
+            // As `Ready`, but the attempts are the leader's uncounted ones
+            // and the dead-letter mark stays as it was.
+            Op::Undelivered {
+                id,
+                queue,
+                attempts,
+            } => {
+                if let Some(m) = self.messages.get_mut(id) {
+                    if m.queue != *queue {
+                        m.queue.clone_from(queue);
+                    }
+                    m.attempts = *attempts;
+                    m.due_ms = 0;
+                    m.ready_pos = pos;
+                }
+            }
             Op::QueuePut {
                 queue,
                 ttl_ms,
@@ -282,6 +298,54 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(1, 1), (3, 0)]);
         assert_eq!(recovered.next_delivery, 10);
+    }
+
+    #[test]
+    fn an_undelivered_op_uncounts_the_attempt_on_every_replica() {
+        let entries = [
+            ops(vec![publish("q", &[1, 2])], 0, 3),
+            ops(vec![Op::Leased { id: 1, attempts: 1 }], 1, 3),
+            ops(
+                vec![
+                    Op::Undelivered {
+                        id: 1,
+                        queue: "q".into(),
+                        attempts: 0,
+                    },
+                    // About a message that is gone: ignored.
+                    Op::Undelivered {
+                        id: 9,
+                        queue: "q".into(),
+                        attempts: 0,
+                    },
+                ],
+                1,
+                3,
+            ),
+        ];
+        let mut leased_only = Model::default();
+        leased_only.apply(1, &entries[0]);
+        leased_only.apply(2, &entries[1]);
+        assert_eq!(leased_only.attempts(1), Some(1));
+        let mut a = Model::default();
+        let mut b = Model::default();
+        for (index, entry) in entries.iter().enumerate() {
+            a.apply(index as u64 + 1, entry);
+            b.apply(index as u64 + 1, entry);
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.attempts(1), Some(0));
+        assert_eq!(a.live(), 2);
+        a.apply(4, &Command::Failover);
+        // Ready again behind message 2 (it went back to the tail), the
+        // failover counting nothing for it.
+        let got: Vec<(u64, u32)> = a
+            .to_recovered()
+            .messages
+            .iter()
+            .map(|m| (m.id, m.attempts))
+            .collect();
+        assert_eq!(got, vec![(2, 0), (1, 0)]);
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum Op {
     },
     /// `queue` was deleted.
     QueueDeleted { queue: String },
+    /// A delivery whose answer never reached its consumer (a fetch whose
+    /// client left, or whose fence failed, before the answer): the message
+    /// joins the tail of `queue` again, and `attempts` no longer counts
+    /// that delivery. Appended at the end of the enum: entries already on
+    /// disk keep their encoding.
+    Undelivered {
+        id: u64,
+        queue: String,
+        attempts: u32,
+    },
 }
 
 /// One Raft log entry's application data.

@@ -28,6 +28,14 @@
 //!   administration are answered only once every op pushed so far (their
 //!   own included) is committed: the fence. A deposed leader cannot commit,
 //!   so it hands out no lease and settles no id that a new leader knows.
+//! * A fetch's answer waits for the fence in the connection's waiting
+//!   phase, its leases held by a [`GiveBack`]: if its client goes away (the
+//!   connection drops the request) or the fence fails, they are given back
+//!   (ready at the tail, the attempt uncounted) and logged as
+//!   [`Op::Undelivered`], so every replica uncounts the attempt too (SPEC:
+//!   "an undelivered record gives the message back without counting the
+//!   attempt"). An answer the fence let through but the socket then failed
+//!   to carry is not noticed: that lease runs to its TTL.
 //! * A touch changes nothing logged: it is answered after the leader has
 //!   confirmed its leadership with a majority (openraft's read index).
 //!
@@ -38,10 +46,6 @@
 //!   confirm its leadership within the election timeout, so the proxy stops
 //!   sending it traffic, but requests already there wait until the cut
 //!   heals (then `503 not_leader`) or their client gives up.
-//! * A fetch whose client goes away while it waits for the fence keeps its
-//!   lease (the attempt is counted) until the lease expires; SPEC's "an
-//!   undelivered record gives the message back without counting the
-//!   attempt" is not done.
 //! * A follower's `/stats` and `/metrics` are its own idle engine's.
 //! * When a node changes role, the old role's server stops and the next one
 //!   starts on the same socket: a connection that has not sent its request
@@ -166,6 +170,62 @@ impl Journal for RaftJournal {
 
     fn gone(&self, id: u64) {
         self.proposer.push(Op::Gone { id });
+    }
+
+    fn undelivered(&self, queue: &QueueName, id: u64, attempts: u32, _dead_lettered: bool) {
+        self.proposer.push(Op::Undelivered {
+            id,
+            queue: queue.as_str().to_owned(),
+            attempts,
+        });
+    }
+}
+
+/// The delivery ids a fetch's answer carries, on a replicated node (a
+/// response extension the fetch route sets and [`GiveBack`] takes).
+#[derive(Debug, Clone)]
+pub(crate) struct Leased(pub(crate) Vec<u64>);
+
+/// Holds a fetch's leases while its answer waits for the fence. Dropped
+/// armed (the client went away and the connection dropped the request, or
+/// the fence failed), it gives them back: ready again with the attempt
+/// uncounted, logged as [`Op::Undelivered`] so that every replica uncounts
+/// it too. [`GiveBack::answered`] disarms it once the answer is owed.
+pub(crate) struct GiveBack<'a, C: Clock> {
+    broker: &'a Broker<C>,
+    queue: &'a str,
+    ids: Vec<u64>,
+}
+
+impl<'a, C: Clock> GiveBack<'a, C> {
+    pub(crate) fn new(broker: &'a Broker<C>, queue: &'a str, leased: Leased) -> Self {
+        GiveBack {
+            broker,
+            queue,
+            ids: leased.0,
+        }
+    }
+
+    /// The fence passed: the answer goes out, the leases are the client's.
+    pub(crate) fn answered(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl<C: Clock> Drop for GiveBack<'_, C> {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        // A closed engine (the term ended) gives nothing back: the next
+        // leader's failover makes every lease ready again.
+        let given = self.broker.queue(self.queue).undeliver_batch(&self.ids);
+        tracing::debug!(
+            queue = self.queue,
+            ids = self.ids.len(),
+            given = ?given.map(|r| r.iter().filter(|s| s.is_ok()).count()),
+            "a fetch's answer never went out: its leases are given back"
+        );
     }
 }
 

@@ -43,6 +43,7 @@ use crate::decode::Publish;
 use crate::durability::Durability;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::replication::{GiveBack, Leased};
 use crate::response::{self, Body};
 
 mod admin;
@@ -402,6 +403,14 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let get = parts.method == Method::GET;
+    let fetching = match route {
+        Route::Queue {
+            queue,
+            op: QueueOp::Fetch,
+            ..
+        } => Some(queue),
+        _ => None,
+    };
     let (queue_route, fence, touch) = match route {
         // From SIGTERM on, as on a single node.
         Route::Health | Route::HealthLeader if get && !state.healthy() => {
@@ -426,9 +435,21 @@ where
     if queue_route {
         replication.gate()?;
     }
-    let response = dispatch(state, route, parts, body, signal).await?;
+    let mut response = dispatch(state, route, parts, body, signal).await?;
     if fence {
+        // A fetch's leases wait with its answer: while they do, a client
+        // that goes away ends the request (the connection's waiting phase),
+        // and the guard gives them back, as it does if the fence fails.
+        let give_back = match (fetching, response.extensions_mut().remove::<Leased>()) {
+            (Some(queue), Some(leased)) => Some(GiveBack::new(&state.broker, queue, leased)),
+            _ => None,
+        };
+        let waiting = give_back.as_ref().and(signal).map(WaitSignal::begin);
         replication.fence(touch).await?;
+        drop(waiting);
+        if let Some(give_back) = give_back {
+            give_back.answered();
+        }
     }
     Ok(response)
 }

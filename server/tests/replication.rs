@@ -144,6 +144,10 @@ impl Drop for Dir {
 
 impl Group {
     fn start(name: &str) -> Group {
+        Group::start_with(name, 300)
+    }
+
+    fn start_with(name: &str, election_timeout_ms: u64) -> Group {
         let dir =
             Dir(std::env::temp_dir()
                 .join(format!("ubroker-replication-{name}-{}", std::process::id())));
@@ -155,17 +159,12 @@ impl Group {
             .join(",");
         let nodes = (0..3)
             .map(|i| {
-                let mut args: Vec<String> = [
-                    "--port",
-                    "0",
-                    "--replicas",
-                    "3",
-                    "--election-timeout-ms",
-                    "300",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+                let mut args: Vec<String> =
+                    ["--port", "0", "--replicas", "3", "--election-timeout-ms"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                args.push(election_timeout_ms.to_string());
                 args.extend([
                     "--node".into(),
                     i.to_string(),
@@ -365,6 +364,82 @@ fn a_paused_leader_hands_out_no_stale_lease_and_settles_no_old_id() {
             ("ready".to_owned(), 1),
             ("touched".to_owned(), 2)
         ]
+    );
+}
+
+/// Polls the leader's `GET /queues/{queue}` (answered locally, without the
+/// fence) until `ready` and `in_flight` are as given.
+fn wait_counts(addr: SocketAddr, queue: &str, ready: u64, in_flight: u64) {
+    let started = Instant::now();
+    loop {
+        let (status, body) = call(addr, "GET", &format!("/queues/{queue}"), "");
+        assert_eq!(status, 200, "{body}");
+        let info = json(&body);
+        if info["ready"] == ready && info["in_flight"] == in_flight {
+            return;
+        }
+        assert!(
+            started.elapsed() < HUNG,
+            "never {ready} ready and {in_flight} in flight: {body}"
+        );
+        // Polling another process's state: nothing to wait on but it.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SPEC: "if the client has gone before that answer, an undelivered record
+/// gives the message back without counting the attempt". With both
+/// followers stopped the fence cannot complete, so a fetch's answer waits;
+/// its client leaves; the leader gives the message back at once (not at
+/// its TTL) and logs it as undelivered, so the next leader does not count
+/// that attempt either. The followers are stopped for a few milliseconds,
+/// well under the election timeout (1 s here), so their resuming starts no
+/// election.
+///
+/// Seen failing with the give-back skipped (`GiveBack::drop` returning at
+/// once), and with the model ignoring the undelivered record's attempts
+/// ("the replicas counted the abandoned attempt").
+#[test]
+fn a_fetch_whose_client_left_before_the_fence_gives_its_message_back_uncounted() {
+    let mut group = Group::start_with("gone", 1000);
+    let leader = group.leader(None);
+    let addr = group.nodes[leader].addr;
+    // Leases of 120 s: within the test only the give-back can return one.
+    let (status, body) = call(addr, "PUT", "/queues/jobs", r#"{"ttl_ms":120000}"#);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(addr, "POST", "/queues/jobs/publish", r#"{"body":"left"}"#);
+    assert_eq!(status, 200, "{body}");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &f in &followers {
+        group.nodes[f].signal("STOP");
+    }
+    let fetch = send(addr, "GET", "/queues/jobs/fetch", "");
+    // Leased, its answer waiting for a majority that is stopped.
+    wait_counts(addr, "jobs", 0, 1);
+    drop(fetch);
+    // The client is gone: the lease is given back at once.
+    wait_counts(addr, "jobs", 1, 0);
+    for &f in &followers {
+        group.nodes[f].signal("CONT");
+    }
+    // A publish answered 200 means its entry committed, and with it every
+    // op before it: the undelivered record among them.
+    let (status, body) = call(addr, "POST", "/queues/other/publish", r#"{"body":"x"}"#);
+    assert_eq!(status, 200, "{body}");
+    // The replicas uncounted it too: the new leader's failover makes every
+    // lease ready with its attempt counted, and this message holds none.
+    // (Checked before any later delivery: a delivery's record carries its
+    // attempt count, which would hide a replica that ignored the
+    // undelivered record.)
+    group.nodes[leader].kill();
+    let new = group.leader(Some(leader));
+    let (status, body) = call(group.nodes[new].addr, "GET", "/queues/jobs/fetch", "");
+    assert_eq!(status, 200, "{body}");
+    let delivery = json(&body);
+    assert_eq!(delivery["message"]["body"], "left");
+    assert_eq!(
+        delivery["attempt"], 1,
+        "the replicas counted the abandoned attempt"
     );
 }
 

@@ -284,6 +284,16 @@ impl<'a, C: Clock> QueueHandle<'a, C> {
         self.broker.touch_batch_in(self.name, ids, ttl)
     }
 
+    /// Gives each of `ids` back as never delivered (its consumer never got
+    /// the answer): ready again at the tail, the attempt uncounted, the id
+    /// invalid from now on. One outcome per id, as
+    /// [`QueueHandle::acknowledge_batch`]; an expired or settled lease is
+    /// `Invalid` and left alone.
+    #[inline]
+    pub fn undeliver_batch(self, ids: &[u64]) -> Result<Vec<Settled>, Error> {
+        self.broker.undeliver_batch_in(self.name, ids)
+    }
+
     // ----- administration and stats ----------------------------------------
 
     /// Creates the queue or changes its settings. Validates everything

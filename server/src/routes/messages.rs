@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body as HttpBody;
 use hyper::Response;
-use ubroker_engine::{validate_queue_name, Clock, Error as EngineError};
+use ubroker_engine::{validate_queue_name, Clock, Delivery, Error as EngineError};
 
 use super::{Settlement, State};
 use crate::connection::WaitSignal;
@@ -20,6 +20,7 @@ use crate::decode::{
     Publish,
 };
 use crate::error::ApiError;
+use crate::replication::Leased;
 use crate::response::{self, Body};
 
 /// `POST [/queues/{queue}]/publish[?delay=ms]`.
@@ -127,13 +128,30 @@ pub(super) async fn fetch<C: Clock>(
     }
     // Fast path: a ready message needs no timer and no shutdown watch.
     if let Some(delivery) = state.broker.queue(queue).try_fetch()? {
-        return Ok(response::delivery(&delivery));
+        return Ok(leased(state, response::delivery(&delivery), || {
+            vec![delivery.id]
+        }));
     }
     let give_up = give_up_after(state, wait)?;
     let waiting = signal.map(WaitSignal::begin);
     let fetched = state.broker.queue(queue).fetch(give_up).await;
     drop(waiting);
-    waited(state, fetched).map(|delivery| response::delivery(&delivery))
+    waited(state, fetched)
+        .map(|delivery| leased(state, response::delivery(&delivery), || vec![delivery.id]))
+}
+
+/// On a replicated node, tags a fetch's answer with the delivery ids it
+/// carries ([`Leased`]): if the answer never reaches the client, they are
+/// given back. A single node's fetch answers at once and pays nothing.
+fn leased<C: Clock>(
+    state: &State<C>,
+    mut response: Response<Body>,
+    ids: impl FnOnce() -> Vec<u64>,
+) -> Response<Body> {
+    if state.replication.is_some() {
+        response.extensions_mut().insert(Leased(ids()));
+    }
+    response
 }
 
 /// `GET [/queues/{queue}]/fetch?max=n[&wait=ms]`: as [`fetch`], answering
@@ -148,7 +166,7 @@ async fn fetch_batch<C: Clock>(
     let max_bytes = state.config.max_body_len();
     let ready = state.broker.queue(queue).try_fetch_batch(max, max_bytes)?;
     if !ready.is_empty() {
-        return Ok(response::deliveries(&ready));
+        return Ok(leased(state, response::deliveries(&ready), || ids(&ready)));
     }
     let give_up = give_up_after(state, wait)?;
     let waiting = signal.map(WaitSignal::begin);
@@ -158,7 +176,15 @@ async fn fetch_batch<C: Clock>(
         .fetch_batch(max, max_bytes, give_up)
         .await;
     drop(waiting);
-    waited(state, fetched).map(|deliveries| response::deliveries(&deliveries))
+    waited(state, fetched).map(|deliveries| {
+        leased(state, response::deliveries(&deliveries), || {
+            ids(&deliveries)
+        })
+    })
+}
+
+fn ids(deliveries: &[Delivery]) -> Vec<u64> {
+    deliveries.iter().map(|d| d.id).collect()
 }
 
 /// For a fetch that found nothing ready: `Timeout` at once for `wait=0`,
