@@ -485,8 +485,10 @@ where
         Route::Stats if method == Method::GET => Ok(stats(state)),
         Route::Metrics if method == Method::GET => metrics(state),
         Route::Health if method == Method::GET => Ok(health(state)),
-        // Only a replicated node has a leader to ask about.
-        Route::HealthLeader => Err(ApiError::NotFound),
+        // Only a replicated node has a leader to ask about; the route
+        // exists either way, so another method is still a 405.
+        Route::HealthLeader if method == Method::GET => Err(ApiError::NotFound),
+        Route::HealthLeader => Err(ApiError::MethodNotAllowed { allow: "GET" }),
         Route::Console if method == Method::GET => Ok(crate::console::page()),
         Route::Queues | Route::Stats | Route::Metrics | Route::Health | Route::Console => {
             Err(ApiError::MethodNotAllowed { allow: "GET" })

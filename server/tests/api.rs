@@ -354,6 +354,10 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
         // The batch settles (issue 9).
         (Method::GET, "/acknowledge", "POST"),
         (Method::PUT, "/requeue", "POST"),
+        // Replication's leader check exists on every node (a single node
+        // answers its GET 404, below), so another method is a 405.
+        (Method::POST, "/health/leader", "GET"),
+        (Method::TRACE, "/health/leader", "GET"),
     ] {
         if method == Method::HEAD {
             // HEAD responses have no body; check status and Allow raw.
@@ -371,6 +375,9 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
         assert_eq!(r.headers["allow"], allow);
         assert!(r.error().contains(allow));
     }
+    // Without --replicas there is no leader to ask about.
+    let r = c.send(Method::GET, "/health/leader", Bytes::new()).await;
+    assert_eq!((r.status.as_u16(), r.error()), (404, "not found"));
     let stats = server.broker.stats();
     assert_eq!((stats.published, stats.delivered), (0, 0));
     server.stop().await;
