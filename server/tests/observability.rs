@@ -1092,6 +1092,19 @@ async fn the_auth_token_guards_stats_and_metrics_but_not_health() {
         .await
         .json();
     assert_eq!(r.status, 405, "{r:?}");
+    // Replication's leader check is HAProxy's, which holds no token either:
+    // a single node answers it 404 (no leader to ask about), never 401.
+    for headers in [&[][..], &[("authorization", "Bearer wrong")][..], &good[..]] {
+        let r = c
+            .request(Method::GET, "/health/leader", headers, Bytes::new())
+            .await
+            .json();
+        assert_eq!(
+            (r.status.as_u16(), &r.json["code"]),
+            (404, &json!("not_found")),
+            "{headers:?}"
+        );
+    }
     // The token still guards every other route.
     let r = c
         .request(Method::GET, "/queues", &[], Bytes::new())

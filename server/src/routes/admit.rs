@@ -36,11 +36,12 @@ pub(super) fn admit<C: Clock, B>(state: &State<C>, req: &Request<B>) -> Result<(
     if !head.transfer_chunked_only {
         return Err(ApiError::UnsupportedTransferEncoding);
     }
-    // `/health` is for load balancers and orchestrators, which hold no
+    // `/health` and `/health/leader` (replication's leader check, which
+    // HAProxy asks) are for load balancers and orchestrators, which hold no
     // token, and `/ui` is a page that holds no data (it asks for the token
     // and sends it with every request it makes): the routes the token does
     // not guard.
-    let guarded = !matches!(req.uri().path(), "/health" | "/ui");
+    let guarded = !matches!(req.uri().path(), "/health" | "/health/leader" | "/ui");
     if let (Some(token), true) = (&state.config.auth_token, guarded) {
         if head.authorizations > 1 {
             // Two credentials: whichever one were checked, the other would
