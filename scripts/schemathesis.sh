@@ -11,8 +11,9 @@
 # Three passes, each against a fresh broker:
 #   main    default limits, every schemathesis check;
 #   auth    with --auth-token, requests without it: every check, and every
-#           answer must be a 401 (with WWW-Authenticate), but GET /health's
-#           and GET /ui's, which the token does not guard;
+#           answer must be a 401 (with WWW-Authenticate), but GET /health's,
+#           GET /health/leader's (404 without --replicas) and GET /ui's, which
+#           the token does not guard;
 #   limits  tiny --max-body-bytes, --max-queue-bytes and --max-header-bytes,
 #           so that 413, 429 (with Retry-After) and 431 are answered too.
 # The last runs the conformance checks only (status, headers, content type,
@@ -213,6 +214,12 @@ negative_data_rejection.expected-statuses = ["401"]
 [[operations]]
 include-operation-id = ["health", "console"]
 checks.positive_data_acceptance.expected-statuses = ["200"]
+
+# Nor replication's leader check (HAProxy asks it without a token), which a
+# node without --replicas answers 404: there is no leader to ask about.
+[[operations]]
+include-operation-id = ["healthLeader"]
+checks.positive_data_acceptance.expected-statuses = ["404"]
 EOF
 } >"$WORK/auth.toml"
 
